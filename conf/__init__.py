@@ -1,0 +1,4 @@
+"""YAML configuration (cluster.yaml plus one file per case study) and the loader that types it."""
+from conf.loader import CONF_DIR, ClusterConfig, ConfigError, dump, load, load_cluster
+
+__all__ = ["CONF_DIR", "ClusterConfig", "ConfigError", "dump", "load", "load_cluster"]

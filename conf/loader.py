@@ -1,0 +1,186 @@
+"""One loader for every job's configuration.
+
+A job declares its configuration once, as nested dataclasses (the schema); the values live in YAML
+under conf/. Loading merges, in order: conf/cluster.yaml (as the `cluster` section), the case file,
+the chosen preset from the case file's `presets:` section, then `--set a.b=value` overrides. The
+result is type-checked against the dataclasses: an unknown key or a missing one is an error that
+names the valid keys, never a warning.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match its schema."""
+
+
+@dataclasses.dataclass
+class ClusterConfig:
+    """The Spark standalone cluster; mirrors conf/cluster.yaml key for key."""
+    host: str
+    master_port: int
+    master_ui_port: int
+    worker_ui_port: int
+    workers: int
+    worker_cores: int
+    worker_memory: str
+    executor_memory: str
+    default_fs: str
+    run_dir: str
+    start_timeout_s: float
+    reservation_timeout_s: float
+    shutdown_timeout_s: float
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value parsed as YAML, so 3 is an int and [1, 2] a list)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for i, key in enumerate(path[:-1]):
+        child = node.get(key)
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: '{'.'.join(path[:i + 1])}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(hint) or (str, Any)
+        return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def build(schema: type, data: Any, where: str = "config") -> Any:
+    """Turn a nested mapping into the dataclass `schema`, rejecting unknown and missing keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a section (mapping), got {data!r}")
+    hints = typing.get_type_hints(schema)
+    fields = [f.name for f in dataclasses.fields(schema)]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(fields)}")
+    values = {}
+    for f in dataclasses.fields(schema):
+        if f.name in data:
+            values[f.name] = _coerce(data[f.name], hints[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing key '{f.name}'")
+    obj = schema(**values)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def load(schema: type, case_file: str | Path, preset: str | None = None,
+         overrides: list[str] = (), cluster_file: str | Path = CONF_DIR / "cluster.yaml") -> Any:
+    """Build the typed config of one job run; see the module docstring for the order."""
+    case = read_yaml(case_file)
+    presets = case.pop("presets", {}) or {}
+    tree = merge({"cluster": read_yaml(cluster_file)}, case)
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"{case_file}: no preset {preset!r}; presets: {', '.join(presets) or 'none'}")
+        tree = merge(tree, presets[preset])
+    for text in overrides:
+        path, value = parse_override(text)
+        set_path(tree, path, value)
+    return build(schema, tree)
+
+
+def load_cluster(overrides: list[str] = (), cluster_file: str | Path = CONF_DIR / "cluster.yaml") -> ClusterConfig:
+    """conf/cluster.yaml alone, with `key=value` overrides; used by the mini-cluster command."""
+    tree = read_yaml(cluster_file)
+    for text in overrides:
+        path, value = parse_override(text)
+        set_path(tree, path, value)
+    return build(ClusterConfig, tree, "cluster")
+
+
+def dump(cfg: Any, **extra: Any) -> str:
+    """The resolved config as YAML (written beside every run's outputs); `extra` keys go first."""
+    return yaml.safe_dump({**extra, **dataclasses.asdict(cfg)}, sort_keys=False)

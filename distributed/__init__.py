@@ -1,0 +1,1 @@
+"""Cluster side: the loopback mini-cluster, the TensorFlowOnSpark adapter, the parameter server."""

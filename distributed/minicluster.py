@@ -1,0 +1,317 @@
+"""A real Spark standalone cluster on loopback: one master, N workers, from the pip-installed pyspark.
+
+    python -m distributed.minicluster up --workers 3
+    python -m distributed.minicluster status
+    python -m distributed.minicluster down
+
+Everything binds 127.0.0.1 (conf/cluster.yaml `host`). Spark RPC requires the cluster's secret
+(spark.authenticate) and the master and worker web pages require a token signed with it (Spark's
+JWSFilter), so nothing listens unauthenticated. Pid files, logs, the secret and a state file live in
+the run folder; `down` stops exactly the processes this cluster started (see processes.py).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed import processes
+
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+JWS_FILTER = "org.apache.spark.ui.JWSFilter"
+
+
+class ClusterError(RuntimeError):
+    """The mini-cluster could not be started, reached or stopped."""
+
+
+def require_java(min_major: int = 17) -> str:
+    """Return `java -version`'s first line, or fail with a message a new user can act on."""
+    java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) \
+        if os.environ.get("JAVA_HOME") else shutil.which("java")
+    hint = (f"Spark 4 needs Java {min_major} or newer. Install it (Debian/Ubuntu: "
+            f"`sudo apt-get install openjdk-{min_major}-jre-headless`; macOS: `brew install openjdk@{min_major}`) "
+            "and make sure `java` is on PATH or JAVA_HOME points at it.")
+    if not java:
+        raise ClusterError(f"Java was not found. {hint}")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    first = out.splitlines()[0] if out else ""
+    try:
+        version = first.split('"')[1]
+        major = int(version.split(".")[1] if version.startswith("1.") else version.split(".")[0])
+    except (IndexError, ValueError):
+        raise ClusterError(f"could not read the Java version from {first!r}. {hint}") from None
+    if major < min_major:
+        raise ClusterError(f"found Java {version} at {java}. {hint}")
+    return first
+
+
+def spark_home() -> Path:
+    import pyspark
+    return Path(pyspark.__file__).resolve().parent
+
+
+def ui_token(secret: str) -> str:
+    """An HS256 JWS that Spark's JWSFilter accepts for the key derived from `secret`."""
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(b"{}")
+    signature = hmac.new(ui_key(secret), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def ui_key(secret: str) -> bytes:
+    return hashlib.sha256(b"spark-ui:" + secret.encode()).digest()
+
+
+def security_conf(secret: str) -> dict[str, str]:
+    """Spark settings shared by the master, the workers and every application of the cluster."""
+    return {
+        "spark.authenticate": "true",
+        "spark.authenticate.secret": secret,
+        "spark.ui.filters": JWS_FILTER,
+        f"spark.{JWS_FILTER}.param.secretKey": base64.urlsafe_b64encode(ui_key(secret)).decode(),
+        "spark.master.rest.enabled": "false",
+    }
+
+
+@dataclass
+class ClusterState:
+    """What `up` leaves in run_dir/state.json for `status`, `down` and jobs that join the cluster."""
+    run_id: str
+    master_url: str
+    master_ui: str
+    pids: dict[str, int]
+    create_times: dict[str, float]
+    secret: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+
+class MiniCluster:
+    def __init__(self, cluster_cfg, run_dir: str | Path | None = None, workers: int | None = None):
+        self.cfg = cluster_cfg
+        self.run_dir = Path(run_dir or cluster_cfg.run_dir).resolve()
+        self.workers = workers if workers is not None else cluster_cfg.workers
+        self.host = cluster_cfg.host
+        self.worker_ui_ports = [cluster_cfg.worker_ui_port + i for i in range(self.workers)]
+        self.state: ClusterState | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    def load_state(self) -> ClusterState | None:
+        if not self.state_file.exists():
+            return None
+        self.state = ClusterState(**json.loads(self.state_file.read_text()))
+        return self.state
+
+    # -- starting -------------------------------------------------------------------------------
+    def up(self) -> ClusterState:
+        require_java()
+        previous = self.load_state()
+        if previous and any(processes.alive(p, previous.create_times.get(n)) for n, p in previous.pids.items()):
+            raise ClusterError(f"a mini-cluster from {self.run_dir} is already running "
+                               f"({previous.master_url}); run `down` first")
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_hex(32)
+        conf_file = self.run_dir / "spark-defaults.conf"
+        conf_file.touch(mode=0o600)
+        conf_file.chmod(0o600)
+        # No silent move to the next port: a taken port fails start-up with the log shown.
+        settings = {**security_conf(secret), "spark.port.maxRetries": "0"}
+        conf_file.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
+        run_id = uuid.uuid4().hex
+        master_url = f"spark://{self.host}:{self.cfg.master_port}"
+        self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
+                                  {}, {}, secret)
+        try:
+            self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.cfg.master_port),
+                                   "--webui-port", str(self.cfg.master_ui_port)], conf_file)
+            self._wait_for_master()
+            for i in range(1, self.workers + 1):
+                work_dir = self.run_dir / f"worker-{i}"
+                work_dir.mkdir(exist_ok=True)
+                self._spawn(f"worker-{i}", [WORKER_CLASS, master_url, "--host", self.host,
+                                            "--cores", str(self.cfg.worker_cores),
+                                            "--memory", self.cfg.worker_memory,
+                                            "--webui-port", str(self.worker_ui_ports[i - 1]),
+                                            "--work-dir", str(work_dir)], conf_file)
+            self._wait_for_workers()
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": self.host,
+            "SPARK_LOG_DIR": str(self.run_dir / "logs"),
+            "SPARK_NO_DAEMONIZE": "1",
+            "PYSPARK_PYTHON": sys.executable,
+            processes.RUN_TAG: self.state.run_id,
+        })
+        return env
+
+    def _spawn(self, name: str, args: list[str], conf_file: Path) -> None:
+        log = open(self.run_dir / "logs" / f"{name}.log", "ab")
+        cmd = [str(spark_home() / "bin" / "spark-class"), *args, "--properties-file", str(conf_file)]
+        # spark-class execs java, so this pid is the JVM itself.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=self._env(), start_new_session=True)
+        log.close()
+        import psutil
+        self.state.pids[name] = proc.pid
+        self.state.create_times[name] = psutil.Process(proc.pid).create_time()
+        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(self.state.to_json())
+        os.replace(tmp, self.state_file)
+
+    def master_json(self, timeout_s: float = 5.0) -> dict:
+        req = urllib.request.Request(f"{self.state.master_ui}/json/",
+                                     headers={"Authorization": f"Bearer {ui_token(self.state.secret)}"})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.load(resp)
+
+    def _log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.run_dir / "logs" / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        return f"--- last lines of {path} ---\n" + "\n".join(text)
+
+    def _check_running(self, names: list[str]) -> None:
+        for name in names:
+            if not processes.alive(self.state.pids[name]):
+                raise ClusterError(f"{name} exited during start-up\n{self._log_tail(name)}")
+
+    def _wait_for_master(self) -> None:
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            self._check_running(["master"])
+            try:
+                if self.master_json(2).get("status") == "ALIVE":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise ClusterError(f"master did not come up at {self.state.master_ui} within "
+                           f"{self.cfg.start_timeout_s:.0f}s\n{self._log_tail('master')}")
+
+    def alive_workers(self) -> dict[str, dict]:
+        """Workers the master reports ALIVE, keyed by their web UI port."""
+        return {str(w.get("webuiaddress", "")).rsplit(":", 1)[-1]: w
+                for w in self.master_json().get("workers", []) if w.get("state") == "ALIVE"}
+
+    def _wait_for_workers(self) -> None:
+        names = [n for n in self.state.pids if n.startswith("worker-")]
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        missing = names
+        while time.monotonic() < deadline:
+            self._check_running(names)
+            try:
+                ports = self.alive_workers()
+            except OSError:
+                ports = {}
+            missing = [n for n in names if str(self.worker_ui_ports[int(n.split("-")[1]) - 1]) not in ports]
+            if not missing:
+                return
+            time.sleep(0.5)
+        raise ClusterError(f"{', '.join(missing)} not ALIVE at the master after "
+                           f"{self.cfg.start_timeout_s:.0f}s\n{self._log_tail(missing[0])}")
+
+    # -- stopping -------------------------------------------------------------------------------
+    def down(self) -> list[int]:
+        """Stop every process this cluster started; return their pids. Raises if any survives."""
+        state = self.state or self.load_state()
+        if state is None:
+            return []
+        import psutil
+        started = []
+        for name, pid in state.pids.items():
+            if processes.alive(pid, state.create_times.get(name)):
+                started.append(psutil.Process(pid))
+        # Workers first so they stop their executors cleanly, then the master.
+        started.sort(key=lambda p: p.pid == state.pids.get("master"))
+        stopped = processes.stop(started)
+        # Executors, Python workers and TFoS processes that outlived their parents.
+        stopped += processes.stop(processes.tagged(state.run_id))
+        left = processes.wait_gone(state.run_id, timeout_s=2)
+        if left:
+            raise ClusterError(f"processes of run {state.run_id} still alive: {left}")
+        for name in state.pids:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> dict:
+        state = self.state or self.load_state()
+        if state is None:
+            return {"running": False, "run_dir": str(self.run_dir)}
+        procs = {n: processes.alive(p, state.create_times.get(n)) for n, p in state.pids.items()}
+        try:
+            workers = len(self.alive_workers())
+        except OSError:
+            workers = 0
+        return {"running": all(procs.values()), "master_url": state.master_url, "master_ui": state.master_ui,
+                "alive_workers": workers, "processes": procs, "run_dir": str(self.run_dir),
+                "ui_header": f"Authorization: Bearer {ui_token(state.secret)}"}
+
+    def __enter__(self) -> "MiniCluster":
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from conf import load_cluster
+    parser = argparse.ArgumentParser(prog="python -m distributed.minicluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--workers", type=int, help="number of workers (default: conf/cluster.yaml)")
+    parser.add_argument("--run-dir", help="pid files, logs and secret (default: conf/cluster.yaml run_dir)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a conf/cluster.yaml key, e.g. --set master_port=7078")
+    args = parser.parse_args(argv)
+    cluster = MiniCluster(load_cluster(args.set), args.run_dir, args.workers)
+    try:
+        if args.command == "up":
+            state = cluster.up()
+            print(f"mini-cluster up: {state.master_url} with {cluster.workers} workers; "
+                  f"status page {state.master_ui} (needs the bearer token that `status` prints); "
+                  f"run folder {cluster.run_dir}")
+        elif args.command == "down":
+            pids = cluster.down()
+            print(f"stopped {len(pids)} processes: {' '.join(map(str, pids)) or '-'}")
+        else:
+            print(json.dumps(cluster.status(), indent=2))
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

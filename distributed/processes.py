@@ -1,0 +1,71 @@
+"""Find and stop the processes one run started, by pid.
+
+Every process the mini-cluster starts carries the environment variable RUN_TAG=<run id>, and so do
+their descendants (Spark executors, Python workers, TensorFlowOnSpark managers and roles), because a
+child inherits its parent's environment. That tag finds a run's processes even after they were
+re-parented, without matching on names.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+RUN_TAG = "SCIDL_RUN_ID"
+
+
+def tagged(run_id: str) -> list[psutil.Process]:
+    """Live processes whose environment carries RUN_TAG=run_id (never this process)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(RUN_TAG) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def stop(procs: list[psutil.Process], grace_s: float = 10.0) -> list[int]:
+    """SIGTERM, wait up to grace_s, then SIGKILL what is left. Returns the pids that were stopped."""
+    procs = [p for p in procs if p.is_running()]
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, still = psutil.wait_procs(alive, timeout=5)
+    if still:
+        raise RuntimeError(f"processes survived SIGKILL: {[p.pid for p in still]}")
+    return [p.pid for p in procs]
+
+
+def alive(pid: int, create_time: float | None = None) -> bool:
+    """True if `pid` runs and, when given, was created at `create_time` (not a recycled pid)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - create_time) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(run_id: str, timeout_s: float = 15.0) -> list[int]:
+    """Pids of the run still alive after waiting up to timeout_s for them to exit on their own."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = tagged(run_id)
+        if not left or time.monotonic() > deadline:
+            return [p.pid for p in left]
+        time.sleep(0.5)

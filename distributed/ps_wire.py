@@ -1,0 +1,266 @@
+"""Wire format between workers and the parameter server: JSON header + raw array bytes.
+
+Never pickle: a message is a small UTF-8 JSON header (``op``, its fields, and an
+``arrays`` list of ``{dtype, shape}``) followed by the C-contiguous little-endian
+bytes of those arrays.  Only float32/float64/int32/int64 are accepted, so no
+bytes from the network can ever describe a Python object.
+
+Every connection starts with a challenge-response on the job's secret:
+
+    server -> client   MAGIC, nonce_s (32 random bytes)
+    client -> server   nonce_c, HMAC(secret, nonce_s || nonce_c)
+    server -> client   ACCEPT + HMAC(secret, "server" || nonce_s || nonce_c)   or REJECT, close
+
+Afterwards every frame is ``prefix(header_len u32, payload_len u64, seq u64) |
+header | payload | mac`` where the MAC is HMAC-SHA256 under a per-connection
+session key derived from both nonces, covering the sender's role, the prefix
+(hence the sequence number) and all bytes.  A frame therefore cannot be altered,
+reflected back, replayed within a connection or replayed on another one.
+Timeouts are whatever the caller set on the socket.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAGIC = b"RSPS\x01"
+NONCE_BYTES = 32
+MAC_BYTES = 32
+MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_PAYLOAD = 1 << 30
+ALLOWED_DTYPES = {name: np.dtype(name).newbyteorder("<")
+                  for name in ("float32", "float64", "int32", "int64")}
+_PREFIX = struct.Struct(">IQQ")
+_ACCEPT, _REJECT = b"\x01", b"\x00"
+_MAX_NDIM = 32
+_COALESCE_BYTES = 1 << 20
+
+
+class WireError(Exception):
+    """Base class of the errors this module raises about the peer's bytes."""
+
+
+class ProtocolError(WireError):
+    """The peer sent bytes that are not a valid message (size, JSON, dtype, shape)."""
+
+
+class AuthError(WireError):
+    """The peer does not know the job's secret, or a frame failed its MAC."""
+
+
+@dataclass
+class _Session:
+    key: bytes
+    role: bytes            # b"server" or b"client": who sends with this side's socket
+    peer_role: bytes
+    max_payload: int
+    send_seq: int = 0
+    recv_seq: int = 0
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    recv_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# A socket is usable for messages only after a handshake registered its session here.
+_SESSIONS: "weakref.WeakKeyDictionary[socket.socket, _Session]" = weakref.WeakKeyDictionary()
+
+
+def _recv_exact(sock: socket.socket, n: int, what: str) -> bytearray:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ConnectionError(f"connection closed by peer while reading {what} "
+                                  f"({got} of {n} bytes)")
+        got += k
+    return buf
+
+
+def _check_secret(secret) -> bytes:
+    if not isinstance(secret, (bytes, bytearray)) or len(secret) == 0:
+        raise ValueError("the job secret must be non-empty bytes")
+    return bytes(secret)
+
+
+def _proofs(secret: bytes, nonce_s: bytes, nonce_c: bytes) -> tuple[bytes, bytes, bytes]:
+    client = hmac.new(secret, nonce_s + nonce_c, hashlib.sha256).digest()
+    server = hmac.new(secret, b"server" + nonce_s + nonce_c, hashlib.sha256).digest()
+    session = hmac.new(secret, b"session" + nonce_s + nonce_c, hashlib.sha256).digest()
+    return client, server, session
+
+
+def server_handshake(sock: socket.socket, secret: bytes,
+                     max_payload: int = DEFAULT_MAX_PAYLOAD) -> _Session:
+    """Authenticate the connecting client; on failure send REJECT and raise AuthError."""
+    secret = _check_secret(secret)
+    nonce_s = os.urandom(NONCE_BYTES)
+    sock.sendall(MAGIC + nonce_s)
+    answer = _recv_exact(sock, NONCE_BYTES + MAC_BYTES, "handshake answer")
+    nonce_c, client_mac = bytes(answer[:NONCE_BYTES]), bytes(answer[NONCE_BYTES:])
+    want_client, server_proof, key = _proofs(secret, nonce_s, nonce_c)
+    if not hmac.compare_digest(client_mac, want_client):
+        try:
+            sock.sendall(_REJECT)
+        except OSError:
+            pass
+        raise AuthError("client failed the challenge: it does not know the job secret")
+    sock.sendall(_ACCEPT + server_proof)
+    session = _Session(key, b"server", b"client", max_payload)
+    _SESSIONS[sock] = session
+    return session
+
+
+def client_handshake(sock: socket.socket, secret: bytes,
+                     max_payload: int = DEFAULT_MAX_PAYLOAD) -> _Session:
+    """Answer the server's challenge and check the server's own proof."""
+    secret = _check_secret(secret)
+    hello = _recv_exact(sock, len(MAGIC) + NONCE_BYTES, "handshake challenge")
+    if bytes(hello[:len(MAGIC)]) != MAGIC:
+        raise ProtocolError("peer is not a parameter server speaking this protocol (bad magic)")
+    nonce_s, nonce_c = bytes(hello[len(MAGIC):]), os.urandom(NONCE_BYTES)
+    client_mac, want_server, key = _proofs(secret, nonce_s, nonce_c)
+    sock.sendall(nonce_c + client_mac)
+    verdict = _recv_exact(sock, 1, "handshake verdict")
+    if bytes(verdict) != _ACCEPT:
+        raise AuthError("server rejected this client: wrong job secret")
+    server_mac = bytes(_recv_exact(sock, MAC_BYTES, "server proof"))
+    if not hmac.compare_digest(server_mac, want_server):
+        raise AuthError("server failed to prove it knows the job secret")
+    session = _Session(key, b"client", b"server", max_payload)
+    _SESSIONS[sock] = session
+    return session
+
+
+def _session_of(sock: socket.socket) -> _Session:
+    session = _SESSIONS.get(sock)
+    if session is None:
+        raise ProtocolError("socket has not completed the handshake; refusing to send or parse frames")
+    return session
+
+
+def _frame_mac(key: bytes, role: bytes, prefix: bytes, header: bytes, payload_parts) -> bytes:
+    mac = hmac.new(key, role + b"|" + prefix, hashlib.sha256)
+    mac.update(header)
+    for part in payload_parts:
+        mac.update(part)
+    return mac.digest()
+
+
+def _send_frame(sock: socket.socket, header_bytes: bytes, payload_parts=()) -> None:
+    """Send already-encoded header bytes and payload chunks as one authenticated frame."""
+    session = _session_of(sock)
+    parts = [memoryview(p).cast("B") for p in payload_parts]
+    payload_len = sum(p.nbytes for p in parts)
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(header_bytes)} bytes exceeds {MAX_HEADER_BYTES}")
+    if payload_len > session.max_payload:
+        raise ProtocolError(f"payload of {payload_len} bytes exceeds {session.max_payload}")
+    with session.send_lock:
+        prefix = _PREFIX.pack(len(header_bytes), payload_len, session.send_seq)
+        mac = _frame_mac(session.key, session.role, prefix, header_bytes, parts)
+        if payload_len <= _COALESCE_BYTES:  # one write: no Nagle/delayed-ACK stall on small frames
+            sock.sendall(b"".join([prefix, header_bytes, *parts, mac]))
+        else:                               # large payloads go out without an extra copy
+            sock.sendall(prefix + header_bytes)
+            for part in parts:
+                sock.sendall(part)
+            sock.sendall(mac)
+        session.send_seq += 1
+
+
+def send_message(sock: socket.socket, header: dict, arrays=()) -> None:
+    """Send ``header`` (a JSON-able dict with 'op') and numpy ``arrays`` as one frame."""
+    if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        raise ValueError("header must be a dict with a string 'op'")
+    if "arrays" in header:
+        raise ValueError("'arrays' is reserved in the header; pass the arrays separately")
+    specs, parts = [], []
+    for i, a in enumerate(arrays):
+        a = np.asarray(a)
+        name = a.dtype.name
+        if name not in ALLOWED_DTYPES:
+            raise ProtocolError(f"array {i}: dtype {a.dtype} not allowed; "
+                                f"allowed: {', '.join(ALLOWED_DTYPES)}")
+        a = np.asarray(a, dtype=ALLOWED_DTYPES[name], order="C")  # keeps 0-d arrays 0-d
+        specs.append({"dtype": name, "shape": list(a.shape)})
+        parts.append(a.reshape(-1).view(np.uint8))
+    body = dict(header, arrays=specs)
+    _send_frame(sock, json.dumps(body, separators=(",", ":")).encode("utf-8"), parts)
+
+
+def _parse_header(raw: bytes) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"header is not UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        raise ProtocolError("header must be a JSON object with a string 'op'")
+    if not isinstance(header.get("arrays"), list):
+        raise ProtocolError("header must list its arrays under 'arrays'")
+    return header
+
+
+def _array_specs(specs: list, payload_len: int) -> list[tuple[np.dtype, tuple, int]]:
+    out, total = [], 0
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape"}:
+            raise ProtocolError(f"array {i}: spec must be {{dtype, shape}}, got {spec!r:.100}")
+        dtype, shape = spec["dtype"], spec["shape"]
+        if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+            raise ProtocolError(f"array {i}: dtype {dtype!r:.40} not allowed; "
+                                f"allowed: {', '.join(ALLOWED_DTYPES)}")
+        if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+                or not all(type(d) is int and d >= 0 for d in shape)):
+            raise ProtocolError(f"array {i}: shape must be a list of at most {_MAX_NDIM} "
+                                f"non-negative integers, got {shape!r:.100}")
+        count = 1
+        for d in shape:
+            count *= d          # Python ints: no overflow on hostile shapes
+        nbytes = count * ALLOWED_DTYPES[dtype].itemsize
+        total += nbytes
+        if total > payload_len:
+            break
+        out.append((ALLOWED_DTYPES[dtype], tuple(shape), nbytes))
+    if total != payload_len:
+        raise ProtocolError(f"arrays described in the header need {total} bytes, "
+                            f"the frame carries {payload_len}")
+    return out
+
+
+def recv_message(sock: socket.socket, max_payload: int | None = None) -> tuple[dict, list]:
+    """Receive one frame; return (header without 'arrays', list of numpy arrays)."""
+    session = _session_of(sock)
+    limit = session.max_payload if max_payload is None else max_payload
+    with session.recv_lock:
+        prefix = bytes(_recv_exact(sock, _PREFIX.size, "frame prefix"))
+        header_len, payload_len, seq = _PREFIX.unpack(prefix)
+        # Sizes are checked before any allocation, so a hostile prefix costs nothing.
+        if header_len > MAX_HEADER_BYTES:
+            raise ProtocolError(f"header of {header_len} bytes exceeds {MAX_HEADER_BYTES}")
+        if payload_len > limit:
+            raise ProtocolError(f"payload of {payload_len} bytes exceeds the limit of {limit}")
+        header_raw = bytes(_recv_exact(sock, header_len, "frame header"))
+        payload = _recv_exact(sock, payload_len, "frame payload")
+        mac = bytes(_recv_exact(sock, MAC_BYTES, "frame MAC"))
+        want = _frame_mac(session.key, session.peer_role, prefix, header_raw, [payload])
+        if not hmac.compare_digest(mac, want):
+            raise AuthError("frame failed its MAC: altered, or replayed from another connection")
+        if seq != session.recv_seq:
+            raise AuthError(f"frame sequence {seq}, expected {session.recv_seq}: replayed frame")
+        session.recv_seq += 1
+    header = _parse_header(header_raw)
+    arrays, offset = [], 0
+    for dtype, shape, nbytes in _array_specs(header.pop("arrays"), payload_len):
+        flat = np.frombuffer(payload, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
+        arrays.append(flat.reshape(shape).astype(dtype.newbyteorder("="), copy=False))
+        offset += nbytes
+    return header, arrays

@@ -1,0 +1,234 @@
+"""TensorFlowOnSpark's reservation server and client, behind the job's secret and without pickle.
+
+TFoS 2.2.5 registers nodes over length-prefixed pickle on an unauthenticated port. These classes
+keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result), carried as
+ps_wire frames: a challenge-response on the secret, then JSON headers under a per-connection MAC.
+Node metadata holds bytes (the manager's authkey) and tuples (addresses); they are tagged in JSON.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from distributed import ps_wire
+
+log = logging.getLogger(__name__)
+
+
+def to_json(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return {"__bytes__": obj.hex()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [to_json(v) for v in obj]}
+    if isinstance(obj, list):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    return obj
+
+
+def from_json(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__bytes__"}:
+            return bytes.fromhex(obj["__bytes__"])
+        if set(obj) == {"__tuple__"}:
+            return tuple(from_json(v) for v in obj["__tuple__"])
+        return {k: from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_json(v) for v in obj]
+    return obj
+
+
+def _connect(addr, secret: str, timeout_s: float) -> socket.socket:
+    sock = socket.create_connection(tuple(addr), timeout=timeout_s)
+    try:
+        ps_wire.client_handshake(sock, secret.encode())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _request(sock: socket.socket, op: str, data: Any = None) -> Any:
+    ps_wire.send_message(sock, {"op": op, "data": to_json(data)})
+    header, _ = ps_wire.recv_message(sock)
+    if header.get("op") == "ERR":
+        raise RuntimeError(f"reservation server refused {op}: {header.get('data')}")
+    return from_json(header.get("data"))
+
+
+class SecureClient:
+    """Drop-in for tensorflowonspark.reservation.Client (same methods TFSparkNode calls)."""
+
+    def __init__(self, server_addr, secret: str, timeout_s: float = 60):
+        self.server_addr = tuple(server_addr)
+        self.sock = _connect(self.server_addr, secret, timeout_s)
+
+    def register(self, reservation: dict):
+        return _request(self.sock, "REG", reservation)
+
+    def get_reservations(self) -> list[dict]:
+        return _request(self.sock, "QINFO")
+
+    def await_reservations(self) -> list[dict]:
+        while not _request(self.sock, "QUERY"):
+            time.sleep(0.5)
+        return self.get_reservations()
+
+    def request_stop(self):
+        return _request(self.sock, "STOP")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def install_client(tfos_reservation_module, secret: str) -> None:
+    """Make TFoS's executor code use SecureClient with this job's secret."""
+    tfos_reservation_module.Client = functools.partial(SecureClient, secret=secret)
+
+
+def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: float = 30) -> None:
+    """Hand a role's JSON-serialisable result to the driver."""
+    sock = _connect(server_addr, secret, timeout_s)
+    try:
+        _request(sock, "RESULT", {"role": role, "result": result})
+    finally:
+        sock.close()
+
+
+class ReservationTimeout(RuntimeError):
+    """Not every role registered in time; the message names the missing ones."""
+
+
+class Server:
+    """Drop-in for tensorflowonspark.reservation.Server, bound to `host` and behind `secret`."""
+
+    def __init__(self, count: int, *, secret: str, host: str | None, sc=None, describe=None,
+                 missing: Callable | None = None):
+        self.count = count
+        self.secret = secret.encode()
+        self.host = host or os.environ.get("TFOS_SERVER_HOST") or socket.gethostbyname(socket.gethostname())
+        self.sc, self.describe, self.missing = sc, describe, missing
+        self.done = False
+        self._lock = threading.Condition()
+        self._reservations: list[dict] = []
+        self._results: dict[str, Any] = {}
+        self._sock: socket.socket | None = None
+
+    # -- what TFCluster calls ---------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        self._sock = socket.create_server((self.host, 0))
+        addr = (self.host, self._sock.getsockname()[1])
+        threading.Thread(target=self._serve, name="tfos-reservations", daemon=True).start()
+        log.info("reservation server (authenticated, JSON) at %s:%d", *addr)
+        return addr
+
+    def await_reservations(self, sc, status: dict, timeout: float = 600) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._reservations) < self.count:
+                if "error" in status:
+                    raise RuntimeError(f"a TFoS node failed before the cluster formed: {status['error']}")
+                if time.monotonic() > deadline:
+                    raise ReservationTimeout(self._timeout_message(timeout))
+                self._lock.wait(1.0)
+            return list(self._reservations)
+
+    def stop(self) -> None:
+        """TFCluster.shutdown calls this before roles have reported; close() really stops."""
+
+    # -- what the adapter adds --------------------------------------------------------------------
+    def results(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._results)
+
+    def wait_for(self, roles: set[str], timeout_s: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._lock:
+            while not roles <= set(self._results):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(min(left, 1.0))
+            return True
+
+    def close(self) -> None:
+        self.done = True
+        if self._sock is not None:
+            self._sock.close()
+
+    def _timeout_message(self, timeout: float) -> str:
+        got = {r["executor_id"]: r for r in self._reservations}
+        names = self.describe.names() if self.describe else {}
+        have = ", ".join(f"{names.get(e, e)} ({r['host']}:{r['port']})" for e, r in sorted(got.items()))
+        lost = ", ".join(self.missing(self.describe, got)) if self.missing else f"{self.count - len(got)} node(s)"
+        executors = "?"
+        if self.sc is not None:
+            executors = str(self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
+        return (f"TensorFlowOnSpark roles did not all register within {timeout:.0f}s. "
+                f"Registered: {have or 'none'}. Missing: {lost}. The application has {executors} executor(s) "
+                f"for {self.count} roles: each role needs its own executor with one core "
+                f"(spark.executor.cores=1, spark.cores.max={self.count}).")
+
+    # -- the listener -----------------------------------------------------------------------------
+    def _serve(self) -> None:
+        clients: list[socket.socket] = []
+        while not self.done:
+            try:
+                readable, _, _ = select.select([self._sock, *clients], [], [], 0.5)
+            except (OSError, ValueError):
+                break
+            for sock in readable:
+                if sock is self._sock:
+                    self._accept(clients)
+                    continue
+                try:
+                    header, _ = ps_wire.recv_message(sock)
+                    self._handle(sock, header)
+                except (OSError, ps_wire.WireError, ValueError, KeyError) as exc:
+                    log.debug("reservation connection closed: %s", exc)
+                    clients.remove(sock)
+                    sock.close()
+        for sock in clients:
+            sock.close()
+
+    def _accept(self, clients: list) -> None:
+        try:
+            conn, peer = self._sock.accept()
+        except OSError:
+            return
+        conn.settimeout(10)
+        try:
+            ps_wire.server_handshake(conn, self.secret)
+        except (OSError, ps_wire.WireError) as exc:
+            log.warning("rejected reservation connection from %s: %s", peer, exc)
+            conn.close()
+            return
+        clients.append(conn)
+
+    def _handle(self, sock: socket.socket, header: dict) -> None:
+        op, data = header.get("op"), from_json(header.get("data"))
+        with self._lock:
+            if op == "REG":
+                self._reservations.append(data)
+                reply = "OK"
+            elif op == "QUERY":
+                reply = len(self._reservations) >= self.count
+            elif op == "QINFO":
+                reply = list(self._reservations)
+            elif op == "RESULT":
+                self._results[str(data["role"])] = data["result"]
+                reply = "OK"
+            elif op == "STOP":
+                reply = "OK"  # a worker asked to end feeding; shutdown is the driver's job
+            else:
+                ps_wire.send_message(sock, {"op": "ERR", "data": f"unknown op {op!r}"})
+                return
+            self._lock.notify_all()
+        ps_wire.send_message(sock, {"op": "OK", "data": to_json(reply)})

@@ -1,0 +1,300 @@
+"""The one module that knows TensorFlowOnSpark 2.2.5's quirks; nothing else imports tensorflowonspark.
+
+What it fixes or adds, so a future replacement of TFoS touches this file only:
+- TFoS imports pkg_resources at import time (a warning on setuptools >= 70, gone in 81): imported
+  here with that warning silenced; setup.py keeps setuptools below 81.
+- `TFCluster.run` crashes when its args are None: role functions always get a dict.
+- The reservation server speaks length-prefixed pickle with no authentication on an open port:
+  it is replaced by one that speaks JSON frames behind the job's secret (reservation.py), on every
+  executor as well as on the driver.
+- TFoS finds a node's address by asking the routing table for the default interface: on the
+  loopback mini-cluster that is wrong, so the node address is the configured host.
+- The ps manager listens on all interfaces: it binds the node address instead.
+- "waiting for N reservations" forever: a timeout that names the roles that never registered.
+- Roles that outlive the job: each process TFoS forks dies with its parent (PR_SET_PDEATHSIG), and
+  shutdown is bounded, even when a role returned early or raised.
+- Roles return a JSON result to the driver over the same authenticated channel.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from distributed import reservation
+from distributed.reservation import ReservationTimeout
+
+__all__ = ["Cluster", "ReservationTimeout", "RoleContext", "RoleFailed", "Roles", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class RoleFailed(RuntimeError):
+    """A role's function raised, or a role never reported back."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """How many of each TFoS role to start: executors 0..ps-1 are ps, then the chief, then workers."""
+    ps: int = 1
+    workers: int = 2
+    chief: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.ps + int(self.chief) + self.workers
+
+    def template(self) -> dict[str, list[int]]:
+        """Executor ids per job name, in the order TFCluster.run assigns them."""
+        ids = iter(range(self.total))
+        out = {"ps": [next(ids) for _ in range(self.ps)]}
+        if self.chief:
+            out["chief"] = [next(ids)]
+        out["worker"] = [next(ids) for _ in range(self.workers)]
+        return {job: execs for job, execs in out.items() if execs}
+
+    def names(self) -> dict[int, str]:
+        """executor id -> 'job:index'."""
+        return {e: f"{job}:{i}" for job, execs in self.template().items() for i, e in enumerate(execs)}
+
+
+def missing_roles(roles: Roles, registered_executor_ids: Iterable[int]) -> list[str]:
+    seen = set(registered_executor_ids)
+    return [f"{name} (executor {e})" for e, name in sorted(roles.names().items()) if e not in seen]
+
+
+def check_assignment(roles: Roles, cluster_info: list[dict]) -> None:
+    """The roles TFoS handed out must be exactly the roles asked for."""
+    got = sorted((n["job_name"], n["task_index"]) for n in cluster_info)
+    want = sorted((job, i) for job, execs in roles.template().items() for i in range(len(execs)))
+    if got != want:
+        raise RoleFailed(f"asked for roles {want}, TensorFlowOnSpark assigned {got}")
+    nodes = [(n["host"], n["port"]) for n in cluster_info]
+    if len(set(nodes)) != len(nodes):
+        raise RoleFailed(f"two roles share one host:port: {nodes}")
+
+
+def _tfos():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pkg_resources deprecation, TFoS's own DeprecationWarnings
+        from tensorflowonspark import TFCluster, TFManager, TFNode, TFSparkNode, util
+        from tensorflowonspark import reservation as tfos_reservation
+    return TFCluster, TFManager, TFNode, TFSparkNode, util, tfos_reservation
+
+
+# ---------------------------------------------------------------------------------- executor side
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the process that forked it exits."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: Spark's own teardown is all there is
+
+
+def _patch_executor(node_host: str | None, secret: str) -> None:
+    """Install the workarounds in this Python worker (idempotent; runs before any TFoS code)."""
+    import multiprocessing
+    _, TFManager, _, _, util, tfos_reservation = _tfos()
+    reservation.install_client(tfos_reservation, secret)
+    if node_host:
+        util.get_ip_address = lambda: node_host
+
+    def start_manager(authkey, queues, mode="local"):
+        TFManager.qdict.clear()
+        TFManager.kdict.clear()
+        for q in queues:
+            TFManager.qdict[q] = multiprocessing.JoinableQueue()
+        TFManager.TFManager.register("get_queue", callable=lambda qname: TFManager._get_queue(qname))
+        TFManager.TFManager.register("get", callable=lambda key: TFManager._get(key))
+        TFManager.TFManager.register("set", callable=lambda key, value: TFManager._set(key, value))
+        address = (node_host or util.get_ip_address(), 0) if mode == "remote" else None
+        TFManager.mgr = TFManager.TFManager(address=address, authkey=authkey)
+        TFManager.mgr.start(initializer=_die_with_parent)
+        return TFManager.mgr
+
+    TFManager.start = start_manager
+
+
+def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
+    """Wrap a TFoS partition function so the patches are in place in whichever worker runs it."""
+    def run(iterator):
+        _patch_executor(node_host, secret)
+        return fn(iterator)
+    return run
+
+
+class RoleContext:
+    """What a role function sees: its name, the cluster's addresses, its data feed, a stop signal."""
+
+    def __init__(self, tfos_ctx, args: dict):
+        self._ctx = tfos_ctx
+        self.args = args
+        self.job_name: str = tfos_ctx.job_name
+        self.task_index: int = tfos_ctx.task_index
+        self.executor_id: int = tfos_ctx.executor_id
+        self.cluster_spec: dict[str, list[str]] = tfos_ctx.cluster_spec
+
+    @property
+    def address(self) -> str:
+        return self.cluster_spec[self.job_name][self.task_index]
+
+    def addresses(self, job: str) -> list[str]:
+        return list(self.cluster_spec.get(job, []))
+
+    def data_feed(self, train_mode: bool = True):
+        """TFoS's DataFeed (InputMode.SPARK): next_batch(n) and should_stop()."""
+        return self._ctx.get_data_feed(train_mode=train_mode)
+
+    def should_stop(self) -> bool:
+        """True once the driver has stopped this node (ps) or its manager is gone."""
+        try:
+            return str(self._ctx.mgr.get("state")).strip("'") in ("stopped", "terminating")
+        except Exception:  # the manager died with its executor
+            return True
+
+
+def _role_main(role_fn: Callable, secret: str, server_addr) -> Callable:
+    def main(args, tfos_ctx):
+        _die_with_parent()
+        ctx = RoleContext(tfos_ctx, dict(args))
+        name = f"{ctx.job_name}:{ctx.task_index}"
+        try:
+            result = role_fn(ctx.args, ctx)
+        except BaseException:
+            reservation.send_result(server_addr, secret, name, {"error": traceback.format_exc()})
+            raise
+        reservation.send_result(server_addr, secret, name, result if result is not None else {})
+    return main
+
+
+# ------------------------------------------------------------------------------------ driver side
+class Cluster:
+    """A running TFoS cluster: its roles' addresses, data feeding, results, and a bounded shutdown."""
+
+    def __init__(self, sc, tfos_cluster, server, roles: Roles, node_host, secret, input_mode):
+        self.sc = sc
+        self._cluster = tfos_cluster
+        self._server = server
+        self.roles = roles
+        self._node_host = node_host
+        self._secret = secret
+        self._input_mode = input_mode
+        self.info: list[dict] = sorted(tfos_cluster.cluster_info, key=lambda n: n["executor_id"])
+
+    def addresses(self, job: str) -> list[str]:
+        return [f"{n['host']}:{n['port']}" for n in self.info if n["job_name"] == job]
+
+    def results(self) -> dict[str, Any]:
+        return self._server.results()
+
+    def train(self, rdd, epochs: int = 1, feed_timeout_s: float = 600) -> None:
+        """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed."""
+        _, _, _, TFSparkNode, _, _ = _tfos()
+        union = self.sc.union([rdd] * epochs)
+        feed = TFSparkNode.train(self.info, self._cluster.cluster_meta, feed_timeout=int(feed_timeout_s))
+        union.foreachPartition(_on_executor(feed, self._node_host, self._secret))
+
+    def shutdown(self, timeout_s: float = 60, grace_s: float = 0) -> dict[str, Any]:
+        """Stop every role within timeout_s and return their results keyed 'job:index'.
+
+        Raises RoleFailed naming the roles that raised or never reported."""
+        done = threading.Event()
+        errors: list[str] = []
+
+        def stop_roles():
+            try:
+                self._stop_roles(grace_s, deadline=time.monotonic() + timeout_s)
+            except Exception as exc:  # reported below, together with what the roles said
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                done.set()
+
+        threading.Thread(target=stop_roles, name="tfos-shutdown", daemon=True).start()
+        if not done.wait(timeout_s):
+            errors.append(f"roles still running after {timeout_s:.0f}s; their Spark jobs were cancelled")
+            self.sc.cancelAllJobs()
+        self._server.close()
+        results = self.results()
+        expected = set(self.roles.names().values())
+        failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+        silent = sorted(expected - set(results))
+        if failed or silent or errors:
+            detail = "".join(f"\n--- {k} raised ---\n{v}" for k, v in failed.items())
+            raise RoleFailed("; ".join(errors + ([f"no result from {', '.join(silent)}"] if silent else [])
+                                       + ([f"{', '.join(failed)} raised"] if failed else [])) + detail)
+        return results
+
+    def _workers(self) -> list[dict]:
+        return [n for n in self.info if n["job_name"] not in ("ps", "evaluator")]
+
+    def _stop_roles(self, grace_s: float, deadline: float) -> None:
+        TFCluster, TFManager, _, TFSparkNode, _, _ = _tfos()
+        workers = self._workers()
+        worker_names = {f"{n['job_name']}:{n['task_index']}" for n in workers}
+        if self._input_mode == TFCluster.InputMode.SPARK:
+            # End-of-feed markers. A task may land twice on one executor, so repeat until every
+            # worker has reported (a second marker to a finished worker is harmless).
+            while not worker_names <= set(self.results()) and time.monotonic() < deadline:
+                stop = TFSparkNode.shutdown(self.info, grace_s, self._cluster.queues)
+                self.sc.parallelize(range(len(workers)), len(workers)).foreachPartition(
+                    _on_executor(stop, self._node_host, self._secret))
+                self._server.wait_for(worker_names, timeout_s=min(10.0, deadline - time.monotonic()))
+        else:
+            self._server.wait_for(worker_names, timeout_s=deadline - time.monotonic())
+        for node in self.info:
+            if node["job_name"] in ("ps", "evaluator"):
+                manager = TFManager.connect(tuple(node["addr"]), node["authkey"])
+                control = manager.get_queue("control")
+                control.put(None)
+                control.join()
+        self._server.wait_for(set(self.roles.names().values()), timeout_s=deadline - time.monotonic())
+        while self.sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Roles, *,
+        input_mode: str = "spark", node_host: str | None = None, secret: str,
+        reservation_timeout_s: float = 120) -> Cluster:
+    """Start `roles` on the executors of `sc`, each running role_fn(args, ctx) in its TFoS role.
+
+    role_fn returns a JSON-serialisable result (or None); Cluster.shutdown() collects them."""
+    TFCluster, _, _, TFSparkNode, _, tfos_reservation = _tfos()
+    mode = {"spark": TFCluster.InputMode.SPARK, "tensorflow": TFCluster.InputMode.TENSORFLOW}[input_mode]
+    TFCluster.tf_status.clear()  # module-level in TFoS: would leak an old error into this run
+    server = reservation.Server(roles.total, secret=secret, host=node_host, sc=sc, describe=roles,
+                                missing=missing_roles)
+    original_server, original_run = tfos_reservation.Server, TFSparkNode.run
+    tfos_reservation.Server = lambda count: server
+
+    def node_run(fn, tf_args, cluster_meta, *rest, **kw):
+        inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"]),
+                             tf_args, cluster_meta, *rest, **kw)
+        return _on_executor(inner, node_host, secret)
+
+    TFSparkNode.run = node_run
+    try:
+        tfos_cluster = TFCluster.run(sc, None, dict(args), roles.total, roles.ps,
+                                     input_mode=mode, master_node="chief" if roles.chief else None,
+                                     reservation_timeout=int(reservation_timeout_s))
+    except BaseException:
+        sc.cancelAllJobs()
+        server.close()
+        raise
+    finally:
+        tfos_reservation.Server, TFSparkNode.run = original_server, original_run
+    cluster = Cluster(sc, tfos_cluster, server, roles, node_host, secret, mode)
+    try:
+        check_assignment(roles, cluster.info)
+    except RoleFailed:
+        sc.cancelAllJobs()
+        server.close()
+        raise
+    log.info("TFoS roles up: %s", ", ".join(f"{n['job_name']}:{n['task_index']}@{n['host']}:{n['port']}"
+                                            for n in cluster.info))
+    return cluster

@@ -1,0 +1,1 @@
+"""spark-submit entry points, one per case study, and the runner they share."""

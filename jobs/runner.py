@@ -1,0 +1,207 @@
+"""The job command contract, shared by every case study (thin shell around Spark).
+
+    python jobs/<case>.py [--config FILE] [--preset tiny|paper] [--set key=value ...]
+                          [--output URI] [--master URL]
+
+and the same arguments after `spark-submit [spark options] jobs/<case>.py`. Without a master (neither
+--master nor spark-submit's), the job starts the embedded loopback mini-cluster for its lifetime and
+stops it at the end, also on failure, Ctrl-C or SIGTERM. Every run writes config.yaml (the resolved
+config) and summary.json (key figures, machine-readable) under the output URI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from conf import CONF_DIR, ConfigError, dump, load
+from rdd_io import storage
+
+log = logging.getLogger("jobs")
+
+
+@dataclass
+class Job:
+    """What a case study's run function gets."""
+    name: str
+    cfg: Any
+    spark: Any
+    output: str            # output URI, no trailing slash
+    secret: str            # this run's secret for TFoS roles and the parameter server
+    node_host: str | None  # address TFoS nodes advertise (None: let each node find its own)
+
+    @property
+    def sc(self):
+        return self.spark.sparkContext
+
+    def out(self, *parts: str) -> str:
+        return storage.join(self.output, *parts)
+
+
+def parse_args(case: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"jobs/{case}.py", description=(sys.modules["__main__"].__doc__ or ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(CONF_DIR / f"{case}.yaml"), help="case-study YAML")
+    parser.add_argument("--preset", help="a preset of the config file, e.g. tiny or paper")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--output", default=f"outputs/{case}", help="output URI (file://, hdfs://) or path")
+    parser.add_argument("--master", help="Spark master URL; default: spark-submit's, else an embedded "
+                                         "loopback mini-cluster started for this run")
+    return parser.parse_args(argv)
+
+
+def _submitted_by_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return socket.gethostbyname(host).startswith("127.")
+    except OSError:
+        return False
+
+
+def free_ports(host: str, n: int) -> list[int]:
+    """n distinct ports free right now (all held open together, so no two are the same)."""
+    socks = [socket.create_server((host, 0)) for _ in range(n)]
+    try:
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _start_embedded(cfg, case: str, executors: int):
+    """A mini-cluster on free ports (so it never collides with one started by hand)."""
+    from dataclasses import replace
+    from distributed.minicluster import MiniCluster
+    workers = max(executors, 1)
+    master, master_ui, *worker_uis = free_ports(cfg.cluster.host, 2 + workers)
+    cluster_cfg = replace(cfg.cluster, master_port=master, master_ui_port=master_ui)
+    run_dir = Path(cfg.cluster.run_dir).resolve() / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    cluster = MiniCluster(cluster_cfg, run_dir, workers=workers)
+    cluster.worker_ui_ports = worker_uis
+    log.info("starting embedded mini-cluster with %d workers in %s", cluster.workers, run_dir)
+    cluster.up()
+    return cluster
+
+
+def _known_cluster_secret(cfg, master: str) -> str | None:
+    """The secret of a mini-cluster started with `python -m distributed.minicluster up`, if it is `master`."""
+    from distributed.minicluster import MiniCluster
+    state = MiniCluster(cfg.cluster).load_state()
+    return state.secret if state and state.master_url == master else None
+
+
+def _spark_session(case: str, cfg, master: str | None, cluster_secret: str | None, executors: int,
+                   embedded: bool):
+    from pyspark.sql import SparkSession
+    from distributed.minicluster import security_conf
+    builder = SparkSession.builder.appName(f"scidl-{case}")
+    if master:
+        builder = builder.master(master)
+    host = cfg.cluster.host if (master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0])) else None
+    settings = {
+        # TFoS: one task per executor and every executor registered before roles are placed.
+        "spark.executor.cores": "1",
+        "spark.task.cpus": "1",
+        "spark.cores.max": str(executors),
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.scheduler.maxRegisteredResourcesWaitingTime": f"{int(cfg.cluster.start_timeout_s)}s",
+        "spark.python.worker.reuse": "true",
+        "spark.executor.memory": cfg.cluster.executor_memory,
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if host:
+        settings.update({"spark.driver.host": host, "spark.driver.bindAddress": host})
+    if cluster_secret:
+        settings.update(security_conf(cluster_secret))
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate(), host
+
+
+def _install_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally-block stops the cluster."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None = None) -> int:
+    """Parse the contract's arguments, run `run(job)` on a cluster, write config.yaml and summary.json."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    args = parse_args(case, argv)
+    try:
+        cfg = load(schema, args.config, args.preset, args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = storage.to_uri(args.output)
+    executors = cfg.executors()
+    master = args.master
+    embedded = master is None and not _submitted_by_spark_submit()
+    _install_sigterm()
+    cluster = spark = None
+    started = time.time()
+    summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed"}
+    try:
+        if embedded:
+            from distributed.minicluster import require_java
+            require_java()
+            os.environ["SPARK_LOCAL_IP"] = cfg.cluster.host
+            cluster = _start_embedded(cfg, case, executors)
+            master, cluster_secret = cluster.state.master_url, cluster.state.secret
+        else:
+            cluster_secret = _known_cluster_secret(cfg, master) if master else None
+            if master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0]):
+                os.environ["SPARK_LOCAL_IP"] = cfg.cluster.host
+        if embedded or (master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0])):
+            # Executors on this machine run this interpreter (pyspark reads the variable, not the conf).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        spark, host = _spark_session(case, cfg, master, cluster_secret, executors, embedded)
+        summary["master"] = spark.sparkContext.master
+        job = Job(case, cfg, spark, output, secrets.token_hex(32), host)
+        storage.makedirs(output)
+        storage.write_text(job.out("config.yaml"), dump(cfg, case=case, preset=args.preset))
+        log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], output)
+        summary.update(run(job) or {})
+        summary["status"] = "ok"
+        return 0
+    except KeyboardInterrupt as exc:
+        summary["error"] = f"interrupted ({exc or 'Ctrl-C'})"
+        print(f"\n{case}: interrupted; stopping everything this run started", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        return 1
+    finally:
+        summary["wall_time_s"] = round(time.time() - started, 2)
+        try:
+            storage.write_text(storage.join(output, "summary.json"), json.dumps(summary, indent=2, default=str))
+        except Exception as exc:  # never hide the job's own error behind this one
+            print(f"{case}: could not write summary.json: {exc}", file=sys.stderr)
+        if spark is not None:
+            spark.stop()
+        if cluster is not None:
+            stopped = cluster.down()
+            log.info("embedded mini-cluster stopped (%d processes)", len(stopped))
+        if summary["status"] == "ok":
+            print(f"\n{case}: done in {summary['wall_time_s']:.0f}s. Outputs: {output}\n"
+                  f"  summary: {storage.join(output, 'summary.json')}\n"
+                  f"  config:  {storage.join(output, 'config.yaml')}")
