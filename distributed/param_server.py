@@ -1,0 +1,401 @@
+"""Staleness-aware parameter server (numpy only) and its client, over ``ps_wire``.
+
+Workers pull (weights, version), train, and push dW = W_read - W_local with the
+version they read.  The server computes tau = version - read_version, buffers the
+update, and once s_eff = min(s, active workers) updates are buffered applies
+``staleness.aggregate`` and bumps the version.  A push returns only when its own
+update has been applied, so s = M is synchronous training.  While a push waits the
+server sends 'waiting' heartbeats, so the client's socket timeout detects a dead
+server without limiting how long a synchronous round may take.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from distributed.ps_wire import (DEFAULT_MAX_PAYLOAD, WireError, client_handshake,
+                                 recv_message, send_message, server_handshake)
+from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate, staleness_factor
+
+log = logging.getLogger(__name__)
+
+
+class ParameterServerError(RuntimeError):
+    """The server refused a request (bad field, unknown worker, push not applied in time)."""
+
+
+class _Reject(Exception):
+    pass
+
+
+@dataclass
+class _Pending:
+    worker: int
+    read_version: int
+    tau: int
+    delta: list
+    received: float
+    applied_version: int | None = None
+
+
+def _int_field(header: dict, name: str) -> int:
+    value = header.get(name)
+    if type(value) is not int:
+        raise _Reject(f"field {name!r} must be an integer, got {value!r:.40}")
+    return value
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        ps, sock = self.server.ps, self.request
+        peer = "%s:%s" % self.client_address[:2]
+        ps._register(sock)  # registered first, so stop() can cut even a stalled handshake
+        try:
+            sock.settimeout(ps.handshake_timeout_s)
+            server_handshake(sock, ps._secret, ps.max_payload)
+            # Workers stay connected while they train; stop() shuts the socket down.
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (WireError, OSError) as e:
+            log.warning("parameter server: rejected connection from %s: %s", peer, e)
+            ps._unregister(sock)
+            return
+        try:
+            while not ps._stopping:
+                try:
+                    header, arrays = recv_message(sock)
+                except ConnectionError:
+                    return
+                try:
+                    reply = ps._dispatch(sock, header, arrays)
+                except _Reject as e:
+                    reply = ({"op": "error", "message": str(e)}, ())
+                send_message(sock, *reply)
+        except (WireError, OSError) as e:
+            if not ps._stopping:
+                log.warning("parameter server: closing connection from %s: %s", peer, e)
+        except Exception:  # a bug in one connection must not take the server down
+            log.exception("parameter server: unexpected error on connection from %s", peer)
+        finally:
+            ps._unregister(sock)
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class ParameterServer:
+    def __init__(self, initial_weights, secret: bytes, num_workers: int, s: int = 1,
+                 schedule: str = "inverse", host: str = "127.0.0.1", port: int = 0,
+                 push_timeout_s: float = 300, heartbeat_s: float = 5.0,
+                 handshake_timeout_s: float = 10.0, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 schedule_base: float = DEFAULT_EXPONENTIAL_BASE):
+        if type(num_workers) is not int or num_workers < 1:
+            raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
+        if type(s) is not int or not 1 <= s <= num_workers:
+            raise ValueError(f"s must be an integer with 1 <= s <= num_workers={num_workers}, got {s!r}")
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
+            raise ValueError("secret must be at least 16 bytes (the driver generates it per run)")
+        staleness_factor(1, schedule, schedule_base)  # rejects unknown schedules now, not mid-run
+        self._weights = [np.array(w, copy=True) for w in initial_weights]
+        for i, w in enumerate(self._weights):
+            if w.dtype not in (np.float32, np.float64):
+                raise ValueError(f"initial weight {i} has dtype {w.dtype}; only float32/float64 travel")
+        self._secret, self.num_workers, self.s = bytes(secret), num_workers, s
+        self.schedule, self.schedule_base = schedule, schedule_base
+        self.host, self.port = host, port
+        self.push_timeout_s, self.heartbeat_s = push_timeout_s, heartbeat_s
+        self.handshake_timeout_s, self.max_payload = handshake_timeout_s, max_payload
+        self._cond = threading.Condition()
+        self._version = 0
+        self._buffer: list[_Pending] = []
+        self._active = set(range(num_workers))
+        self._updates: list[dict] = []
+        self._metrics: list[list[dict]] = [[] for _ in range(num_workers)]
+        self._pushes_received = self._pushes_withdrawn = 0
+        self._done = threading.Event()
+        self._stopping = False
+        self._conns: set[socket.socket] = set()
+        self._server: _TCPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        try:
+            self._server = _TCPServer((self.host, self.port), _Handler)
+        except OSError as e:
+            raise OSError(e.errno, f"parameter server cannot listen on {self.host}:{self.port}: "
+                                   f"{e.strerror}") from e
+        self._server.ps = self
+        self.host, self.port = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"param-server-{self.port}", daemon=True)
+        self._thread.start()
+        log.info("parameter server on %s:%d: %d workers, s=%d, schedule=%s",
+                 self.host, self.port, self.num_workers, self.s, self.schedule)
+        return self.host, self.port
+
+    def stop(self) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with self._cond:
+            conns = list(self._conns)
+        for conn in conns:  # shutdown (not close) wakes a handler blocked in recv
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def wait_until_done(self, timeout: float | None = None) -> bool:
+        """True once every worker has sent 'leave'."""
+        return self._done.wait(timeout)
+
+    def _register(self, sock):
+        with self._cond:
+            self._conns.add(sock)
+
+    def _unregister(self, sock):
+        with self._cond:
+            self._conns.discard(sock)
+
+    # ---- state -----------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    @property
+    def pushes_received(self) -> int:
+        with self._cond:
+            return self._pushes_received
+
+    @property
+    def pushes_withdrawn(self) -> int:
+        with self._cond:
+            return self._pushes_withdrawn
+
+    @property
+    def updates_applied(self) -> int:
+        with self._cond:
+            return len(self._updates)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._buffer)
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            return {"weights": [w.copy() for w in self._weights], "version": self._version,
+                    "updates": [dict(u) for u in self._updates],
+                    "metrics": [[dict(r, metrics=dict(r["metrics"])) for r in reports]
+                                for reports in self._metrics],
+                    "active_workers": sorted(self._active),
+                    "pushes_received": self._pushes_received,
+                    "pushes_withdrawn": self._pushes_withdrawn}
+
+    def _s_eff(self) -> int:
+        return min(self.s, len(self._active))
+
+    # ---- ops -------------------------------------------------------------------
+    def _dispatch(self, sock, header: dict, arrays: list):
+        op = header["op"]
+        if op == "pull":
+            with self._cond:  # weights are replaced, never mutated: the list is a consistent view
+                weights, version = self._weights, self._version
+            return {"op": "weights", "version": version}, weights
+        worker = _int_field(header, "worker")
+        if not 0 <= worker < self.num_workers:
+            raise _Reject(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
+        if op == "push":
+            return {"op": "pushed", "version": self._push(sock, worker, header, arrays)}, ()
+        if op == "report":
+            self._report(worker, header)
+            return {"op": "ok"}, ()
+        if op == "leave":
+            self._leave(worker)
+            return {"op": "ok"}, ()
+        raise _Reject(f"unknown op {op!r:.40}")
+
+    def _push(self, sock, worker: int, header: dict, delta: list) -> int:
+        read_version = _int_field(header, "read_version")
+        with self._cond:
+            if self._stopping:
+                raise _Reject("parameter server is stopping")
+            if worker not in self._active:
+                raise _Reject(f"worker {worker} already left; its push is refused")
+            if not 0 <= read_version <= self._version:
+                raise _Reject(f"read_version {read_version} is not a version this server "
+                              f"has published (current {self._version})")
+            # Validate the whole delta before buffering: an update is applied whole or not at all.
+            if len(delta) != len(self._weights):
+                raise _Reject(f"push has {len(delta)} tensors, the model has {len(self._weights)}")
+            for i, (w, d) in enumerate(zip(self._weights, delta)):
+                if d.shape != w.shape or d.dtype.kind != "f":
+                    raise _Reject(f"tensor {i}: got {d.dtype} {d.shape}, expected floats of shape {w.shape}")
+            entry = _Pending(worker, read_version, self._version - read_version, delta, time.time())
+            self._buffer.append(entry)
+            self._pushes_received += 1
+            self._apply_if_ready()
+        deadline = time.monotonic() + self.push_timeout_s
+        while True:
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                self._cond.wait_for(lambda: entry.applied_version is not None or self._stopping,
+                                    timeout=max(0.0, min(remaining, self.heartbeat_s)))
+                if entry.applied_version is not None:
+                    return entry.applied_version
+                if self._stopping or remaining <= 0:
+                    self._withdraw(entry)
+                    raise _Reject("parameter server is stopping" if self._stopping else
+                                  f"push not applied within {self.push_timeout_s} s: "
+                                  f"{len(self._buffer)} of {self._s_eff()} updates arrived")
+            try:
+                send_message(sock, {"op": "waiting"})
+            except (OSError, WireError):
+                with self._cond:  # the pusher is gone; it will never learn the result
+                    if entry.applied_version is None:
+                        self._withdraw(entry)
+                raise
+
+    def _withdraw(self, entry: _Pending) -> None:
+        self._buffer.remove(entry)
+        self._pushes_withdrawn += 1
+        log.warning("push from worker %d withdrawn before it was applied", entry.worker)
+
+    def _apply_if_ready(self) -> None:
+        """Caller holds the lock. Apply the buffer once it holds s_eff updates."""
+        if not self._buffer or len(self._buffer) < max(1, self._s_eff()):
+            return
+        batch, self._buffer = self._buffer, []
+        self._weights = aggregate(self._weights, [e.delta for e in batch], [e.tau for e in batch],
+                                  len(batch), self.schedule, self.schedule_base)
+        self._version += 1
+        now = time.time()
+        for e in batch:
+            e.applied_version, e.delta = self._version, None
+            self._updates.append({"worker": e.worker, "read_version": e.read_version, "tau": e.tau,
+                                  "lambda": staleness_factor(e.tau, self.schedule, self.schedule_base),
+                                  "applied_version": self._version, "received": e.received,
+                                  "time": now})
+        self._cond.notify_all()
+
+    def _report(self, worker: int, header: dict) -> None:
+        epoch, metrics = _int_field(header, "epoch"), header.get("metrics")
+        if not isinstance(metrics, dict) or not all(
+                isinstance(k, str) and type(v) in (int, float) for k, v in metrics.items()):
+            raise _Reject("field 'metrics' must map names to numbers")
+        with self._cond:
+            self._metrics[worker].append({"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()},
+                                          "time": time.time()})
+
+    def _leave(self, worker: int) -> None:
+        with self._cond:
+            if worker not in self._active:
+                return
+            before = self._s_eff()
+            self._active.discard(worker)
+            after = self._s_eff()
+            if self._active and after < before:
+                log.info("s shrinks from %d to %d: worker %d left", before, after, worker)
+            else:
+                log.info("worker %d left; %d still active", worker, len(self._active))
+            self._apply_if_ready()  # a smaller s_eff may complete the buffer: nobody waits forever
+            if not self._active:
+                self._done.set()
+            self._cond.notify_all()
+
+
+class PSClient:
+    """One worker's connection. Every failure to reach the server raises ConnectionError.
+
+    ``timeout_s`` bounds each wait for the server; a push that waits for other workers
+    stays alive through the server's heartbeats, so keep timeout_s above heartbeat_s.
+    """
+
+    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60):
+        self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
+        self._lock = threading.Lock()
+        try:
+            sock = socket.create_connection(self.address, timeout=timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            raise ConnectionError(f"cannot reach parameter server at {self._where()}: {e}") from e
+        try:
+            client_handshake(sock, secret)
+        except WireError:
+            sock.close()
+            raise
+        except OSError as e:
+            sock.close()
+            raise ConnectionError(f"handshake with parameter server at {self._where()} failed: {e}") from e
+        self._sock: socket.socket | None = sock
+
+    def _where(self) -> str:
+        return "%s:%d" % self.address
+
+    def _request(self, header: dict, arrays=()):
+        with self._lock:
+            if self._sock is None:
+                raise ConnectionError(f"client for parameter server at {self._where()} is closed")
+            try:
+                send_message(self._sock, header, arrays)
+                reply, out = recv_message(self._sock)
+                while reply["op"] == "waiting":  # heartbeat while a push waits for its aggregate
+                    reply, out = recv_message(self._sock)
+            except (OSError, WireError) as e:
+                self._close_locked()
+                raise ConnectionError(f"parameter server at {self._where()}: '{header['op']}' failed "
+                                      f"(timeout {self.timeout_s} s): {e}") from e
+        if reply["op"] == "error":
+            raise ParameterServerError(reply.get("message", "unspecified error"))
+        return reply, out
+
+    def pull(self) -> tuple[list[np.ndarray], int]:
+        reply, weights = self._request({"op": "pull", "worker": self.worker})
+        return weights, reply["version"]
+
+    def push(self, delta, read_version: int) -> int:
+        reply, _ = self._request({"op": "push", "worker": self.worker, "read_version": int(read_version)},
+                                 list(delta))
+        return reply["version"]
+
+    def report(self, epoch: int, metrics: dict) -> None:
+        self._request({"op": "report", "worker": self.worker, "epoch": int(epoch),
+                       "metrics": {str(k): float(v) for k, v in metrics.items()}})
+
+    def leave(self) -> None:
+        self._request({"op": "leave", "worker": self.worker})
+
+    def _close_locked(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
