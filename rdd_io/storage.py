@@ -11,7 +11,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 def is_local(uri: str) -> bool:
@@ -23,14 +23,14 @@ def local_path(uri: str) -> Path:
     parsed = urlparse(str(uri))
     if parsed.scheme not in ("", "file"):
         raise ValueError(f"{uri}: not a local URI")
-    return Path(parsed.path if parsed.scheme else str(uri)).resolve()
+    return Path(unquote(parsed.path) if parsed.scheme else str(uri)).resolve()
 
 
 def to_uri(path_or_uri: str | Path) -> str:
     """A plain path becomes an absolute file:// URI; a URI is returned unchanged."""
     text = str(path_or_uri)
     if urlparse(text).scheme:
-        return text.rstrip("/")
+        return text if text.endswith(":///") else text.rstrip("/")
     return Path(text).resolve().as_uri()
 
 

@@ -1,0 +1,1 @@
+"""Keras model builders, one module per case study, found through models.registry."""

@@ -1,0 +1,64 @@
+"""Config names -> model builders.
+
+A builder module registers itself with `@register("name")`. Modules of this package are imported
+on first lookup, so a job only says `build(cfg.model.name, cfg.model)`; builder modules import
+TensorFlow inside their build functions, so this lookup never loads TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from typing import Any, Callable
+
+_BUILDERS: dict[str, Callable[[Any], Any]] = {}
+_loaded = False
+
+
+def register(name: str):
+    """Decorator: make `fn(cfg) -> model` buildable as `name`."""
+    def decorate(fn):
+        known = _BUILDERS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != \
+                (fn.__module__, fn.__qualname__):
+            raise ValueError(f"model name {name!r} is already registered by "
+                             f"{known.__module__}.{known.__qualname__}")
+        _BUILDERS[name] = fn
+        return fn
+    return decorate
+
+
+def _load_builders() -> None:
+    global _loaded
+    if _loaded:
+        return
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "registry" and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+    _loaded = True
+
+
+def names() -> list[str]:
+    """Every registered model name, sorted."""
+    _load_builders()
+    return sorted(_BUILDERS)
+
+
+def get(name: str) -> Callable[[Any], Any]:
+    if name not in _BUILDERS:
+        # The usual case: the name is its module's name; import just that one.
+        if name.isidentifier() and importlib.util.find_spec(f"{__package__}.{name}"):
+            importlib.import_module(f"{__package__}.{name}")
+    if name not in _BUILDERS:
+        _load_builders()
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(_BUILDERS))}") \
+            from None
+
+
+def build(name: str, cfg: Any):
+    """Build the model registered as `name` from `cfg`."""
+    return get(name)(cfg)

@@ -1,0 +1,1 @@
+"""Spark-side data: schemas, readers, simulators, RDD bundles, partitioning and feeding."""
