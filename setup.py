@@ -28,7 +28,7 @@ setup(
         # `pip install .[cpu]` (the default everywhere in this repository) or `pip install .[gpu]`.
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
                  "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["scidl-minicluster=distributed.minicluster:main"]},

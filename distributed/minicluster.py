@@ -48,7 +48,8 @@ def require_java(min_major: int = 17) -> str:
     if not java:
         raise ClusterError(f"Java was not found. {hint}")
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    first = out.splitlines()[0] if out else ""
+    # The JVM may print "Picked up JAVA_TOOL_OPTIONS: ..." before the version line.
+    first = next((line for line in out.splitlines() if 'version "' in line), out.strip()[:200])
     try:
         version = first.split('"')[1]
         major = int(version.split(".")[1] if version.startswith("1.") else version.split(".")[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import select
 import socket
 import threading
 import time
@@ -102,6 +101,17 @@ def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: flo
         sock.close()
 
 
+def _malformed(op, data) -> str | None:
+    """Why a message cannot be handled, or None; checked before anything is stored."""
+    if op not in ("REG", "QUERY", "QINFO", "RESULT", "STOP"):
+        return f"unknown op {op!r}"
+    if op == "REG" and not (isinstance(data, dict) and {"executor_id", "host", "port", "job_name"} <= set(data)):
+        return "REG needs a node record with executor_id, host, port and job_name"
+    if op == "RESULT" and not (isinstance(data, dict) and isinstance(data.get("role"), str) and "result" in data):
+        return "RESULT needs {'role': str, 'result': ...}"
+    return None
+
+
 class ReservationTimeout(RuntimeError):
     """Not every role registered in time; the message names the missing ones."""
 
@@ -124,6 +134,7 @@ class Server:
     # -- what TFCluster calls ---------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
         self._sock = socket.create_server((self.host, 0))
+        self._sock.settimeout(0.5)  # the accept loop looks at self.done twice a second
         addr = (self.host, self._sock.getsockname()[1])
         threading.Thread(target=self._serve, name="tfos-reservations", daemon=True).start()
         log.info("reservation server (authenticated, JSON) at %s:%d", *addr)
@@ -178,42 +189,39 @@ class Server:
 
     # -- the listener -----------------------------------------------------------------------------
     def _serve(self) -> None:
-        clients: list[socket.socket] = []
         while not self.done:
             try:
-                readable, _, _ = select.select([self._sock, *clients], [], [], 0.5)
-            except (OSError, ValueError):
+                conn, peer = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
                 break
-            for sock in readable:
-                if sock is self._sock:
-                    self._accept(clients)
-                    continue
-                try:
-                    header, _ = ps_wire.recv_message(sock)
-                    self._handle(sock, header)
-                except (OSError, ps_wire.WireError, ValueError, KeyError) as exc:
-                    log.debug("reservation connection closed: %s", exc)
-                    clients.remove(sock)
-                    sock.close()
-        for sock in clients:
-            sock.close()
+            # One thread per connection: a peer that stalls in the handshake delays nobody else.
+            threading.Thread(target=self._converse, args=(conn, peer), daemon=True).start()
 
-    def _accept(self, clients: list) -> None:
-        try:
-            conn, peer = self._sock.accept()
-        except OSError:
-            return
-        conn.settimeout(10)
-        try:
-            ps_wire.server_handshake(conn, self.secret)
-        except (OSError, ps_wire.WireError) as exc:
-            log.warning("rejected reservation connection from %s: %s", peer, exc)
-            conn.close()
-            return
-        clients.append(conn)
+    def _converse(self, conn: socket.socket, peer) -> None:
+        with conn:
+            conn.settimeout(10)
+            try:
+                ps_wire.server_handshake(conn, self.secret)
+            except (OSError, ps_wire.WireError) as exc:
+                log.warning("rejected reservation connection from %s: %s", peer, exc)
+                return
+            conn.settimeout(None)
+            while not self.done:
+                try:
+                    header, _ = ps_wire.recv_message(conn)
+                    self._handle(conn, header)
+                except (OSError, ps_wire.WireError) as exc:
+                    log.debug("reservation connection from %s closed: %s", peer, exc)
+                    return
 
     def _handle(self, sock: socket.socket, header: dict) -> None:
         op, data = header.get("op"), from_json(header.get("data"))
+        problem = _malformed(op, data)
+        if problem:
+            ps_wire.send_message(sock, {"op": "ERR", "data": problem})
+            return
         with self._lock:
             if op == "REG":
                 self._reservations.append(data)
@@ -227,8 +235,5 @@ class Server:
                 reply = "OK"
             elif op == "STOP":
                 reply = "OK"  # a worker asked to end feeding; shutdown is the driver's job
-            else:
-                ps_wire.send_message(sock, {"op": "ERR", "data": f"unknown op {op!r}"})
-                return
             self._lock.notify_all()
         ps_wire.send_message(sock, {"op": "OK", "data": to_json(reply)})

@@ -230,6 +230,15 @@ class Cluster:
                                        + ([f"{', '.join(failed)} raised"] if failed else [])) + detail)
         return results
 
+    def abort(self) -> None:
+        """Give up on the roles at once (after an error or Ctrl-C): cancel their Spark jobs.
+
+        Their processes end with their executors when the application stops."""
+        try:
+            self.sc.cancelAllJobs()
+        finally:
+            self._server.close()
+
     def _workers(self) -> list[dict]:
         return [n for n in self.info if n["job_name"] not in ("ps", "evaluator")]
 

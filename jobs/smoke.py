@@ -74,8 +74,10 @@ def run(job: Job) -> dict:
     try:
         data = job.sc.parallelize(range(cfg.feed.records), cfg.feed.partitions)
         cluster.train(data, epochs=cfg.feed.epochs, feed_timeout_s=cfg.feed.feed_timeout_s)
-    finally:
-        results = cluster.shutdown(timeout_s=cfg.cluster.shutdown_timeout_s)
+    except BaseException:
+        cluster.abort()
+        raise
+    results = cluster.shutdown(timeout_s=cfg.cluster.shutdown_timeout_s)
     workers = {k: v for k, v in results.items() if not k.startswith("ps:")}
     count, total = expected(cfg.feed.records, cfg.feed.epochs)
     consumed = sum(r["count"] for r in workers.values())

@@ -1,0 +1,54 @@
+"""The loopback mini-cluster: real master and workers, loopback only, authenticated, stopped by pid."""
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from conf import load_cluster
+from distributed import processes
+from distributed.minicluster import ClusterError, MiniCluster
+from jobs.runner import free_ports
+
+from .conftest import WORKERS
+
+
+def test_all_workers_alive(minicluster):
+    status = minicluster.status()
+    assert status["running"] is True
+    assert status["alive_workers"] == WORKERS
+    assert len(minicluster.alive_workers()) == WORKERS
+
+
+def test_status_page_requires_the_token(minicluster):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{minicluster.state.master_ui}/json/", timeout=5)
+    assert err.value.code in (401, 403)
+    assert minicluster.master_json()["status"] == "ALIVE"
+
+
+def test_everything_listens_on_loopback_only(minicluster):
+    listening = []
+    for proc in processes.tagged(minicluster.state.run_id):
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                listening.append((proc.pid, conn.laddr.ip, conn.laddr.port))
+    assert listening, "the cluster should be listening somewhere"
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in listening), listening
+
+
+def test_up_names_the_worker_that_fails_and_cleans_up(tmp_path):
+    cfg = load_cluster()
+    master, ui, w1, w2 = free_ports(cfg.host, 4)
+    cluster = MiniCluster(replace(cfg, master_port=master, master_ui_port=ui, start_timeout_s=60),
+                          tmp_path, workers=2)
+    cluster.worker_ui_ports = [w1, w2]
+    with socket.create_server((cfg.host, w2)):  # worker-2's web UI port is taken
+        with pytest.raises(ClusterError) as err:
+            cluster.up()
+    assert "worker-2" in str(err.value)
+    assert "worker-2.log" in str(err.value)  # the tail of its log is shown
+    assert processes.tagged(cluster.state.run_id) == []
+    assert not (tmp_path / "state.json").exists()

@@ -1,0 +1,83 @@
+"""The TFoS smoke job on the real mini-cluster: 1 ps + 2 workers, InputMode.SPARK, 10,000 records."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from .conftest import ROOT, leftovers, run_job
+
+
+def test_every_record_consumed_exactly_once(minicluster, tmp_path):
+    out = tmp_path / "smoke"
+    proc = run_job("smoke.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}",
+                   "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    assert summary["records_fed"] == 10_000
+    workers = {k: v for k, v in summary["roles"].items() if k.startswith("worker:")}
+    assert sorted(workers) == ["worker:0", "worker:1"]
+    assert sum(w["count"] for w in workers.values()) == 10_000
+    assert sum(w["sum"] for w in workers.values()) == 10_000 * 9_999 // 2
+    assert all(w["count"] > 0 for w in workers.values()), "both workers should have been fed"
+    ps = summary["roles"]["ps:0"]
+    assert summary["ps_addresses"] == [ps["address"]]
+    assert ps["bound_port"] == int(summary["ps_addresses"][0].rsplit(":", 1)[1])
+    assert (out / "config.yaml").exists()
+    assert leftovers(minicluster) == []
+
+
+def test_missing_roles_are_named_on_reservation_timeout(minicluster, tmp_path):
+    out = tmp_path / "short"
+    # 4 roles on a 3-worker cluster: one role can never get an executor.
+    proc = run_job("smoke.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}",
+                   "--output", str(out), "--set", "roles.workers=3",
+                   "--set", "cluster.reservation_timeout_s=20", "--set", "cluster.start_timeout_s=5")
+    assert proc.returncode == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "Missing: worker:2 (executor 3)" in summary["error"], summary["error"]
+    assert leftovers(minicluster) == []
+
+
+def _run_dir_processes(run_dir) -> list[int]:
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("SPARK_LOG_DIR", "").startswith(str(run_dir)):
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
+    run_dir = tmp_path / "embedded"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny",
+                             "--output", str(tmp_path / "out"), "--set", f"cluster.run_dir={run_dir}",
+                             "--set", "feed.epochs=50"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = []
+    try:
+        for line in proc.stdout:  # wait until the roles are up and feeding has started
+            seen.append(line)
+            if "TFoS roles up" in line:
+                break
+        assert _run_dir_processes(run_dir), "the embedded cluster should be running"
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(seen)[-3000:] + (rest or "")[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "interrupted" in summary["error"]
+    assert _run_dir_processes(run_dir) == []

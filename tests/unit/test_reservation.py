@@ -1,0 +1,211 @@
+"""Reservation server: JSON frames behind the job's secret, never pickle; timeouts name missing roles."""
+import json
+import pickle
+import socket
+import struct
+import time
+
+import pytest
+
+from distributed import ps_wire, reservation, tfos
+from distributed.reservation import ReservationTimeout, SecureClient, Server, from_json, to_json
+from jobs.runner import free_ports
+
+pytestmark = pytest.mark.unit
+
+SECRET = "9f2c-job-secret-for-this-run"
+HOST = "127.0.0.1"
+
+
+def _node(executor_id: int, job: str = "worker", task: int = 0) -> dict:
+    """The shape of the metadata TFSparkNode registers."""
+    return {"executor_id": executor_id, "host": HOST, "job_name": job, "task_index": task,
+            "port": 40000 + executor_id, "tb_pid": 0, "tb_port": 0,
+            "addr": (HOST, 50000 + executor_id), "authkey": bytes([executor_id]) + b"\x00\xffkey"}
+
+
+@pytest.fixture
+def server():
+    srv = Server(3, secret=SECRET, host=HOST, describe=tfos.Roles(ps=1, workers=2),
+                 missing=tfos.missing_roles)
+    addr = srv.start()
+    yield srv, addr
+    srv.close()
+
+
+def _client(addr, secret=SECRET) -> SecureClient:
+    return SecureClient(addr, secret, timeout_s=5)
+
+
+def test_json_round_trip_of_node_meta():
+    meta = {**_node(2), "nested": {"pairs": [(1, b"\x01"), ("a", (2, 3))], "none": None, "f": 1.5}}
+    encoded = to_json(meta)
+    wire = json.loads(json.dumps(encoded))  # really JSON-able
+    assert from_json(wire) == meta
+    back = from_json(wire)
+    assert type(back["addr"]) is tuple and type(back["authkey"]) is bytes
+    assert type(back["nested"]["pairs"][1][1]) is tuple
+
+
+def test_register_query_and_await(server):
+    srv, addr = server
+    clients = [_client(addr) for _ in range(3)]
+    try:
+        for i, c in enumerate(clients[:2]):
+            assert c.register(_node(i, "ps" if i == 0 else "worker", 0)) == "OK"
+        assert reservation._request(clients[0].sock, "QUERY") is False
+        assert len(clients[1].get_reservations()) == 2
+        clients[2].register(_node(2, "worker", 1))
+        assert reservation._request(clients[0].sock, "QUERY") is True
+        got = clients[2].await_reservations()
+        assert sorted(n["executor_id"] for n in got) == [0, 1, 2]
+        assert {n["executor_id"]: n["addr"] for n in got} == {i: (HOST, 50000 + i) for i in range(3)}
+        assert all(type(n["authkey"]) is bytes for n in got)
+        assert srv.await_reservations(None, {}, timeout=5) == got
+        assert clients[0].request_stop() == "OK"
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_results_and_wait_for(server):
+    srv, addr = server
+    assert srv.results() == {} and srv.wait_for({"worker:0"}, timeout_s=0.2) is False
+    reservation.send_result(addr, SECRET, "worker:0", {"count": 5, "sum": 10})
+    reservation.send_result(addr, SECRET, "ps:0", {"error": "Traceback ..."})
+    assert srv.wait_for({"worker:0", "ps:0"}, timeout_s=5) is True
+    assert srv.results() == {"worker:0": {"count": 5, "sum": 10}, "ps:0": {"error": "Traceback ..."}}
+    started = time.monotonic()
+    assert srv.wait_for({"worker:1"}, timeout_s=0.5) is False
+    assert time.monotonic() - started < 3
+
+
+def test_wrong_secret_is_rejected_and_good_clients_still_served(server):
+    srv, addr = server
+    with pytest.raises((ps_wire.AuthError, ConnectionError)):
+        _client(addr, secret="not-the-secret")
+    with pytest.raises((ps_wire.AuthError, ConnectionError)):
+        reservation.send_result(addr, "not-the-secret", "worker:0", {"forged": True}, timeout_s=5)
+    good = _client(addr)
+    try:
+        assert good.register(_node(0, "ps")) == "OK"
+        assert [n["executor_id"] for n in good.get_reservations()] == [0]
+    finally:
+        good.close()
+    assert srv.results() == {}
+
+
+def test_timeout_names_the_missing_roles(server):
+    srv, addr = server
+    clients = [_client(addr) for _ in range(2)]
+    try:
+        clients[0].register(_node(0, "ps", 0))
+        clients[1].register(_node(1, "worker", 0))
+        started = time.monotonic()
+        with pytest.raises(ReservationTimeout) as err:
+            srv.await_reservations(None, {}, timeout=2)
+        assert 1.5 < time.monotonic() - started < 6
+    finally:
+        for c in clients:
+            c.close()
+    msg = str(err.value)
+    assert "Missing: worker:1 (executor 2)" in msg
+    assert "ps:0 (127.0.0.1:40000)" in msg and "worker:0 (127.0.0.1:40001)" in msg
+    assert "within 2s" in msg
+
+
+def test_timeout_without_describe_counts_missing_nodes():
+    srv = Server(3, secret=SECRET, host=HOST)
+    srv.start()
+    try:
+        with pytest.raises(ReservationTimeout, match="Registered: none. Missing: 3 node"):
+            srv.await_reservations(None, {}, timeout=0.5)
+    finally:
+        srv.close()
+
+
+def test_error_status_fails_at_once(server):
+    srv, _ = server
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="executor 1 lost") as err:
+        srv.await_reservations(None, {"error": "executor 1 lost"}, timeout=60)
+    assert not isinstance(err.value, ReservationTimeout)
+    assert time.monotonic() - started < 2
+
+
+class _Exploit:
+    """Unpickling this creates `path`: proof that someone unpickled network bytes."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_bytes_are_never_unpickled(server, tmp_path):
+    srv, addr = server
+    marker = tmp_path / "pwned"
+    # What TFoS's own client sends: a 4-byte length, then a pickle (here a hostile one).
+    payload = pickle.dumps({"type": "REG", "data": _Exploit(marker)})
+    payload = struct.pack(">I", len(payload)) + payload
+    assert len(payload) >= ps_wire.NONCE_BYTES + ps_wire.MAC_BYTES  # reaches the server's check at once
+    with socket.create_connection(addr, timeout=5) as raw:
+        hello = raw.recv(64)
+        assert hello.startswith(ps_wire.MAGIC)
+        reply = b""
+        try:
+            raw.sendall(payload + b"\x00" * 64)
+            while chunk := raw.recv(64):
+                reply += chunk
+        except OSError:
+            pass  # the server closed on unread bytes: a reset is a rejection too
+    assert reply in (b"", b"\x00")  # REJECT, or just closed
+    assert not marker.exists()
+    good = _client(addr)
+    try:
+        assert good.register(_node(0, "ps")) == "OK"
+        assert len(good.get_reservations()) == 1
+    finally:
+        good.close()
+    assert not marker.exists()
+    assert srv.results() == {}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_malformed_request_from_an_authenticated_peer_does_not_kill_the_server(server):
+    srv, addr = server
+    bad = _client(addr)
+    bad.sock.settimeout(1)
+    try:
+        ps_wire.send_message(bad.sock, {"op": "RESULT", "data": None})
+        try:
+            ps_wire.recv_message(bad.sock)
+        except (OSError, ps_wire.WireError):
+            pass  # an error reply or a closed connection are both fine
+    finally:
+        bad.close()
+    good = SecureClient(addr, SECRET, timeout_s=1)
+    try:
+        assert good.register(_node(0, "ps")) == "OK"
+    finally:
+        good.close()
+
+
+def test_a_silent_connection_does_not_hold_up_other_clients(server):
+    _, addr = server
+    with socket.create_connection(addr, timeout=5):  # connects, never answers the challenge
+        time.sleep(0.2)  # let the listener accept it first
+        good = SecureClient(addr, SECRET, timeout_s=3)
+        try:
+            assert good.register(_node(0, "ps")) == "OK"
+        finally:
+            good.close()
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = free_ports(HOST, 5)
+    assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
+    socks = [socket.create_server((HOST, p)) for p in ports]  # really free after the call
+    for s in socks:
+        s.close()

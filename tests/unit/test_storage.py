@@ -1,0 +1,140 @@
+"""URI storage: local file:// and plain-path writes are atomic and leave no temporaries behind."""
+import os
+from pathlib import Path
+
+import pytest
+
+from rdd_io import storage
+
+pytestmark = pytest.mark.unit
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_and_read_through_file_uri_and_plain_path(tmp_path):
+    uri = storage.to_uri(tmp_path / "out" / "nested" / "a.bin")
+    assert uri.startswith("file:///")
+    storage.write_bytes(uri, b"\x00\x01binary")
+    assert (tmp_path / "out" / "nested" / "a.bin").read_bytes() == b"\x00\x01binary"  # parents created
+    assert storage.read_bytes(uri) == b"\x00\x01binary"
+
+    plain = str(tmp_path / "b.txt")
+    storage.write_text(plain, "héllo\n")
+    assert storage.read_text(storage.to_uri(plain)) == "héllo\n"
+    assert storage.exists(plain) and storage.exists(storage.to_uri(plain))
+    assert not storage.exists(storage.join(storage.to_uri(tmp_path), "missing.txt"))
+
+
+def test_write_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "summary.json"
+    storage.write_text(str(target), "first")
+    storage.write_text(storage.to_uri(target), "second")
+    assert target.read_text() == "second"
+    assert _entries(tmp_path) == ["summary.json"]
+
+
+def test_failed_rename_keeps_old_content_and_removes_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "weights.h5"
+    storage.write_bytes(str(target), b"old")
+    seen = []
+
+    def broken_replace(src, dst):
+        seen.append(Path(src))
+        assert Path(src).read_bytes() == b"new content"  # fully written before the rename
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        storage.write_bytes(str(target), b"new content")
+    monkeypatch.undo()
+    assert seen and seen[0].parent == tmp_path  # the temporary lived beside the target
+    assert target.read_bytes() == b"old"
+    assert _entries(tmp_path) == ["weights.h5"]
+
+
+def test_failure_while_writing_keeps_old_content(tmp_path, monkeypatch):
+    target = tmp_path / "table.csv"
+    storage.write_text(str(target), "a,b\n")
+
+    def broken_fsync(fd):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="no space"):
+        storage.write_text(str(target), "c,d\n" * 1000)
+    monkeypatch.undo()
+    assert target.read_text() == "a,b\n"
+    assert _entries(tmp_path) == ["table.csv"]
+
+
+def test_interrupt_during_write_removes_temporary(tmp_path, monkeypatch):
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_bytes(str(tmp_path / "x.bin"), b"data")
+    monkeypatch.undo()
+    assert _entries(tmp_path) == []
+
+
+def test_list_names_hides_temporaries(tmp_path):
+    folder = storage.to_uri(tmp_path)
+    for name in ("b.json", "a.h5"):
+        storage.write_text(storage.join(folder, name), "x")
+    (tmp_path / ".a.h5.k3j2.tmp").write_text("half")
+    (tmp_path / "c.h5._tmp-0123abcd").write_text("half")
+    storage.makedirs(storage.join(folder, "sub", "deeper"))
+    assert storage.list_names(folder) == ["a.h5", "b.json", "sub"]
+    assert storage.list_names(str(tmp_path)) == ["a.h5", "b.json", "sub"]
+    assert storage.list_names(storage.join(folder, "sub")) == ["deeper"]
+    assert storage.list_names(storage.join(folder, "absent")) == []
+
+
+def test_to_uri(tmp_path, monkeypatch):
+    assert storage.to_uri(tmp_path / "x") == f"file://{tmp_path}/x"
+    assert storage.to_uri("hdfs://namenode:9000/out/") == "hdfs://namenode:9000/out"
+    assert storage.to_uri("file:///data/run") == "file:///data/run"
+    monkeypatch.chdir(tmp_path)
+    assert storage.to_uri("outputs/smoke") == f"file://{tmp_path}/outputs/smoke"
+
+
+def test_join():
+    assert storage.join("hdfs://nn:9000/out/", "/a/", "b.json") == "hdfs://nn:9000/out/a/b.json"
+    assert storage.join("file:///x", "y") == "file:///x/y"
+    assert storage.join("file:///x") == "file:///x"
+
+
+def test_local_path(tmp_path, monkeypatch):
+    assert storage.local_path("file:///a/b") == Path("/a/b")
+    assert storage.local_path("/a/b/../c") == Path("/a/c")
+    monkeypatch.chdir(tmp_path)
+    assert storage.local_path("rel/f.txt") == tmp_path / "rel" / "f.txt"
+    with pytest.raises(ValueError, match="hdfs://nn/x"):
+        storage.local_path("hdfs://nn/x")
+    assert storage.is_local("file:///a") and storage.is_local("a/b") and not storage.is_local("s3a://b/k")
+
+
+def test_to_uri_and_local_path_round_trip_special_characters(tmp_path):
+    path = tmp_path / "my outputs" / "run#1" / "f.txt"
+    uri = storage.to_uri(path)
+    assert storage.local_path(uri) == path
+    storage.write_text(uri, "x")
+    assert path.read_text() == "x"
+
+
+@pytest.mark.parametrize("call", [
+    lambda uri: storage.write_bytes(uri, b"x"),
+    storage.read_bytes,
+    storage.exists,
+    storage.list_names,
+    storage.makedirs,
+])
+def test_non_local_uri_without_spark_names_the_uri(call):
+    from pyspark import SparkContext
+    assert SparkContext._active_spark_context is None
+    uri = "hdfs://namenode:9000/outputs/run-1/summary.json"
+    with pytest.raises(RuntimeError, match="hdfs://namenode:9000/outputs/run-1/summary.json.*SparkContext"):
+        call(uri)
