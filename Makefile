@@ -7,7 +7,7 @@ OUT    ?= outputs
 .PHONY: demo test test-unit test-cluster check-prereqs clean
 
 demo: $(VENV)/.installed
-	$(BIN)/python jobs/smoke.py --preset tiny --output $(OUT)/smoke
+	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

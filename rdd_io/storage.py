@@ -76,10 +76,26 @@ def write_bytes(uri: str, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
         return
+    if _in_spark_task():  # an executor: no JVM reachable from Python, so TensorFlow's file systems
+        return _gfile_write(uri, data)
+    hadoop = _Hadoop(uri)
     with tempfile.NamedTemporaryFile(suffix=".upload") as fh:
         fh.write(data)
         fh.flush()
-        _Hadoop(uri).put(fh.name, uri)
+        hadoop.put(fh.name, uri)
+
+
+def _in_spark_task() -> bool:
+    from pyspark import TaskContext
+    return TaskContext.get() is not None
+
+
+def _gfile_write(uri: str, data: bytes) -> None:
+    import tensorflow as tf
+    tmp = f"{uri}._tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(tmp, "wb") as fh:
+        fh.write(data)
+    tf.io.gfile.rename(tmp, uri, overwrite=True)
 
 
 def write_text(uri: str, text: str) -> None:

@@ -1,0 +1,256 @@
+"""Redshift case study: galaxy spectra -> zipWithIndex RDD bundle -> 1 ps + M workers (TFoS), asynchronous
+staleness-aware updates; same vs different data per worker, 1-3 workers, two early-stopping criteria.
+
+    python jobs/redshift.py --preset tiny            # minutes, on an embedded mini-cluster
+    python jobs/redshift.py --preset paper           # the thesis's grid: 5K and 15K, 1-3 workers
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from conf import ClusterConfig, ConfigError
+from distributed.early_stopping import CRITERIA, epochs_to_stable
+from jobs.runner import Job, run_job
+from rdd_io import storage
+
+log = logging.getLogger("jobs.redshift")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["simulate", "hdf5", "npy"]
+    input: str
+    npy_spectra: str
+    npy_labels: str
+    sizes: list[int]
+    shard_size: int
+    seed: int
+    bands: int
+    z_min: float
+    z_max: float
+    n_classes: int
+    snr: float
+
+
+@dataclass
+class ModelConfig:
+    variant: Literal["thesis", "paper"]
+    filters: list[int]
+    kernel_size: int
+    dropout: float
+    dense_units: list[int]
+    optimizer: Literal["adam", "sgd"]
+    learning_rate: float
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int
+    batch_size: int
+    update: Literal["epoch", "batch"]
+    s: int
+    schedule: Literal["inverse", "constant", "exponential"]
+    stop_on: int | None
+    seed: int
+    tf_threads: int
+    push_timeout_s: float
+
+
+@dataclass
+class ExperimentsConfig:
+    baseline: bool
+    workers: list[int]
+    data_modes: list[Literal["same", "different"]]
+    ablation: bool
+    ablation_workers: list[int]
+
+
+@dataclass
+class RedshiftConfig:
+    cluster: ClusterConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    experiments: ExperimentsConfig
+
+    def validate(self) -> None:
+        if any(m < 1 for m in self.experiments.workers + self.experiments.ablation_workers):
+            raise ConfigError("experiments: worker counts must be >= 1")
+        if self.train.stop_on not in (None, *CRITERIA):
+            raise ConfigError(f"train.stop_on: {self.train.stop_on!r} is not null or one of {list(CRITERIA)}")
+        if not 1 <= self.train.s <= min(self.experiments.workers):
+            raise ConfigError(f"train.s={self.train.s} must be between 1 and the smallest worker count")
+        if not self.data.sizes or min(self.data.sizes) < 1:
+            raise ConfigError("data.sizes: at least one positive size")
+
+    def executors(self) -> int:
+        return 1 + max(self.experiments.workers + (self.experiments.ablation_workers if self.experiments.ablation else []))
+
+
+def model_args(cfg: RedshiftConfig) -> dict:
+    return {**asdict(cfg.model), "bands": cfg.data.bands, "n_classes": cfg.data.n_classes}
+
+
+def experiment_grid(cfg: RedshiftConfig) -> list[dict]:
+    """Every TFoS run: the thesis's grid (staleness-aware), then the ablation on the largest set."""
+    mode_name = {"inverse": "staleness-aware", "constant": "async", "exponential": "staleness-exp"}
+    runs = [dict(dataset=n, data_mode=mode, workers=m, mode=mode_name[cfg.train.schedule], s=cfg.train.s,
+                 schedule=cfg.train.schedule, grid=True, ablation=False)
+            for n in cfg.data.sizes for m in cfg.experiments.workers for mode in cfg.experiments.data_modes]
+    if cfg.experiments.ablation:
+        n = max(cfg.data.sizes)
+        for m in cfg.experiments.ablation_workers:
+            variants = [("staleness-aware", 1, "inverse"), ("async", 1, "constant"), ("sync", m, "constant")]
+            if m >= 3:
+                variants.append(("staleness-aware", 2, "inverse"))
+            for mode, s, schedule in variants:
+                runs.append(dict(dataset=n, data_mode="different", workers=m, mode=mode, s=s, schedule=schedule,
+                                 grid=False, ablation=True))
+    for run in runs:
+        run["id"] = f"{run['dataset']}-{run['data_mode']}-M{run['workers']}-{run['mode']}-s{run['s']}"
+    unique: dict[str, dict] = {}
+    for run in runs:  # an ablation cell that equals a grid cell is run once, and counts for both
+        kept = unique.setdefault(run["id"], run)
+        kept["grid"], kept["ablation"] = kept["grid"] or run["grid"], kept["ablation"] or run["ablation"]
+    return list(unique.values())
+
+
+def stable_epochs(history: list[float]) -> dict[str, int]:
+    return {str(c): epochs_to_stable(history, patience, delta) for c, (patience, delta) in CRITERIA.items()}
+
+
+def prepare_data(job: Job) -> tuple:
+    """Input shards at a URI (simulated if asked) -> the bundle RDD, cut to the largest size."""
+    from rdd_io import redshift_bundle as rb
+    cfg = job.cfg.data
+    source_uri = cfg.input or job.out("input")
+    source = cfg.source
+    if source == "simulate":
+        started = time.monotonic()
+        names = rb.simulate_shards(job.sc, source_uri, max(cfg.sizes), cfg.shard_size, cfg.seed, snr=cfg.snr,
+                                   bands=cfg.bands, z_min=cfg.z_min, z_max=cfg.z_max, n_classes=cfg.n_classes)
+        log.info("simulated %d spectra in %d shards under %s (%.0fs)", max(cfg.sizes), len(names), source_uri,
+                 time.monotonic() - started)
+        source = "hdf5"
+    bundle = rb.read_bundle(job.sc, storage.to_uri(source_uri), source, cfg.n_classes, cfg.npy_spectra,
+                            cfg.npy_labels).cache()
+    total = bundle.count()
+    if total < max(cfg.sizes):
+        raise ValueError(f"{source_uri}: {total} samples, fewer than data.sizes asks for ({max(cfg.sizes)})")
+    first = bundle.first()[1][0]
+    if len(first) != cfg.bands:
+        raise ValueError(f"{source_uri}: spectra have {len(first)} bands, config says data.bands={cfg.bands}")
+    return bundle, total
+
+
+def materialise(job: Job, bundle, run: dict) -> tuple[list[str], list[dict]]:
+    from rdd_io import redshift_bundle as rb
+    n, m, mode = run["dataset"], run["workers"], run["data_mode"]
+    subset = bundle.filter(lambda t, n=n: t[0] < n)
+    if mode == "same":
+        info = rb.write_share(subset, job.out("bundles", f"{n}-all"))
+        return [info["uri"]] * m, [info] * m
+    base = job.out("bundles", f"{n}-different-M{m}")
+    infos = [rb.write_share(share, storage.join(base, f"worker-{w}")) for w, share in
+             enumerate(rb.shares(subset, m, "different"))]
+    return [i["uri"] for i in infos], infos
+
+
+def check_shares(run: dict, infos: list[dict], results: dict) -> None:
+    """Each worker must have read exactly the share written for it."""
+    for w, info in enumerate(infos):
+        got = results[f"worker:{w}"]
+        if (got["samples"], got["index_sum"]) != (info["count"], info["index_sum"]):
+            raise RuntimeError(f"{run['id']}: worker {w} read {got['samples']} samples (index sum "
+                               f"{got['index_sum']}), its share has {info['count']} ({info['index_sum']})")
+
+
+def run_distributed(job: Job, bundle, run: dict) -> dict:
+    from distributed import tfos
+    from jobs.redshift_roles import role
+    cfg = job.cfg
+    share_uris, infos = materialise(job, bundle, run)
+    args = {"model": model_args(cfg), "seed": cfg.train.seed, "workers": run["workers"], "s": run["s"],
+            "schedule": run["schedule"], "max_epochs": cfg.train.max_epochs, "batch_size": cfg.train.batch_size,
+            "update": cfg.train.update, "stop_on": cfg.train.stop_on, "tf_threads": cfg.train.tf_threads,
+            "push_timeout_s": cfg.train.push_timeout_s, "shares": share_uris, "ps_secret": job.secret,
+            "weights_uri": job.out("weights", f"{run['id']}.weights.h5")}
+    started = time.monotonic()
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode="tensorflow",
+                       node_host=job.node_host, secret=job.secret,
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    try:
+        results = cluster.shutdown(timeout_s=cfg.train.push_timeout_s * max(1, cfg.train.max_epochs))
+    except BaseException:
+        cluster.abort()
+        raise
+    check_shares(run, infos, results)
+    per_worker = {}
+    for w in range(run["workers"]):
+        r = results[f"worker:{w}"]
+        per_worker[f"worker:{w}"] = {"accuracy": r["accuracy"], "loss": r["loss"], "samples": r["samples"],
+                                     "epochs_to_stable": stable_epochs(r["accuracy"])}
+    ps = results["ps:0"]
+    lambdas = {u["tau"]: u["lambda"] for u in ps["updates"]}
+    log.info("%s: %d updates applied, tau max %s, final accuracy %s", run["id"], len(ps["updates"]),
+             max(lambdas, default=0), [round(w["accuracy"][-1], 3) for w in per_worker.values()])
+    return {**run, "cluster": f"{run['workers']} worker{'s' if run['workers'] > 1 else ''}",
+            "per_worker": per_worker, "updates": ps["updates"], "pushes_received": ps["pushes_received"],
+            "wall_time_s": round(time.monotonic() - started, 2)}
+
+
+def run_baseline(job: Job, bundle, n: int) -> dict:
+    """The same CNN, same data and seed, trained in this process without Spark."""
+    import numpy as np
+    from jobs.redshift_roles import fit_sequential, new_model, quiet_tensorflow
+    cfg = job.cfg
+    rows = bundle.filter(lambda t: t[0] < n).sortByKey().collect()
+    x = np.stack([r[1][0] for r in rows]).astype(np.float32)
+    y = np.array([r[1][1] for r in rows], np.int32)
+    quiet_tensorflow(cfg.train.tf_threads)
+    started = time.monotonic()
+    model = new_model(model_args(cfg), cfg.train.seed)
+    history = fit_sequential(model, x, y, cfg.train.max_epochs, cfg.train.batch_size, cfg.train.seed + 1,
+                             cfg.train.stop_on)
+    single = {"accuracy": history["accuracy"], "loss": history["loss"], "samples": n,
+              "epochs_to_stable": stable_epochs(history["accuracy"])}
+    log.info("baseline %d: final accuracy %.3f", n, history["accuracy"][-1])
+    return {"id": f"{n}-single", "cluster": "single machine", "workers": 0, "data_mode": "same", "dataset": n,
+            "mode": "sequential", "s": 0, "per_worker": {"single": single}, "updates": [],
+            "wall_time_s": round(time.monotonic() - started, 2)}
+
+
+def write_outputs(job: Job, results: dict) -> list[str]:
+    """Tables, HDF5, figures and report.md, built locally and uploaded to the output URI."""
+    from jobs import redshift_report
+    with tempfile.TemporaryDirectory() as tmp:
+        names = redshift_report.write_all(results, tmp)
+        for name in names:
+            storage.write_bytes(job.out(name), (Path(tmp) / name).read_bytes())
+    return names
+
+
+def run(job: Job) -> dict:
+    cfg = job.cfg
+    bundle, total = prepare_data(job)
+    grid = experiment_grid(cfg)
+    runs = [run_baseline(job, bundle, n) for n in cfg.data.sizes] if cfg.experiments.baseline else []
+    for i, cell in enumerate(grid, 1):
+        log.info("[%d/%d] %s", i, len(grid), cell["id"])
+        runs.append(run_distributed(job, bundle, cell))
+    results = {"runs": runs, "ablation_ids": [r["id"] for r in grid if r.get("ablation")]}
+    files = write_outputs(job, results)
+    return {"samples_available": total, "runs": len(runs), "outputs": files,
+            "final_accuracy": {r["id"]: {w: round(v["accuracy"][-1], 4) for w, v in r["per_worker"].items()}
+                               for r in runs},
+            "epochs_to_stable": {r["id"]: {w: v["epochs_to_stable"] for w, v in r["per_worker"].items()}
+                                 for r in runs}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job("redshift", RedshiftConfig, run))

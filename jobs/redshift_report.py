@@ -1,0 +1,445 @@
+"""Redshift case study outputs: tables, HDF5 and figures built from the job's ``results`` dict.
+
+Tables and Markdown come from pure functions; each ``write_*`` / ``plot_*`` writes one file atomically
+(temporary name in the same folder, then os.replace), and ``write_all`` writes the whole set into a
+local folder that the caller uploads. Thesis numbers (ch. 5, Tables 5.1/5.2) sit beside ours.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections import Counter
+from contextlib import contextmanager
+from statistics import mean
+
+import numpy as np
+
+from distributed.early_stopping import CRITERIA, epochs_to_stable
+
+COLUMNS = ("crit1_same", "crit1_different", "crit2_same", "crit2_different")
+TABLE_MODES = ("staleness-aware", "sequential")
+DATA_MODES = ("same", "different")
+ACCURACY_LEVEL = 0.75  # the level the thesis's sequential CNN passes at epoch 3 on 15K
+
+
+def _thesis(cluster, worker, c1s, c1d, c2s, c2d):
+    return {"cluster": cluster, "worker": worker, "crit1_same": c1s, "crit1_different": c1d,
+            "crit2_same": c2s, "crit2_different": c2d}
+
+
+# Thesis Tables 5.1/5.2 (5K samples; the thesis gives no table for 15K). Its 3-worker row "#1-#3"
+# holds for each of the three workers.
+THESIS_STABLE = {5000: [
+    _thesis("single machine", "-", 8, 8, 14, 14),
+    _thesis("1 worker", "-", 8, 8, 16, 16),
+    _thesis("2 workers", "#1", 7, 6, 13, 15),
+    _thesis("2 workers", "#2", 7, 5, 13, 15),
+    *[_thesis("3 workers", f"#{i}", 6, 6, 13, 10) for i in (1, 2, 3)],
+]}
+
+
+# ---------------------------------------------------------------- pure helpers
+def n_workers(cluster: str) -> int:
+    """'single machine' -> 0, '3 workers' -> 3."""
+    if cluster == "single machine":
+        return 0
+    try:
+        return int(cluster.split()[0])
+    except (ValueError, IndexError):
+        raise ValueError(f"cluster label {cluster!r}: expected 'single machine' or '<n> worker(s)'") from None
+
+
+def _workers_of(run: dict) -> list[tuple[str, dict]]:
+    """(table label, per-worker record) in worker order: 'single' -> '-', 'worker:i' -> '#i+1'."""
+    items = []
+    for key, rec in run.get("per_worker", {}).items():
+        if key == "single":
+            items.append((-1, rec))
+        elif key.startswith("worker:") and key[7:].isdigit():
+            items.append((int(key[7:]), rec))
+        else:
+            raise ValueError(f"run {run.get('id')!r}: per_worker key {key!r} is neither 'single' nor 'worker:<i>'")
+    items.sort(key=lambda t: t[0])
+    one = run.get("workers", 0) <= 1  # the thesis prints '-' for the single machine and the 1-worker cluster
+    return [("-" if one or i < 0 else f"#{i + 1}", rec) for i, rec in items]
+
+
+def _stable(rec: dict, crit: int, metric: str = "accuracy") -> int | None:
+    """Epochs to stable under criterion crit: the job's number if given, else computed from the curve."""
+    given = (rec.get("epochs_to_stable") or {}) if metric == "accuracy" else {}
+    value = given.get(str(crit), given.get(crit))
+    if value is None and rec.get(metric):
+        value = epochs_to_stable(rec[metric], *CRITERIA[crit], mode="max" if metric == "accuracy" else "min")
+    return value
+
+
+def _cells(runs: list[dict], dataset: int) -> dict[tuple[int, str], dict]:
+    """(workers, data_mode) -> run, for the table modes of one dataset. A single machine or a single
+    worker sees all the data either way, so it fills the other data mode too unless that was run."""
+    cells, explicit = {}, {}
+    for run in runs:
+        if run.get("mode") not in TABLE_MODES or run.get("dataset") != dataset:
+            continue
+        key = (run["workers"], run["data_mode"])
+        if key in explicit:
+            raise ValueError(f"runs {explicit[key]!r} and {run['id']!r} both fill the cell "
+                             f"{run['cluster']} / {run['data_mode']} data / {dataset} samples")
+        explicit[key] = run["id"]
+        cells[key] = run
+        if run["workers"] <= 1:
+            for other in DATA_MODES:
+                cells.setdefault((run["workers"], other), run)
+    return {k: cells[k] for k in sorted(cells)}
+
+
+def stable_table(runs: list[dict], dataset: int) -> list[dict]:
+    """Rows like the thesis's Tables 5.1/5.2: one per (cluster, worker); None where a cell was not run."""
+    rows: dict[tuple[int, str], dict] = {}
+    for (workers, data_mode), run in _cells(runs, dataset).items():
+        for label, rec in _workers_of(run):
+            row = rows.setdefault((workers, label), {"cluster": run["cluster"], "worker": label,
+                                                     **dict.fromkeys(COLUMNS)})
+            for crit in CRITERIA:
+                row[f"crit{crit}_{data_mode}"] = _stable(rec, crit)
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], len(k[1]), k[1]))]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _pct(before, after) -> str:
+    return f"{100.0 * (after - before) / before:+.1f}%"
+
+
+def _size(w: int) -> str:
+    return f"{w} worker{'s' * (w > 1)}"
+
+
+def _by_size(rows: list[dict], crit: int) -> dict[tuple[int, str], float]:
+    """(cluster size, data mode) -> mean over its workers of the criterion's epochs to stable."""
+    vals: dict[tuple[int, str], list] = {}
+    for r in rows:
+        for mode in DATA_MODES:
+            if r[f"crit{crit}_{mode}"] is not None:
+                vals.setdefault((n_workers(r["cluster"]), mode), []).append(r[f"crit{crit}_{mode}"])
+    return {k: mean(v) for k, v in vals.items()}
+
+
+def _run_mean(run: dict, fn) -> float | None:
+    """Mean of fn(worker record) over the run's workers; None if any worker has no value."""
+    vals = [fn(rec) for _, rec in _workers_of(run)]
+    return mean(vals) if vals and None not in vals else None
+
+
+def _fewer(values: dict, mode: str) -> str:
+    """1 worker vs the largest cluster with data, for one data mode."""
+    tops = [w for (w, m), v in values.items() if m == mode and w > 1 and v is not None]
+    one = values.get((1, mode))
+    if one is None or not tops:
+        return f"{mode} data: not run"
+    many = values[(max(tops), mode)]
+    return f"{mode} data: 1 worker {_fmt(one)} -> {_size(max(tops))} {many:.2f} epochs, {_pct(one, many)}"
+
+
+def _gaps(values: dict) -> str:
+    """|same - different| per cluster size; does it shrink from the smallest to the largest multi-node size?"""
+    gaps = {w: abs(values[(w, "same")] - values[(w, "different")]) for w in sorted({w for w, _ in values})
+            if w >= 1 and values.get((w, "same")) is not None and values.get((w, "different")) is not None}
+    text = ", ".join(f"{_size(w)} {g:.2f}" for w, g in gaps.items()) or "not run"
+    multi = [w for w in gaps if w > 1]
+    if len(multi) > 1:
+        shrinks = "yes" if gaps[multi[-1]] < gaps[multi[0]] else "no"
+        text += f"; smaller at {multi[-1]} than at {multi[0]} workers: {shrinks}"
+    return text
+
+
+def _first_at_level(curve: list[float]) -> int | None:
+    return next((n for n, v in enumerate(curve, start=1) if v >= ACCURACY_LEVEL), None)
+
+
+def findings(rows: list[dict], dataset: int, runs: list[dict] | None = None) -> list[str]:
+    """One line per redshift finding our numbers can speak to, with our measured numbers. The curve-based
+    findings (loss, 75% accuracy) need the runs; without them only the table findings are given."""
+    ours, theirs = _by_size(rows, 1), _by_size(THESIS_STABLE.get(dataset, []), 1)
+    def ref(mode):  # the thesis's relative change, computed from its table the same way as ours
+        return f" (thesis table: {_fewer(theirs, mode).split(', ')[-1]})" if theirs else ""
+    lines = ["More nodes, fewer epochs to a stable accuracy (crit. 1; thesis Fig. 5.4: about 25% fewer): "
+             + "; ".join(_fewer(ours, m) + ref(m) for m in DATA_MODES) + ".",
+             "Data distribution matters less with more nodes (|same - different| crit. 1 epochs; thesis 5K: "
+             f"{_gaps(_by_size(THESIS_STABLE[5000], 1))}): ours {_gaps(ours)}."]
+    if runs is None:
+        return lines
+    cells = _cells(runs, dataset)
+    loss = {k: _run_mean(run, lambda rec: _stable(rec, 1, "loss")) for k, run in cells.items()}
+    lines.append("Loss-based stable epochs (crit. 1 on loss; thesis Fig. 5.5: about 50% lower with different "
+                 "data, negligible with the same data): " + "; ".join(_fewer(loss, m) for m in DATA_MODES) + ".")
+    parts = []
+    for (w, mode), run in sorted(cells.items(), key=lambda kv: (kv[0][0], DATA_MODES.index(kv[0][1]))):
+        if w <= 1 and mode != "same":
+            continue  # same run as the 'same' cell
+        at = _run_mean(run, lambda rec: _first_at_level(rec.get("accuracy", [])))
+        name = "sequential" if w == 0 else _size(w) + (f" {mode}" if w > 1 else "")
+        parts.append(f"{name}: {'not reached' if at is None else _fmt(at)}")
+    lines.append(f"Epoch at which training accuracy first passes {ACCURACY_LEVEL:.0%} (thesis, 15K: sequential 3, "
+                 "1 worker about 8, 3 workers about 4): " + ("; ".join(parts) or "not run") + ".")
+    return lines
+
+
+def stable_markdown(rows: list[dict], dataset: int, runs: list[dict] | None = None) -> str:
+    """Markdown table with 'ours (thesis)' in each cell, then the findings with our numbers."""
+    ref = {(r["cluster"], r["worker"]): r for r in THESIS_STABLE.get(dataset, [])}
+    out = [f"## Epochs to stable training accuracy, {dataset} samples", "",
+           "Each cell: ours (thesis Tables 5.1/5.2, 5K only); – = not run / no thesis number. "
+           "Criterion 1: patience 1, min delta 0.001; criterion 2: patience 3, min delta 0.0001.", "",
+           "| cluster | worker | crit. 1 same | crit. 1 different | crit. 2 same | crit. 2 different |",
+           "|---|---|---|---|---|---|"]
+    for row in rows:
+        theirs = ref.get((row["cluster"], row["worker"]), {})
+        cells = [f"{_fmt(row[c])} ({_fmt(theirs.get(c))})" for c in COLUMNS]
+        out.append(f"| {row['cluster']} | {row['worker']} | " + " | ".join(cells) + " |")
+    out += ["", "Findings:", ""] + [f"- {line}" for line in findings(rows, dataset, runs)]
+    return "\n".join(out) + "\n"
+
+
+def ablation_table(runs: list[dict], ids: list[str]) -> list[dict]:
+    """Per ablation run: final accuracy, epochs to stable, and the staleness the parameter server saw."""
+    by_id = {r["id"]: r for r in runs}
+    rows = []
+    for run_id in ids:
+        if run_id not in by_id:
+            raise ValueError(f"ablation id {run_id!r} names no run in results['runs']")
+        run = by_id[run_id]
+        recs = [rec for _, rec in _workers_of(run)]
+        finals = [rec["accuracy"][-1] for rec in recs if rec.get("accuracy")]
+        stable = {c: [v for rec in recs if (v := _stable(rec, c)) is not None] for c in CRITERIA}
+        updates = run.get("updates", [])
+        taus = [int(u["tau"]) for u in updates]
+        applied = [u for u in updates if u.get("applied_version") is not None]
+        rows.append({"id": run_id, "mode": run["mode"], "workers": run["workers"], "s": run.get("s"),
+                     "final_accuracy": mean(finals) if finals else None,
+                     "stable_crit1": mean(stable[1]) if stable[1] else None,
+                     "stable_crit2": mean(stable[2]) if stable[2] else None,
+                     "updates_applied": len(applied),
+                     "versions": len({u["applied_version"] for u in applied}),
+                     "tau_mean": mean(taus) if taus else None, "tau_max": max(taus) if taus else None,
+                     "tau_hist": dict(sorted(Counter(taus).items()))})
+    return rows
+
+
+def ablation_markdown(rows: list[dict]) -> str:
+    cols = ("id", "mode", "workers", "s", "final_accuracy", "stable_crit1", "stable_crit2",
+            "updates_applied", "tau_mean", "tau_max", "tau_hist")
+    out = ["## Staleness ablation", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        out.append("| " + " | ".join(_cell_text(row[c], 3) for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _cell_text(value, digits: int = 6) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- writers (one file each, atomic)
+@contextmanager
+def _atomic(path: str):
+    """Yield a temporary name beside path; rename it to path only when the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the outputs from a notebook run by another user
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(text: str, path: str) -> None:
+    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with _atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell_text(row.get(k), 10) for k in fields})
+
+
+UPDATE_COLUMNS = {"worker": np.int32, "read_version": np.int64, "tau": np.int32, "lambda": np.float64,
+                  "applied_version": np.int64, "time": np.float64}
+
+
+def write_h5(results: dict, path: str) -> None:
+    """A group per run: attributes, workers/<key>/{accuracy,loss} float32, updates/<column>."""
+    import h5py
+    with _atomic(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["ablation_ids"] = json.dumps(results.get("ablation_ids") or [])
+        for run in results.get("runs", []):
+            run_id = str(run["id"])
+            if "/" in run_id or run_id in h5:
+                raise ValueError(f"{path}: run id {run_id!r} is not a unique group name")
+            grp = h5.create_group(run_id)
+            for key in ("cluster", "workers", "data_mode", "dataset", "mode", "s", "wall_time_s"):
+                if run.get(key) is not None:
+                    grp.attrs[key] = run[key]
+            for key, rec in run.get("per_worker", {}).items():
+                wg = grp.create_group(f"workers/{key.replace(':', '_')}")
+                wg.attrs["key"] = key
+                wg.attrs["epochs_to_stable"] = json.dumps(rec.get("epochs_to_stable") or {})
+                if rec.get("samples") is not None:
+                    wg.attrs["samples"] = rec["samples"]
+                for metric in ("accuracy", "loss"):
+                    wg.create_dataset(metric, data=np.asarray(rec.get(metric, []), dtype=np.float32))
+            ug = grp.create_group("updates")
+            for col, dtype in UPDATE_COLUMNS.items():
+                # -1 marks an update that was never applied (no applied_version).
+                vals = [u.get(col) for u in run.get("updates", [])]
+                ug.create_dataset(col, data=np.asarray([-1 if v is None else v for v in vals], dtype=dtype))
+
+
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+    try:
+        with _atomic(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(runs: list[dict], metric: str, path: str) -> str | None:
+    """Figs. 5.3/5.6: metric per epoch, one panel per (dataset, data mode), a line per run and worker."""
+    panels: dict[tuple[int, str], list[tuple[str, list]]] = {}
+    ran = {(r["dataset"], r["workers"], r["mode"], r["data_mode"]) for r in runs}
+    for run in runs:
+        # as in the tables, one machine sees all data either way: it joins the other panel unless that was run
+        modes = [run["data_mode"]] + [m for m in DATA_MODES if run["workers"] <= 1 and
+                                      (run["dataset"], run["workers"], run["mode"], m) not in ran]
+        for label, rec in _workers_of(run):
+            if not rec.get(metric):
+                continue
+            name = run["cluster"] + ("" if label == "-" else f" {label}")
+            name += "" if run["mode"] in TABLE_MODES else f" [{run['mode']}]"
+            for mode in modes:
+                panels.setdefault((run["dataset"], mode), []).append((name, rec[metric]))
+    if not panels:
+        return None
+    plt = _pyplot()
+    datasets = sorted({d for d, _ in panels})
+    modes = [m for m in DATA_MODES if any(k[1] == m for k in panels)]
+    fig, axes = plt.subplots(len(datasets), len(modes), squeeze=False, layout="constrained",
+                             figsize=(6 * len(modes), 3.6 * len(datasets)))
+    for i, ds in enumerate(datasets):
+        for j, mode in enumerate(modes):
+            ax = axes[i][j]
+            for name, curve in panels.get((ds, mode), []):
+                ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+            ax.set(title=f"{ds} samples, {mode} data", xlabel="epoch", ylabel=f"training {metric}")
+            if panels.get((ds, mode)):
+                ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_stable_bars(rows: list[dict], path: str, title: str = "") -> str | None:
+    """Figs. 5.4/5.5: epochs to a plateau per cluster/worker, same vs different data, one panel per criterion."""
+    if not any(row[c] is not None for row in rows for c in COLUMNS):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(6 * len(CRITERIA), 4), squeeze=False, layout="constrained")
+    fig.suptitle(title or "Epochs to a plateau in training accuracy")
+    x = np.arange(len(rows))
+    names = [row["cluster"].replace(" ", "\n", 1) + ("" if row["worker"] == "-" else f" {row['worker']}")
+             for row in rows]
+    for ax, crit in zip(axes[0], CRITERIA):
+        for k, mode in enumerate(DATA_MODES):
+            vals = [np.nan if row[f"crit{crit}_{mode}"] is None else row[f"crit{crit}_{mode}"] for row in rows]
+            ax.bar(x + (k - 0.5) * 0.4, vals, width=0.4, label=f"{mode} data")
+        patience, delta = CRITERIA[crit]
+        ax.set(title=f"criterion {crit} (patience {patience}, min delta {delta})", ylabel="epochs to stable")
+        ax.set_xticks(x, names, fontsize=7)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_tau_hist(runs: list[dict], ids: list[str], path: str) -> str | None:
+    """Staleness tau seen by the parameter server, grouped bars per ablation run."""
+    hists = [(row["id"], row["tau_hist"]) for row in ablation_table(runs, ids) if row["tau_hist"]]
+    if not hists:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    width = 0.8 / len(hists)
+    for k, (run_id, hist) in enumerate(hists):
+        ax.bar(np.array(list(hist), dtype=float) + (k - (len(hists) - 1) / 2) * width, list(hist.values()),
+               width=width, label=run_id)
+    ax.set(xlabel="staleness tau (versions behind)", ylabel="updates", title="Staleness per update")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- thin shell
+def write_all(results: dict, out_dir: str) -> list[str]:
+    """Write every output that has data into out_dir; return the file names written."""
+    os.makedirs(out_dir, exist_ok=True)
+    runs = results.get("runs") or []
+    ids = list(results.get("ablation_ids") or [])
+    # The ablation has its own table; a run that is also a cell of the thesis grid is in both.
+    main = [r for r in runs if r.get("grid", r["id"] not in set(ids))]
+    written, report = [], ["# Redshift case study: results", ""]
+
+    def out(name: str) -> str:
+        return os.path.join(out_dir, name)
+
+    for ds in sorted({r["dataset"] for r in main if r.get("mode") in TABLE_MODES}):
+        rows = stable_table(main, ds)
+        md = stable_markdown(rows, ds, main)
+        write_csv(rows, out(f"stable_{ds}.csv"))
+        write_text(md, out(f"stable_{ds}.md"))
+        written += [f"stable_{ds}.csv", f"stable_{ds}.md"]
+        report.append(md)
+        title = f"Epochs to stable training accuracy, {ds} samples"
+        if plot_stable_bars(rows, out(f"stable_bars_{ds}.png"), title):
+            written.append(f"stable_bars_{ds}.png")
+            report.append(f"![epochs to stable, {ds} samples](stable_bars_{ds}.png)\n")
+    for metric in ("accuracy", "loss"):
+        if plot_curves(main, metric, out(f"{metric}.png")):
+            written.append(f"{metric}.png")
+            report.append(f"![training {metric} per epoch]({metric}.png)\n")
+    if ids:
+        rows = ablation_table(runs, ids)
+        write_csv(rows, out("ablation.csv"))
+        written.append("ablation.csv")
+        report.append(ablation_markdown(rows))
+        if plot_tau_hist(runs, ids, out("tau_hist.png")):
+            written.append("tau_hist.png")
+            report.append("![staleness histogram](tau_hist.png)\n")
+    if runs:
+        write_h5(results, out("redshift.h5"))
+        written.append("redshift.h5")
+    write_text("\n".join(report), out("report.md"))
+    return written + ["report.md"]

@@ -1,0 +1,152 @@
+"""Executor side of the redshift study: the parameter-server role and the worker role.
+
+The ps builds the model from the run's seed, serves its weights with the staleness-aware rule
+(distributed/param_server.py) on the port TFoS reserved for it, and returns the update log. A worker
+reads its share, then per epoch (or per batch) pulls (weights, version), trains locally, and pushes
+dW = W_read - W_local with the version it read. TensorFlow is imported here, on the executors only.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from distributed.early_stopping import CRITERIA, EarlyStopper
+
+
+def quiet_tensorflow(threads: int):
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    try:  # fails if TF already ran an op in this process; the setting then stays as it was
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+    return tf
+
+
+def new_model(model_cfg: dict, seed: int):
+    """The same initial weights wherever it is built with the same seed."""
+    import keras
+    from models import registry
+    keras.utils.set_random_seed(seed)
+    return registry.build("redshift", model_cfg)
+
+
+def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=None) -> tuple[float, float]:
+    """One pass over (x, y) in shuffled batches; `step(batch_fn)` wraps each batch for per-batch updates.
+
+    Returns the epoch's training accuracy and loss, averaged over samples as Keras reports them."""
+    order = rng.permutation(len(x))
+    correct = loss_sum = 0.0
+    for start in range(0, len(x), batch_size):
+        idx = np.sort(order[start:start + batch_size])
+        train = lambda: model.train_on_batch(x[idx], y[idx], return_dict=True)  # noqa: E731
+        out = step(train) if step else train()
+        correct += float(out["accuracy"]) * len(idx)
+        loss_sum += float(out["loss"]) * len(idx)
+    return correct / len(x), loss_sum / len(x)
+
+
+def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int, stop_on: int | None = None) -> dict:
+    """The single-machine baseline: the same loop, no parameter server."""
+    rng = np.random.default_rng(seed)
+    stopper = EarlyStopper(*CRITERIA[stop_on]) if stop_on else None
+    history = {"accuracy": [], "loss": []}
+    for _ in range(epochs):
+        acc, loss = train_epoch(model, x, y, batch_size, rng)
+        history["accuracy"].append(acc)
+        history["loss"].append(loss)
+        if stopper and stopper.update(acc):
+            break
+    return history
+
+
+def _save_weights(model, uri: str) -> None:
+    from rdd_io import storage
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "final.weights.h5"
+        model.save_weights(path)
+        storage.write_bytes(uri, path.read_bytes())
+
+
+def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
+    """The ps listens only once its model is built: retry refused connections for up to wait_s."""
+    from distributed.param_server import PSClient
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return PSClient(address, bytes.fromhex(args["ps_secret"]), worker=worker,
+                            timeout_s=args["push_timeout_s"] + 30)
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def ps_role(args: dict, ctx) -> dict:
+    from distributed.param_server import ParameterServer
+    quiet_tensorflow(args["tf_threads"])
+    model = new_model(args["model"], args["seed"])
+    host, port = ctx.address.rsplit(":", 1)
+    server = ParameterServer(model.get_weights(), bytes.fromhex(args["ps_secret"]), num_workers=args["workers"],
+                             s=args["s"], schedule=args["schedule"], host=host, port=int(port),
+                             push_timeout_s=args["push_timeout_s"])
+    server.start()
+    try:
+        while not server.wait_until_done(1.0):
+            if ctx.should_stop():
+                break
+        snap = server.snapshot()
+    finally:
+        server.stop()
+    if args.get("weights_uri"):
+        model.set_weights(snap["weights"])
+        _save_weights(model, args["weights_uri"])
+    return {"version": snap["version"], "updates": snap["updates"], "pushes_received": snap["pushes_received"],
+            "pushes_withdrawn": snap["pushes_withdrawn"]}
+
+
+def worker_role(args: dict, ctx) -> dict:
+    from rdd_io.redshift_bundle import load_share
+    quiet_tensorflow(args["tf_threads"])
+    share = load_share(args["shares"][ctx.task_index])
+    x, y = share["spectra"], share["label"]
+    seed = args["seed"] + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
+    model = new_model(args["model"], seed)
+    rng = np.random.default_rng(seed)
+    stopper = EarlyStopper(*CRITERIA[args["stop_on"]]) if args["stop_on"] else None
+    host, port = ctx.addresses("ps")[0].rsplit(":", 1)
+    history = {"accuracy": [], "loss": [], "time": []}
+    started = time.monotonic()
+    with connect_ps((host, int(port)), args, ctx.task_index) as ps:
+
+        def exchange(train):
+            """pull -> train locally -> push dW = W_read - W_local with the version read."""
+            weights, version = ps.pull()
+            model.set_weights(weights)
+            out = train()
+            ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
+            return out
+
+        for epoch in range(args["max_epochs"]):
+            if args["update"] == "batch":
+                acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
+            else:
+                acc, loss = exchange(lambda: train_epoch(model, x, y, args["batch_size"], rng))
+            ps.report(epoch, {"accuracy": acc, "loss": loss})
+            history["accuracy"].append(acc)
+            history["loss"].append(loss)
+            history["time"].append(round(time.monotonic() - started, 3))
+            if stopper and stopper.update(acc):
+                break
+        ps.leave()
+    return {"samples": int(len(x)), "index_sum": int(share["index"].sum()),
+            "index_min": int(share["index"].min()), "index_max": int(share["index"].max()), **history}
+
+
+def role(args: dict, ctx) -> dict:
+    return ps_role(args, ctx) if ctx.job_name == "ps" else worker_role(args, ctx)

@@ -1,0 +1,109 @@
+"""Spark side of the redshift study: shards at a URI -> RDD bundle -> per-worker shares at a URI.
+
+    spectra RDD zip labels RDD, then zipWithIndex  ->  (index, (spectrum, label))
+
+`same` gives every worker every sample; `different` gives worker w the samples whose index is w
+modulo M (disjoint, sizes within one of each other). TFoS's SPARK feeding cannot pin a partition to
+a worker, so each share is materialised as HDF5 parts under a URI and read back by its worker
+(InputMode.TENSORFLOW); what each worker actually read is reported back and checked.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+from rdd_io import storage
+from rdd_io.redshift_read import read_npy_pair, read_shard
+from rdd_io.redshift_sim import shard_seed, simulate
+from rdd_io.schema import N, REDSHIFT, Field, Schema
+
+BUNDLE = Schema("redshift-bundle", [
+    Field("spectra", np.float32, (N, "bands")),
+    Field("label", np.int32, (N,)),
+    Field("index", np.int64, (N,)),
+])
+
+
+def simulate_shards(sc, uri: str, n: int, shard_size: int, seed: int, **sim_kw) -> list[str]:
+    """Simulate `n` spectra as REDSHIFT shards under `uri`, one Spark task per shard."""
+    starts = list(range(0, n, shard_size))
+
+    def make(index: int):
+        count = min(shard_size, n - starts[index])
+        buf = io.BytesIO()
+        REDSHIFT.write_h5(buf, simulate(count, shard_seed(seed, index), **sim_kw), attrs={"shard": index})
+        return index, buf.getvalue()
+
+    names = []
+    for index, data in sc.parallelize(range(len(starts)), len(starts)).map(make).toLocalIterator():
+        name = f"shard-{index:05d}.h5"
+        storage.write_bytes(storage.join(uri, name), data)
+        names.append(name)
+    return names
+
+
+def read_bundle(sc, uri: str, source: str, n_classes: int, npy_spectra: str = "spectra.npy",
+                npy_labels: str = "labels.npy"):
+    """The bundle RDD of (index, (spectrum float32 [B], label int)) from shards or an .npy pair."""
+    if source == "hdf5":
+        files = sc.binaryFiles(storage.join(uri, "*.h5"))
+        arrays = files.map(lambda kv: read_shard(kv[0], kv[1], n_classes))
+    elif source == "npy":
+        spectra_uri, labels_uri = storage.join(uri, npy_spectra), storage.join(uri, npy_labels)
+        pair = sc.binaryFiles(spectra_uri).cartesian(sc.binaryFiles(labels_uri))
+        arrays = pair.map(lambda p: read_npy_pair(p[0][1], p[1][1], n_classes,
+                                                  spectra_name=p[0][0], labels_name=p[1][0]))
+    else:
+        raise ValueError(f"data.source must be 'hdf5' or 'npy', got {source!r}")
+    arrays = arrays.cache()
+    spectra = arrays.flatMap(lambda a: list(a[0]))
+    labels = arrays.flatMap(lambda a: [int(v) for v in a[1]])
+    # Both sides come from the same partitions in the same order, which is what zip requires.
+    return spectra.zip(labels).zipWithIndex().map(lambda t: (t[1], t[0]))
+
+
+def shares(bundle, workers: int, mode: str) -> list:
+    """One RDD per worker: the whole bundle ('same') or indices congruent to w mod M ('different')."""
+    if mode == "same":
+        return [bundle] * workers
+    if mode == "different":
+        return [bundle.filter(lambda t, w=w: t[0] % workers == w) for w in range(workers)]
+    raise ValueError(f"data mode must be 'same' or 'different', got {mode!r}")
+
+
+def _encode_part(partition: int, rows) -> list:
+    rows = list(rows)
+    if not rows:
+        return []
+    buf = io.BytesIO()
+    BUNDLE.write_h5(buf, {"spectra": np.stack([r[1][0] for r in rows]).astype(np.float32),
+                          "label": np.array([r[1][1] for r in rows], np.int32),
+                          "index": np.array([r[0] for r in rows], np.int64)})
+    return [(partition, buf.getvalue(), len(rows), int(sum(r[0] for r in rows)))]
+
+
+def write_share(rdd, uri: str) -> dict:
+    """Materialise one share as part-NNNNN.h5 files under `uri`; returns its count and index sum."""
+    count = index_sum = 0
+    for partition, data, n, s in rdd.mapPartitionsWithIndex(_encode_part).toLocalIterator():
+        storage.write_bytes(storage.join(uri, f"part-{partition:05d}.h5"), data)
+        count, index_sum = count + n, index_sum + s
+    return {"uri": uri, "count": count, "index_sum": index_sum}
+
+
+def load_share(uri: str) -> dict[str, np.ndarray]:
+    """Executor side: read every part of a share (local files directly, other URIs via tf.io.gfile)."""
+    if storage.is_local(uri):
+        folder = storage.local_path(uri)
+        paths = sorted(str(folder / n) for n in os.listdir(folder) if n.startswith("part-") and n.endswith(".h5"))
+        read = lambda p: open(p, "rb").read()  # noqa: E731
+    else:
+        import tensorflow as tf
+        paths = sorted(tf.io.gfile.glob(storage.join(uri, "part-*.h5")))
+        read = lambda p: tf.io.gfile.GFile(p, "rb").read()  # noqa: E731
+    if not paths:
+        raise FileNotFoundError(f"{uri}: no part-*.h5 files in this share")
+    parts = [BUNDLE.read_h5(read(p), p) for p in paths]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("spectra", "label", "index")}

@@ -1,0 +1,38 @@
+"""The redshift job on the real mini-cluster, at a tiny size: bundle, shares, ps + workers, outputs."""
+import json
+
+import h5py
+
+from .conftest import leftovers, run_job
+
+
+def test_redshift_tiny_two_workers_different_data(minicluster, tmp_path):
+    out = tmp_path / "redshift"
+    proc = run_job("redshift.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                   "--set", "data.sizes=[600]", "--set", "train.max_epochs=3",
+                   "--set", "experiments.workers=[2]", "--set", "experiments.data_modes=[different]",
+                   "--set", "experiments.ablation=false")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    assert summary["samples_available"] == 600
+    dist = "600-different-M2-staleness-aware-s1"
+    assert set(summary["final_accuracy"]) == {"600-single", dist}
+    assert set(summary["final_accuracy"][dist]) == {"worker:0", "worker:1"}
+    with h5py.File(out / "redshift.h5", "r") as h5:
+        run = h5[dist]
+        # disjoint halves: 300 samples each, and every epoch of each worker reached the ps
+        for worker in ("worker_0", "worker_1"):
+            assert run["workers"][worker].attrs["samples"] == 300
+            acc = run["workers"][worker]["accuracy"][()]
+            assert len(acc) == 3
+            assert acc[-1] > 2.0 / 40  # above chance (40 classes in the tiny preset)
+        taus = run["updates"]["tau"][()]
+        assert len(taus) == 2 * 3  # one update per worker and epoch, each with its staleness
+        assert set(run["updates"]["worker"][()]) == {0, 1}
+        assert taus.min() >= 0 and (run["updates"]["lambda"][()] <= 1.0).all()
+    shares = sorted(p.name for p in (out / "bundles" / "600-different-M2").iterdir())
+    assert shares == ["worker-0", "worker-1"]
+    assert (out / "weights" / f"{dist}.weights.h5").stat().st_size > 0
+    assert leftovers(minicluster) == []
