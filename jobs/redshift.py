@@ -137,14 +137,12 @@ def prepare_data(job: Job) -> tuple:
         log.info("simulated %d spectra in %d shards under %s (%.0fs)", max(cfg.sizes), len(names), source_uri,
                  time.monotonic() - started)
         source = "hdf5"
+    # Every file is checked as it is read (bands included); a bad one fails count() naming itself.
     bundle = rb.read_bundle(job.sc, storage.to_uri(source_uri), source, cfg.n_classes, cfg.npy_spectra,
-                            cfg.npy_labels).cache()
+                            cfg.npy_labels, bands=cfg.bands).cache()
     total = bundle.count()
     if total < max(cfg.sizes):
         raise ValueError(f"{source_uri}: {total} samples, fewer than data.sizes asks for ({max(cfg.sizes)})")
-    first = bundle.first()[1][0]
-    if len(first) != cfg.bands:
-        raise ValueError(f"{source_uri}: spectra have {len(first)} bands, config says data.bands={cfg.bands}")
     return bundle, total
 
 
@@ -194,7 +192,7 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
     for w in range(run["workers"]):
         r = results[f"worker:{w}"]
         per_worker[f"worker:{w}"] = {"accuracy": r["accuracy"], "loss": r["loss"], "samples": r["samples"],
-                                     "epochs_to_stable": stable_epochs(r["accuracy"])}
+                                     "time": r["time"], "epochs_to_stable": stable_epochs(r["accuracy"])}
     ps = results["ps:0"]
     lambdas = {u["tau"]: u["lambda"] for u in ps["updates"]}
     log.info("%s: %d updates applied, tau max %s, final accuracy %s", run["id"], len(ps["updates"]),
@@ -249,7 +247,13 @@ def run(job: Job) -> dict:
             "final_accuracy": {r["id"]: {w: round(v["accuracy"][-1], 4) for w, v in r["per_worker"].items()}
                                for r in runs},
             "epochs_to_stable": {r["id"]: {w: v["epochs_to_stable"] for w, v in r["per_worker"].items()}
-                                 for r in runs}}
+                                 for r in runs},
+            "updates": {r["id"]: {"received": r["pushes_received"], "applied": len(r["updates"]),
+                                  "max_tau": max((u["tau"] for u in r["updates"]), default=0)}
+                        for r in runs if r["workers"]},
+            # per worker: seconds since it started training, at the end of each epoch (bench/ reads these)
+            "epoch_time_s": {r["id"]: {w: v["time"] for w, v in r["per_worker"].items()}
+                             for r in runs if r["workers"]}}
 
 
 if __name__ == "__main__":

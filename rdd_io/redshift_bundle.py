@@ -17,7 +17,7 @@ import numpy as np
 from rdd_io import storage
 from rdd_io.redshift_read import read_npy_pair, read_shard
 from rdd_io.redshift_sim import shard_seed, simulate
-from rdd_io.schema import N, REDSHIFT, Field, Schema
+from rdd_io.schema import N, REDSHIFT, Field, Schema, SchemaError, source_name
 
 BUNDLE = Schema("redshift-bundle", [
     Field("spectra", np.float32, (N, "bands")),
@@ -44,19 +44,64 @@ def simulate_shards(sc, uri: str, n: int, shard_size: int, seed: int, **sim_kw) 
     return names
 
 
+def _check_bands(name: str, spectra: np.ndarray, bands: int | None) -> None:
+    if bands is not None and spectra.shape[1] != bands:
+        raise SchemaError(f"{source_name(name, str(name))}: 'spectra' have {spectra.shape[1]} bands, "
+                          f"config says data.bands={bands}")
+
+
+def _shard_arrays(name: str, data: bytes, n_classes: int, bands: int | None):
+    """Executor side: one shard's (spectra, labels), every check done where the bytes are."""
+    spectra, labels = read_shard(name, data, n_classes)
+    _check_bands(name, spectra, bands)
+    return spectra, labels
+
+
+def _npy_arrays(spectra_kv, labels_kv, n_classes: int, bands: int | None):
+    spectra, labels = read_npy_pair(spectra_kv[1], labels_kv[1], n_classes,
+                                    spectra_name=source_name(spectra_kv[0], spectra_kv[0]),
+                                    labels_name=source_name(labels_kv[0], labels_kv[0]))
+    _check_bands(spectra_kv[0], spectra, bands)
+    return spectra, labels
+
+
+def require_input(uri: str, source: str, npy_names: tuple[str, ...] = ()) -> list[str]:
+    """Driver side: the input files the bundle will read, or FileNotFoundError naming the URI.
+
+    Checked before any RDD exists, so a typo in data.input reads as one line, not a Hadoop trace.
+    """
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"{uri}: input folder does not exist (data.input)")
+    names = storage.list_names(uri)
+    if source == "hdf5":
+        shards = [n for n in names if n.endswith(".h5")]
+        if not shards:
+            raise FileNotFoundError(f"{uri}: no *.h5 shards in the input folder "
+                                    f"(found {len(names)} other entries)")
+        return shards
+    missing = [n for n in npy_names if n not in names]
+    if missing:
+        raise FileNotFoundError(f"{uri}: missing {', '.join(missing)} in the input folder")
+    return list(npy_names)
+
+
 def read_bundle(sc, uri: str, source: str, n_classes: int, npy_spectra: str = "spectra.npy",
-                npy_labels: str = "labels.npy"):
-    """The bundle RDD of (index, (spectrum float32 [B], label int)) from shards or an .npy pair."""
+                npy_labels: str = "labels.npy", bands: int | None = None):
+    """The bundle RDD of (index, (spectrum float32 [B], label int)) from shards or an .npy pair.
+
+    Every input file is checked on the executor that reads it (schema, finite values, labels in
+    [0, n_classes), and with `bands` its band count), raising SchemaError naming the file.
+    """
+    if source not in ("hdf5", "npy"):
+        raise ValueError(f"data.source must be 'hdf5' or 'npy', got {source!r}")
+    require_input(uri, source, (npy_spectra, npy_labels))
     if source == "hdf5":
         files = sc.binaryFiles(storage.join(uri, "*.h5"))
-        arrays = files.map(lambda kv: read_shard(kv[0], kv[1], n_classes))
-    elif source == "npy":
+        arrays = files.map(lambda kv: _shard_arrays(kv[0], kv[1], n_classes, bands))
+    else:
         spectra_uri, labels_uri = storage.join(uri, npy_spectra), storage.join(uri, npy_labels)
         pair = sc.binaryFiles(spectra_uri).cartesian(sc.binaryFiles(labels_uri))
-        arrays = pair.map(lambda p: read_npy_pair(p[0][1], p[1][1], n_classes,
-                                                  spectra_name=p[0][0], labels_name=p[1][0]))
-    else:
-        raise ValueError(f"data.source must be 'hdf5' or 'npy', got {source!r}")
+        arrays = pair.map(lambda p: _npy_arrays(p[0], p[1], n_classes, bands))
     arrays = arrays.cache()
     spectra = arrays.flatMap(lambda a: list(a[0]))
     labels = arrays.flatMap(lambda a: [int(v) for v in a[1]])
