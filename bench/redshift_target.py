@@ -41,7 +41,7 @@ def time_epochs(model, batches_per_epoch: int, stamps: list[float]) -> None:
         calls[0] += 1
         if calls[0] % batches_per_epoch == 0:
             stamps.append(time.monotonic())
-            print(f"  epoch {len(stamps)} done at {stamps[-1] - stamps[0]:.0f}s", flush=True)
+            print(f"  epoch {len(stamps) - 1} done at {stamps[-1] - stamps[0]:.0f}s", flush=True)
         return out
 
     model.train_on_batch = timed

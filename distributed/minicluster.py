@@ -61,8 +61,12 @@ def require_java(min_major: int = 17) -> str:
 
 
 def spark_home() -> Path:
+    """The pip-installed pyspark's folder (it ships bin/spark-class); under spark-submit, SPARK_HOME."""
     import pyspark
-    return Path(pyspark.__file__).resolve().parent
+    here = Path(pyspark.__file__).resolve().parent
+    if (here / "bin" / "spark-class").exists() or "SPARK_HOME" not in os.environ:
+        return here
+    return Path(os.environ["SPARK_HOME"])
 
 
 def ui_token(secret: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conf import CONF_DIR, ConfigError, dump, load
+from jobs.errors import user_message
 from rdd_io import storage
 
 log = logging.getLogger("jobs")
@@ -62,8 +63,13 @@ def parse_args(case: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _submitted_by_spark_submit() -> bool:
-    return "PYSPARK_GATEWAY_PORT" in os.environ
+def _spark_submit_master() -> str | None:
+    """The master spark-submit was given, if this driver was started by spark-submit."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf, SparkContext
+    SparkContext._ensure_initialized()  # connect to spark-submit's JVM, whose properties hold the master
+    return SparkConf().get("spark.master", None)
 
 
 def _is_loopback(host: str) -> bool:
@@ -105,8 +111,7 @@ def _known_cluster_secret(cfg, master: str) -> str | None:
     return state.secret if state and state.master_url == master else None
 
 
-def _spark_session(case: str, cfg, master: str | None, cluster_secret: str | None, executors: int,
-                   embedded: bool):
+def _spark_session(case: str, cfg, master: str | None, cluster_secret: str | None, executors: int):
     from pyspark.sql import SparkSession
     from distributed.minicluster import security_conf
     builder = SparkSession.builder.appName(f"scidl-{case}")
@@ -153,8 +158,8 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         return 2
     output = storage.to_uri(args.output)
     executors = cfg.executors()
-    master = args.master
-    embedded = master is None and not _submitted_by_spark_submit()
+    master = args.master or _spark_submit_master()
+    embedded = master is None
     _install_sigterm()
     cluster = spark = None
     started = time.time()
@@ -173,7 +178,7 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         if embedded or (master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0])):
             # Executors on this machine run this interpreter (pyspark reads the variable, not the conf).
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark, host = _spark_session(case, cfg, master, cluster_secret, executors, embedded)
+        spark, host = _spark_session(case, cfg, master, cluster_secret, executors)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host)
         storage.makedirs(output)
@@ -187,8 +192,11 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         print(f"\n{case}: interrupted; stopping everything this run started", file=sys.stderr)
         return 130
     except Exception as exc:
-        summary["error"] = f"{type(exc).__name__}: {exc}"
+        # A failed Spark task's message is a page of traces; the summary and the last line of
+        # stderr carry the task's own error line, the full text stays in the traceback above it.
+        summary["error"] = user_message(exc)
         traceback.print_exc()
+        print(f"\n{case}: failed: {summary['error']}", file=sys.stderr)
         return 1
     finally:
         summary["wall_time_s"] = round(time.time() - started, 2)

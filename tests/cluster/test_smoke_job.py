@@ -81,3 +81,19 @@ def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and "interrupted" in summary["error"]
     assert _run_dir_processes(run_dir) == []
+
+
+def test_same_arguments_through_spark_submit(minicluster, tmp_path):
+    from distributed.minicluster import spark_home
+    out = tmp_path / "submitted"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.run([str(spark_home() / "bin" / "spark-submit"), "--master", minicluster.state.master_url,
+                           str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny", "--output", str(out),
+                           "--set", f"cluster.run_dir={minicluster.run_dir}", "--set", "feed.records=2000"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["master"] == minicluster.state.master_url
+    assert summary["records_consumed"] == 2000 and summary["exactly_once"] is True
+    assert leftovers(minicluster) == []

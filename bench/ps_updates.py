@@ -1,0 +1,96 @@
+"""Parameter-server updates per second vs a plain loopback socket copy of the same bytes.
+
+Side A: a ParameterServer (s=1, so every push is one applied update) in its own process, and N client
+processes, each with its own PSClient, pushing a redshift-CNN-sized update in a loop. Side B: a sink in
+its own process (a thread per connection, like the server) and N sender processes, each sending the
+same byte count per message over 127.0.0.1 and waiting for a one-byte ack. Both sides run for the same
+window; the ratio is PS updates/s over plain messages/s, so it prices the wire's authentication, the
+JSON header, the aggregation and the server's locking against moving the bytes alone.
+
+    PYTHONPATH=. .venv/bin/python bench/ps_updates.py [--quick] [--clients 8] [--seconds 10]
+                                                      [--classes 40 | --params N | --full] [--pull]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from bench import ps_load
+
+FULL_CLASSES = 800  # the paper's redshift bins; 1800 bands: 45.7M parameters, 183 MB per update
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client processes (default 8)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per side (default 10)")
+    parser.add_argument("--bands", type=int, default=1800, help="spectrum length of the model (default 1800)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--classes", type=int, default=40,
+                      help="output classes of the thesis CNN (default 40: 2.3M parameters, 9 MB)")
+    size.add_argument("--params", type=int, help="pick the classes that give about this many parameters")
+    size.add_argument("--full", action="store_true", help=f"the paper's size: {FULL_CLASSES} classes (183 MB)")
+    parser.add_argument("--pull", action="store_true",
+                        help="each update pulls the weights first (the plain side then sends two messages)")
+    parser.add_argument("--quick", action="store_true", help="a 4 s window per side")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = min(args.seconds, 4.0)
+    if args.full:
+        args.classes = FULL_CLASSES
+    elif args.params is not None:
+        args.classes = ps_load.classes_for_params(args.params, args.bands)
+    if args.clients < 1 or args.seconds <= 0:
+        parser.error("--clients must be >= 1 and --seconds > 0")
+    return args
+
+
+def measure_ps(shapes, clients: int, seconds: float, pull: bool) -> dict:
+    secret = os.urandom(32)
+    proc, conn, _ = ps_load.start_server(ps_load.serve_ps, shapes, secret, clients)
+    try:
+        conn.send("go")
+        _, port = conn.recv()
+        result = ps_load.run_clients(ps_load.ps_client,
+                                     [(port, secret, w, shapes, seconds, pull) for w in range(clients)], seconds)
+    finally:
+        applied = ps_load.stop_server(proc, conn)
+    result["applied"] = applied
+    return result
+
+
+def measure_plain(nbytes: int, clients: int, seconds: float, messages_per_step: int) -> dict:
+    proc, conn, (_, port) = ps_load.start_server(ps_load.serve_sink, nbytes)
+    try:
+        result = ps_load.run_clients(ps_load.sink_client,
+                                     [(port, w, nbytes, seconds) for w in range(clients)], seconds)
+    finally:
+        ps_load.stop_server(proc, conn)
+    result["per_s"] /= messages_per_step  # a pulled update moves the model twice
+    return result
+
+
+def main(argv=None) -> float:
+    args = parse_args(argv)
+    shapes = ps_load.thesis_shapes(args.bands, args.classes)
+    nbytes = ps_load.model_bytes(shapes)
+    print(ps_load.describe(shapes, args.bands, args.classes))
+    print(f"{args.clients} client processes, {args.seconds:g} s window per side, "
+          f"{'pull + push' if args.pull else 'push'} per update, {os.cpu_count()} CPUs")
+    plain = measure_plain(nbytes, args.clients, args.seconds, 2 if args.pull else 1)
+    mib = nbytes / 2**20
+    print(f"plain loopback copy: {plain['steps']} messages in {plain['window_s']:.2f} s = "
+          f"{plain['per_s']:.2f} {'model round trips' if args.pull else 'messages'}/s "
+          f"({plain['steps'] * mib / plain['window_s']:.0f} MiB/s), per sender {plain['per_client']}")
+    ps = measure_ps(shapes, args.clients, args.seconds, args.pull)
+    print(f"parameter server:    {ps['steps']} updates in {ps['window_s']:.2f} s = {ps['per_s']:.2f} updates/s "
+          f"({ps['steps'] * mib * (2 if args.pull else 1) / ps['window_s']:.0f} MiB/s), per client "
+          f"{ps['per_client']}; server applied {ps['applied']} (window + warm-up)")
+    ratio = ps["per_s"] / plain["per_s"]
+    print("goal: none set; the ratio is reported (1.0 would mean the server costs nothing beyond the copy)")
+    print(f"RATIO ps_vs_loopback_updates_per_s = {ratio:.4f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
