@@ -194,16 +194,47 @@ class Cluster:
         return self._server.results()
 
     def train(self, rdd, epochs: int = 1, feed_timeout_s: float = 600) -> None:
-        """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed."""
+        """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed.
+
+        A role that raises stops the feeding at once (TFoS would retry the feeding tasks until their
+        timeout) and surfaces as RoleFailed naming the role."""
         _, _, _, TFSparkNode, _, _ = _tfos()
         union = self.sc.union([rdd] * epochs)
         feed = TFSparkNode.train(self.info, self._cluster.cluster_meta, feed_timeout=int(feed_timeout_s))
-        union.foreachPartition(_on_executor(feed, self._node_host, self._secret))
+        outcome: list[BaseException] = []
+
+        def run_feed():
+            try:
+                union.foreachPartition(_on_executor(feed, self._node_host, self._secret))
+            except BaseException as exc:  # re-raised in the caller's thread below
+                outcome.append(exc)
+
+        feeder = threading.Thread(target=run_feed, name="tfos-feed", daemon=True)
+        feeder.start()
+        while feeder.is_alive():
+            feeder.join(1.0)
+            if self.failures():
+                self.sc.cancelAllJobs()
+                raise RoleFailed(self._describe(self.failures()))
+        if outcome:
+            raise outcome[0]
+
+    def failures(self) -> dict[str, str]:
+        """Roles that raised (their tracebacks), and the node job's own error if Spark gave up on it."""
+        TFCluster = _tfos()[0]
+        out = {k: v["error"] for k, v in self.results().items() if isinstance(v, dict) and "error" in v}
+        if "error" in TFCluster.tf_status:
+            out["spark"] = TFCluster.tf_status["error"]
+        return out
+
+    @staticmethod
+    def _describe(failed: dict[str, str]) -> str:
+        return f"{', '.join(failed)} failed" + "".join(f"\n--- {k} ---\n{v}" for k, v in failed.items())
 
     def shutdown(self, timeout_s: float = 60, grace_s: float = 0) -> dict[str, Any]:
         """Stop every role within timeout_s and return their results keyed 'job:index'.
 
-        Raises RoleFailed naming the roles that raised or never reported."""
+        Raises RoleFailed naming the roles that raised or never reported; it never hangs."""
         done = threading.Event()
         errors: list[str] = []
 
@@ -217,18 +248,16 @@ class Cluster:
 
         threading.Thread(target=stop_roles, name="tfos-shutdown", daemon=True).start()
         if not done.wait(timeout_s):
-            errors.append(f"roles still running after {timeout_s:.0f}s; their Spark jobs were cancelled")
-            self.sc.cancelAllJobs()
-        self._server.close()
-        results = self.results()
-        expected = set(self.roles.names().values())
-        failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
-        silent = sorted(expected - set(results))
+            errors.append(f"roles still running after {timeout_s:.0f}s")
+        failed = self.failures()
+        silent = sorted(set(self.roles.names().values()) - set(self.results()))
         if failed or silent or errors:
-            detail = "".join(f"\n--- {k} raised ---\n{v}" for k, v in failed.items())
-            raise RoleFailed("; ".join(errors + ([f"no result from {', '.join(silent)}"] if silent else [])
-                                       + ([f"{', '.join(failed)} raised"] if failed else [])) + detail)
-        return results
+            self.abort()
+            raise RoleFailed("; ".join(errors + ([f"no result from {', '.join(silent)}"] if silent else []))
+                             + ("; " if failed and (errors or silent) else "")
+                             + (self._describe(failed) if failed else ""))
+        self._server.close()
+        return self.results()
 
     def abort(self) -> None:
         """Give up on the roles at once (after an error or Ctrl-C): cancel their Spark jobs.
@@ -242,6 +271,13 @@ class Cluster:
     def _workers(self) -> list[dict]:
         return [n for n in self.info if n["job_name"] not in ("ps", "evaluator")]
 
+    def _await(self, roles: set[str], deadline: float) -> bool:
+        """Wait until `roles` reported; give up at the deadline or as soon as any role failed."""
+        while not self._server.wait_for(roles, timeout_s=min(1.0, max(0.0, deadline - time.monotonic()))):
+            if self.failures() or time.monotonic() >= deadline:
+                return False
+        return True
+
     def _stop_roles(self, grace_s: float, deadline: float) -> None:
         TFCluster, TFManager, _, TFSparkNode, _, _ = _tfos()
         workers = self._workers()
@@ -250,19 +286,21 @@ class Cluster:
             # End-of-feed markers. A task may land twice on one executor, so repeat until every
             # worker has reported (a second marker to a finished worker is harmless).
             while not worker_names <= set(self.results()) and time.monotonic() < deadline:
+                if self.failures():
+                    return
                 stop = TFSparkNode.shutdown(self.info, grace_s, self._cluster.queues)
                 self.sc.parallelize(range(len(workers)), len(workers)).foreachPartition(
                     _on_executor(stop, self._node_host, self._secret))
-                self._server.wait_for(worker_names, timeout_s=min(10.0, deadline - time.monotonic()))
-        else:
-            self._server.wait_for(worker_names, timeout_s=deadline - time.monotonic())
+                self._await(worker_names, min(deadline, time.monotonic() + 10.0))
+        elif not self._await(worker_names, deadline):
+            return
         for node in self.info:
             if node["job_name"] in ("ps", "evaluator"):
                 manager = TFManager.connect(tuple(node["addr"]), node["authkey"])
                 control = manager.get_queue("control")
                 control.put(None)
                 control.join()
-        self._server.wait_for(set(self.roles.names().values()), timeout_s=deadline - time.monotonic())
+        self._await(set(self.roles.names().values()), deadline)
         while self.sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
             time.sleep(0.5)
 

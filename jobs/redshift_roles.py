@@ -132,18 +132,20 @@ def worker_role(args: dict, ctx) -> dict:
             ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
             return out
 
-        for epoch in range(args["max_epochs"]):
-            if args["update"] == "batch":
-                acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
-            else:
-                acc, loss = exchange(lambda: train_epoch(model, x, y, args["batch_size"], rng))
-            ps.report(epoch, {"accuracy": acc, "loss": loss})
-            history["accuracy"].append(acc)
-            history["loss"].append(loss)
-            history["time"].append(round(time.monotonic() - started, 3))
-            if stopper and stopper.update(acc):
-                break
-        ps.leave()
+        try:
+            for epoch in range(args["max_epochs"]):
+                if args["update"] == "batch":
+                    acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
+                else:
+                    acc, loss = exchange(lambda: train_epoch(model, x, y, args["batch_size"], rng))
+                ps.report(epoch, {"accuracy": acc, "loss": loss})
+                history["accuracy"].append(acc)
+                history["loss"].append(loss)
+                history["time"].append(round(time.monotonic() - started, 3))
+                if stopper and stopper.update(acc):
+                    break
+        finally:
+            ps.leave()  # also on error: the ps stops counting on this worker, so no one waits for it
     return {"samples": int(len(x)), "index_sum": int(share["index"].sum()),
             "index_min": int(share["index"].min()), "index_max": int(share["index"].max()), **history}
 

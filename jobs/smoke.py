@@ -17,6 +17,7 @@ from jobs.runner import Job, run_job
 class RolesConfig:
     ps: int
     workers: int
+    fail: str  # a role that raises on purpose after its first batch, e.g. "worker:1"; "" for none
 
 
 @dataclass
@@ -57,6 +58,8 @@ def role(args: dict, ctx) -> dict:
         batch = feed.next_batch(args["batch_size"])
         count += len(batch)
         total += sum(batch)
+        if args["fail"] == f"{ctx.job_name}:{ctx.task_index}":
+            raise RuntimeError(f"failure injected into {args['fail']} (roles.fail) after {count} records")
     return {"address": ctx.address, "count": count, "sum": total}
 
 
@@ -67,7 +70,7 @@ def expected(records: int, epochs: int) -> tuple[int, int]:
 def run(job: Job) -> dict:
     from distributed import tfos
     cfg = job.cfg
-    cluster = tfos.run(job.sc, role, {"batch_size": cfg.feed.batch_size},
+    cluster = tfos.run(job.sc, role, {"batch_size": cfg.feed.batch_size, "fail": cfg.roles.fail},
                        tfos.Roles(ps=cfg.roles.ps, workers=cfg.roles.workers), input_mode="spark",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)

@@ -131,6 +131,7 @@ def _encode_part(partition: int, rows) -> list:
 
 def write_share(rdd, uri: str) -> dict:
     """Materialise one share as part-NNNNN.h5 files under `uri`; returns its count and index sum."""
+    storage.remove_tree(uri)  # parts of an earlier run would otherwise be read as part of this share
     count = index_sum = 0
     for partition, data, n, s in rdd.mapPartitionsWithIndex(_encode_part).toLocalIterator():
         storage.write_bytes(storage.join(uri, f"part-{partition:05d}.h5"), data)

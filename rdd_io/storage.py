@@ -8,6 +8,7 @@ sees half a file and an interrupted job leaves nothing half-written under the fi
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -143,3 +144,13 @@ def makedirs(uri: str) -> None:
     else:
         h = _Hadoop(uri)
         h.fs.mkdirs(h.path)
+
+
+def remove_tree(uri: str) -> None:
+    """Delete a folder and everything under it (nothing if it does not exist)."""
+    if is_local(uri):
+        if local_path(uri).exists():
+            shutil.rmtree(local_path(uri))
+    else:
+        h = _Hadoop(uri)
+        h.fs.delete(h.path, True)

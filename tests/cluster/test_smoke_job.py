@@ -97,3 +97,18 @@ def test_same_arguments_through_spark_submit(minicluster, tmp_path):
     assert summary["status"] == "ok" and summary["master"] == minicluster.state.master_url
     assert summary["records_consumed"] == 2000 and summary["exactly_once"] is True
     assert leftovers(minicluster) == []
+
+
+def test_a_role_that_raises_fails_the_job_fast_and_by_name(minicluster, tmp_path):
+    out = tmp_path / "failing"
+    started = time.monotonic()
+    proc = run_job("smoke.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                   "--set", "roles.fail=worker:1", "--set", "feed.feed_timeout_s=300")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "worker:1 failed" in summary["error"], summary["error"][:2000]
+    assert "failure injected into worker:1" in summary["error"]
+    assert elapsed < 200, f"took {elapsed:.0f}s: the failure should stop feeding at once, not at feed_timeout_s"
+    assert leftovers(minicluster) == []
