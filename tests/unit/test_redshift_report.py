@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from jobs import redshift_figures as rf
 from jobs import redshift_report as rr
 
 pytestmark = pytest.mark.unit
@@ -246,7 +247,7 @@ def test_write_all_skips_absent_parts(tmp_path):
 
 def test_plots_without_data_write_nothing(tmp_path):
     empty_rows = [{"cluster": "1 worker", "worker": "-", **dict.fromkeys(rr.COLUMNS)}]
-    assert rr.plot_stable_bars(empty_rows, str(tmp_path / "b.png")) is None
-    assert rr.plot_curves([], "loss", str(tmp_path / "c.png")) is None
-    assert rr.plot_tau_hist(MAIN, ["5000-base"], str(tmp_path / "t.png")) is None  # no updates
+    assert rf.plot_stable_bars(empty_rows, str(tmp_path / "b.png")) is None
+    assert rf.plot_curves([], "loss", str(tmp_path / "c.png")) is None
+    assert rf.plot_tau_hist(MAIN, ["5000-base"], str(tmp_path / "t.png")) is None  # no updates
     assert os.listdir(tmp_path) == []
