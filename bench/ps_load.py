@@ -156,18 +156,19 @@ def ps_client(port: int, secret: bytes, worker: int, shapes, seconds: float, pul
         client.leave()
 
 
-def sink_client(port: int, worker: int, nbytes: int, seconds: float, start, results) -> None:
-    """Send the same byte count per step as one push carries, and wait for the one-byte ack."""
+def sink_client(port: int, worker: int, nbytes: int, messages: int, seconds: float, start, results) -> None:
+    """Per step, send `messages` messages of the byte count one push carries, each acknowledged by one byte."""
     payload = np.full(nbytes // 4, 1e-6, np.float32).view(np.uint8)
     head = _LENGTH.pack(payload.nbytes)
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def step():
-            sock.sendall(head)
-            sock.sendall(payload)
-            if sock.recv(1) != b"k":
-                raise ConnectionError("sink closed the connection")
+            for _ in range(messages):
+                sock.sendall(head)
+                sock.sendall(payload)
+                if sock.recv(1) != b"k":
+                    raise ConnectionError("sink closed the connection")
 
         step()
         results.put((worker, *_window(start, seconds, step)))

@@ -1,0 +1,59 @@
+"""The parameter-server benches run end to end on tiny sizes and end with a parseable, positive ratio."""
+import os
+import re
+import subprocess
+import sys
+from math import prod
+from pathlib import Path
+
+import pytest
+
+from bench import ps_load
+from models.redshift import count_params
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+RATIO = re.compile(r"^RATIO (\w+) = ([-+0-9.eE]+|nan|inf)$")
+
+
+def run_bench(script: str, *args: str) -> tuple[str, float, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    match = RATIO.match(last)
+    assert match, f"last line is not 'RATIO name = value': {last!r}"
+    return match.group(1), float(match.group(2)), proc.stdout
+
+
+@pytest.mark.parametrize("bands,classes", [(1800, 800), (450, 40), (30, 3)])
+def test_thesis_shapes_match_the_model_parameter_count(bands, classes):
+    shapes = ps_load.thesis_shapes(bands, classes)
+    assert sum(prod(s) for s in shapes) == count_params({"variant": "thesis", "bands": bands, "n_classes": classes})
+    assert ps_load.model_bytes(shapes) == 4 * sum(prod(s) for s in shapes)
+
+
+def test_classes_for_params_inverts_the_parameter_count():
+    for classes in (1, 7, 800):
+        params = count_params({"variant": "thesis", "bands": 1800, "n_classes": classes})
+        assert ps_load.classes_for_params(params, 1800) == classes
+
+
+def test_ps_updates_prints_a_positive_ratio():
+    name, value, out = run_bench("ps_updates.py", "--clients", "2", "--seconds", "0.5", "--bands", "100",
+                                 "--classes", "4")
+    assert name == "ps_vs_loopback_updates_per_s"
+    assert value > 0
+    assert "warning" not in out  # the server applied exactly the updates the clients counted
+
+
+def test_ps_memory_prints_a_positive_ratio():
+    name, value, out = run_bench("ps_memory.py", "--clients", "2", "--seconds", "0.5", "--bands", "1800",
+                                 "--classes", "40")
+    assert name == "ps_peak_rss_over_model_bytes"
+    assert value > 0
+    # The server holds at least one copy of the weights: its RSS grows by about the model's bytes or more.
+    net = float(re.search(r"^net of the interpreter: .* = ([0-9.]+)$", out, re.M).group(1))
+    assert net >= 0.9, out
