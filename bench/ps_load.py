@@ -140,7 +140,7 @@ def _window(start, seconds: float, step) -> tuple[int, float]:
 
 def ps_client(port: int, secret: bytes, worker: int, shapes, seconds: float, pull: bool, start, results) -> None:
     """Push a model-sized update per step (pulling first when `pull`), against the version last seen."""
-    from distributed.param_server import PSClient
+    from distributed.ps_client import PSClient
     delta = filled(shapes, 1e-6)
     with PSClient(("127.0.0.1", port), secret, worker=worker, timeout_s=300) as client:
         _, version = client.pull()

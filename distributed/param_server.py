@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distributed.ps_wire import (DEFAULT_MAX_PAYLOAD, WireError, client_handshake,
-                                 recv_message, send_message, server_handshake)
+from distributed.ps_wire import DEFAULT_MAX_PAYLOAD, WireError, recv_message, send_message, server_handshake
 from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate, staleness_factor
 
 log = logging.getLogger(__name__)
@@ -320,82 +319,3 @@ class ParameterServer:
             if not self._active:
                 self._done.set()
             self._cond.notify_all()
-
-
-class PSClient:
-    """One worker's connection. Every failure to reach the server raises ConnectionError.
-
-    ``timeout_s`` bounds each wait for the server; a push that waits for other workers
-    stays alive through the server's heartbeats, so keep timeout_s above heartbeat_s.
-    """
-
-    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60):
-        self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
-        self._lock = threading.Lock()
-        try:
-            sock = socket.create_connection(self.address, timeout=timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as e:
-            raise ConnectionError(f"cannot reach parameter server at {self._where()}: {e}") from e
-        try:
-            client_handshake(sock, secret)
-        except WireError:
-            sock.close()
-            raise
-        except OSError as e:
-            sock.close()
-            raise ConnectionError(f"handshake with parameter server at {self._where()} failed: {e}") from e
-        self._sock: socket.socket | None = sock
-
-    def _where(self) -> str:
-        return "%s:%d" % self.address
-
-    def _request(self, header: dict, arrays=()):
-        with self._lock:
-            if self._sock is None:
-                raise ConnectionError(f"client for parameter server at {self._where()} is closed")
-            try:
-                send_message(self._sock, header, arrays)
-                reply, out = recv_message(self._sock)
-                while reply["op"] == "waiting":  # heartbeat while a push waits for its aggregate
-                    reply, out = recv_message(self._sock)
-            except (OSError, WireError) as e:
-                self._close_locked()
-                raise ConnectionError(f"parameter server at {self._where()}: '{header['op']}' failed "
-                                      f"(timeout {self.timeout_s} s): {e}") from e
-        if reply["op"] == "error":
-            raise ParameterServerError(reply.get("message", "unspecified error"))
-        return reply, out
-
-    def pull(self) -> tuple[list[np.ndarray], int]:
-        reply, weights = self._request({"op": "pull", "worker": self.worker})
-        return weights, reply["version"]
-
-    def push(self, delta, read_version: int) -> int:
-        reply, _ = self._request({"op": "push", "worker": self.worker, "read_version": int(read_version)},
-                                 list(delta))
-        return reply["version"]
-
-    def report(self, epoch: int, metrics: dict) -> None:
-        self._request({"op": "report", "worker": self.worker, "epoch": int(epoch),
-                       "metrics": {str(k): float(v) for k, v in metrics.items()}})
-
-    def leave(self) -> None:
-        self._request({"op": "leave", "worker": self.worker})
-
-    def _close_locked(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_locked()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -75,7 +75,7 @@ def _save_weights(model, uri: str) -> None:
 
 def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
     """The ps listens only once its model is built: retry refused connections for up to wait_s."""
-    from distributed.param_server import PSClient
+    from distributed.ps_client import PSClient
     deadline = time.monotonic() + wait_s
     while True:
         try:

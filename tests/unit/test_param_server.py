@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from distributed.param_server import ParameterServer, ParameterServerError, PSClient
+from distributed.param_server import ParameterServer, ParameterServerError
+from distributed.ps_client import PSClient
 from distributed import ps_wire
 from distributed.ps_wire import AuthError, client_handshake
 from distributed.staleness import staleness_factor
