@@ -1,7 +1,8 @@
 """TensorFlowOnSpark's reservation server and client, behind the job's secret and without pickle.
 
 TFoS 2.2.5 registers nodes over length-prefixed pickle on an unauthenticated port. These classes
-keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result), carried as
+keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result) and REPORTED (which
+roles have a result, so a server role can wait for the role that drives it), carried as
 ps_wire frames: a challenge-response on the secret, then JSON headers under a per-connection MAC.
 Node metadata holds bytes (the manager's authkey) and tuples (addresses); they are tagged in JSON.
 """
@@ -103,13 +104,22 @@ def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: flo
 
 def _malformed(op, data) -> str | None:
     """Why a message cannot be handled, or None; checked before anything is stored."""
-    if op not in ("REG", "QUERY", "QINFO", "RESULT", "STOP"):
+    if op not in ("REG", "QUERY", "QINFO", "RESULT", "REPORTED", "STOP"):
         return f"unknown op {op!r}"
     if op == "REG" and not (isinstance(data, dict) and {"executor_id", "host", "port", "job_name"} <= set(data)):
         return "REG needs a node record with executor_id, host, port and job_name"
     if op == "RESULT" and not (isinstance(data, dict) and isinstance(data.get("role"), str) and "result" in data):
         return "RESULT needs {'role': str, 'result': ...}"
     return None
+
+
+def reported_roles(server_addr, secret: str, timeout_s: float = 30) -> list[str]:
+    """Names of the roles that have handed in a result so far."""
+    sock = _connect(server_addr, secret, timeout_s)
+    try:
+        return _request(sock, "REPORTED")
+    finally:
+        sock.close()
 
 
 class ReservationTimeout(RuntimeError):
@@ -233,6 +243,8 @@ class Server:
             elif op == "RESULT":
                 self._results[str(data["role"])] = data["result"]
                 reply = "OK"
+            elif op == "REPORTED":
+                reply = sorted(self._results)
             elif op == "STOP":
                 reply = "OK"  # a worker asked to end feeding; shutdown is the driver's job
             self._lock.notify_all()

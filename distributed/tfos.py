@@ -130,10 +130,11 @@ def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
 
 
 class RoleContext:
-    """What a role function sees: its name, the cluster's addresses, its data feed, a stop signal."""
+    """What a role function sees: its name, the cluster's addresses, its data feed, stop signals."""
 
-    def __init__(self, tfos_ctx, args: dict):
+    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None):
         self._ctx = tfos_ctx
+        self._secret, self._server_addr = secret, server_addr
         self.args = args
         self.job_name: str = tfos_ctx.job_name
         self.task_index: int = tfos_ctx.task_index
@@ -158,11 +159,28 @@ class RoleContext:
         except Exception:  # the manager died with its executor
             return True
 
+    def wait_for_roles(self, roles: list[str], timeout_s: float, poll_s: float = 1.0) -> bool:
+        """Block until every role in `roles` (e.g. ['chief:0']) handed in its result, or one failed.
+
+        For server roles that serve another role (TF servers a chief drives): their executor core
+        is busy, so TFoS cannot reach them with a shutdown task. False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if set(roles) <= set(reservation.reported_roles(self._server_addr, self._secret)):
+                    return True
+            except OSError:  # the driver closed the server: the job is over
+                return True
+            if self.should_stop():
+                return True
+            time.sleep(poll_s)
+        return False
+
 
 def _role_main(role_fn: Callable, secret: str, server_addr) -> Callable:
     def main(args, tfos_ctx):
         _die_with_parent()
-        ctx = RoleContext(tfos_ctx, dict(args))
+        ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr)
         name = f"{ctx.job_name}:{ctx.task_index}"
         try:
             result = role_fn(ctx.args, ctx)

@@ -209,3 +209,13 @@ def test_free_ports_are_distinct_and_bindable():
     socks = [socket.create_server((HOST, p)) for p in ports]  # really free after the call
     for s in socks:
         s.close()
+
+
+def test_reported_roles_lists_who_handed_in_a_result(server):
+    srv, addr = server
+    assert reservation.reported_roles(addr, SECRET) == []
+    reservation.send_result(addr, SECRET, "chief:0", {"loss": 1.5})
+    reservation.send_result(addr, SECRET, "worker:1", {"error": "boom"})
+    assert reservation.reported_roles(addr, SECRET) == ["chief:0", "worker:1"]
+    with pytest.raises((ps_wire.AuthError, ConnectionError)):
+        reservation.reported_roles(addr, "a-wrong-secret-0000000000")
