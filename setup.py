@@ -19,6 +19,7 @@ setup(
         "psutil>=5.9,<8",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
+        "tifffile>=2024.1",  # GeoTIFF reading for the land-cover products
         # TFoS 2.2.5 imports pkg_resources at module level; setuptools 81 removes it.
         "setuptools>=65,<81",
         "packaging>=23",

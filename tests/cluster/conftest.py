@@ -15,7 +15,7 @@ from distributed.minicluster import MiniCluster
 from jobs.runner import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKERS = 3
+WORKERS = 5  # the land-cover roles need 5 executors; other jobs use fewer
 
 
 def pytest_collection_modifyitems(items):

@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from .conftest import ROOT, leftovers, run_job
+from .conftest import ROOT, WORKERS, leftovers, run_job
 
 
 def test_every_record_consumed_exactly_once(minicluster, tmp_path):
@@ -34,15 +34,15 @@ def test_every_record_consumed_exactly_once(minicluster, tmp_path):
 
 def test_missing_roles_are_named_on_reservation_timeout(minicluster, tmp_path):
     out = tmp_path / "short"
-    # 4 roles on a 3-worker cluster: one role can never get an executor.
+    # One role more than the cluster has workers: that role can never get an executor.
     proc = run_job("smoke.py", "--preset", "tiny", "--master", minicluster.state.master_url,
                    "--set", f"cluster.run_dir={minicluster.run_dir}",
-                   "--output", str(out), "--set", "roles.workers=3",
+                   "--output", str(out), "--set", f"roles.workers={WORKERS}",
                    "--set", "cluster.reservation_timeout_s=20", "--set", "cluster.start_timeout_s=5")
     assert proc.returncode == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert "Missing: worker:2 (executor 3)" in summary["error"], summary["error"]
+    assert f"Missing: worker:{WORKERS - 1} (executor {WORKERS})" in summary["error"], summary["error"]
     assert leftovers(minicluster) == []
 
 

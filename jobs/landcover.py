@@ -1,0 +1,268 @@
+"""Land-cover case study: RGB + hyperspectral patches -> multimodal 3D CNN split across worker processes
+(model parallelism) under several placement plans, each measured per process (traffic, CPU, wait,
+memory); the default plan beside the same model on a single machine.
+
+    python jobs/landcover.py --preset tiny     # minutes, on an embedded mini-cluster
+    python jobs/landcover.py --preset paper    # 8,000 and 2,500 patches, 10 epochs, 5 plans, 3 batch sizes
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from conf import CONF_DIR, ClusterConfig, ConfigError
+from jobs.runner import Job, run_job
+from rdd_io import storage
+
+log = logging.getLogger("jobs.landcover")
+ROLES = ("ps:0", "chief:0", "worker:0", "worker:1", "worker:2")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["simulate", "dfc2018"]
+    input: str
+    scene_seed: int
+    scene_size: int
+    hsi_bands_in: int
+    bands: list[int]
+    patch: int
+    per_class: int
+    sizes: list[int]
+    shard_size: int
+    seed: int
+
+
+@dataclass
+class ModelConfig:
+    rgb_filters: list[int]
+    hsi_filters: list[int]
+    dropout: float
+    dense_units: list[int]
+    learning_rate: float
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    seed: int
+    tf_threads: int
+    timeout_s: float
+
+
+@dataclass
+class ExperimentsConfig:
+    plans_file: str
+    single_machine: bool
+    batch_sizes: list[int]
+    plans: list[str]
+    data_parallel: bool
+    sample_interval_s: float
+
+
+@dataclass
+class LandcoverConfig:
+    cluster: ClusterConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    experiments: ExperimentsConfig
+
+    def validate(self) -> None:
+        if any(n % 20 for n in self.data.sizes):
+            raise ConfigError(f"data.sizes: each set is drawn per class, so sizes must be multiples of 20, "
+                              f"got {self.data.sizes}")
+        if self.experiments.data_parallel:
+            raise ConfigError("experiments.data_parallel: not available yet (see the land-cover issue); "
+                              "set it to false")
+
+    def executors(self) -> int:
+        return len(ROLES)
+
+
+def model_args(cfg: LandcoverConfig) -> dict:
+    return {**asdict(cfg.model), "hsi_bands": len(cfg.data.bands), "n_classes": 20, "seed": cfg.train.seed}
+
+
+def experiment_cells(cfg: LandcoverConfig, data_uris: dict[int, str]) -> list[dict]:
+    """(a) the default plan's curve, (b) batch sizes under the default plan, (c) every plan; each once."""
+    n = max(cfg.data.sizes)
+    base = dict(dataset=n, data_uri=data_uris[n], epochs=cfg.train.epochs)
+    cells = [dict(base, plan="default", batch_size=cfg.train.batch_size)]
+    cells += [dict(base, plan="default", batch_size=b, epochs=1) for b in cfg.experiments.batch_sizes]
+    cells += [dict(base, plan=p, batch_size=cfg.train.batch_size) for p in cfg.experiments.plans]
+    cells += [dict(base, dataset=m, data_uri=data_uris[m], plan="default", batch_size=cfg.train.batch_size)
+              for m in cfg.data.sizes if m != n]
+    unique: dict[str, dict] = {}
+    for cell in cells:
+        cell["id"] = f"{cell['dataset']}-{cell['plan']}-b{cell['batch_size']}-e{cell['epochs']}"
+        unique.setdefault(cell["id"], cell)
+    return list(unique.values())
+
+
+# ---------------------------------------------------------------------------------- preprocessing
+def _scene_files(job: Job) -> str:
+    """The scene folder URI; a synthetic scene is generated and uploaded there when asked."""
+    cfg = job.cfg.data
+    uri = cfg.input or job.out("scene")
+    if cfg.source == "simulate":
+        from rdd_io.landcover_scene import write_scene
+        with tempfile.TemporaryDirectory() as tmp:
+            write_scene(tmp, seed=cfg.scene_seed, gt_shape=(cfg.scene_size, cfg.scene_size),
+                        bands=cfg.hsi_bands_in)
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    storage.write_bytes(storage.join(uri, str(path.relative_to(tmp))), path.read_bytes())
+    return storage.to_uri(uri)
+
+
+def read_scene(job: Job, uri: str):
+    """Spark reads every product in parallel (tiles, HSI, GT) and decodes them on the executors."""
+    from rdd_io import landcover_read as lr
+    cfg = job.cfg.data
+    bands_in = cfg.hsi_bands_in
+    tiles = dict(job.sc.binaryFiles(storage.join(uri, "rgb", "*.tif"))
+                 .map(lambda kv: (kv[0], lr.read_rgb_tile(kv[1], kv[0]))).collect())
+    if not tiles:
+        raise FileNotFoundError(f"{storage.join(uri, 'rgb')}: no RGB tiles (tile_r<row>_c<col>.tif)")
+    rgb = lr.merge_tiles({lr.tile_position(k): v for k, v in tiles.items()},
+                         {lr.tile_position(k): Path(k).name for k in tiles})
+    (hsi_name, hsi), = job.sc.binaryFiles(storage.join(uri, "hsi.tif")).map(
+        lambda kv: (kv[0], lr.read_hsi(kv[1], kv[0], expected_bands=bands_in))).collect()
+    (gt_name, gt), = job.sc.binaryFiles(storage.join(uri, "gt.tif")).map(
+        lambda kv: (kv[0], lr.read_gt(kv[1], kv[0]))).collect()
+    return rgb, hsi, gt, hsi_name
+
+
+def prepare_patches(job: Job) -> tuple[dict[int, str], dict]:
+    """Merge, resize to the GT grid, keep the configured bands, cut patches per class, write shards."""
+    from rdd_io import landcover_patches as lp
+    cfg = job.cfg.data
+    uri = _scene_files(job)
+    rgb, hsi, gt, hsi_name = read_scene(job, uri)
+    rgb = lp.resize(rgb, gt.shape[:2], "area" if rgb.shape[0] % gt.shape[0] == 0 else "nearest")
+    hsi = lp.select_bands(lp.resize(hsi, gt.shape[:2], "bilinear"), cfg.bands, cfg.hsi_bands_in, hsi_name)
+    images = job.sc.broadcast((rgb, hsi))
+    uris, reports = {}, {}
+    for n in cfg.sizes:
+        centres, report = lp.patch_centres(gt, n // 20, cfg.seed, cfg.patch, name="gt.tif")
+        if report.get("with_replacement"):
+            log.warning("%d patches: sampled with replacement for %s", n,
+                        ", ".join(f"{r['name']} ({r['available']} of {r['requested']})"
+                                  for r in report["with_replacement"]))
+        labels = gt[centres[:, 0], centres[:, 1]].astype("int32") - 1
+        chunks = [(i, centres[i:i + cfg.shard_size], labels[i:i + cfg.shard_size])
+                  for i in range(0, len(centres), cfg.shard_size)]
+        patch = cfg.patch
+
+        def cut(chunk):
+            index, c, y = chunk
+            r, h = lp.cut_patches(images.value[0], images.value[1], c, patch)
+            return index, lp.shard_bytes({"rgb": r.astype("float32"), "hsi": h, "label": y, "centre": c})
+
+        target = job.out("patches", str(n))
+        storage.remove_tree(target)
+        for index, data in job.sc.parallelize(chunks, len(chunks)).map(cut).toLocalIterator():
+            storage.write_bytes(storage.join(target, f"shard-{index // cfg.shard_size:05d}.h5"), data)
+        uris[n], reports[str(n)] = target, report
+        log.info("%d patches (%d per class) written under %s", len(centres), n // 20, target)
+    return uris, reports
+
+
+# ------------------------------------------------------------------------------------- training
+def run_model_parallel(job: Job, cells: list[dict]) -> dict:
+    from distributed import tfos
+    from jobs.landcover_roles import role
+    from models.landcover import load_plans
+    cfg = job.cfg
+    plans = load_plans(CONF_DIR / cfg.experiments.plans_file)
+    unknown = sorted({c["plan"] for c in cells} - set(plans))
+    if unknown:
+        raise ConfigError(f"experiments.plans: {unknown} not in {cfg.experiments.plans_file} ({sorted(plans)})")
+    args = {"model": model_args(cfg), "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
+            "timeout_s": cfg.train.timeout_s, "sample_interval_s": cfg.experiments.sample_interval_s,
+            "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells}
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
+                       node_host=job.node_host, secret=job.secret,
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    try:
+        return cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except BaseException:
+        cluster.abort()
+        raise
+
+
+def run_single_machine(job: Job, data_uri: str) -> dict:
+    """The same units and training loop in this process, no placement (the thesis's single machine)."""
+    from jobs.landcover_roles import load_patches, train_cell
+    from jobs.redshift_roles import quiet_tensorflow
+    cfg = job.cfg
+    tf = quiet_tensorflow(cfg.train.tf_threads)
+    cell = {"id": "single", "plan": "single machine", "batch_size": cfg.train.batch_size,
+            "epochs": cfg.train.epochs, "dataset": max(cfg.data.sizes)}
+    t0 = time.time()
+    out = train_cell(tf, model_args(cfg), cell, load_patches(data_uri), cfg.train.seed)
+    return {**cell, **out, "t_start": t0, "t_end": time.time()}
+
+
+def slice_series(result: dict, t0: float, t1: float) -> dict[str, list]:
+    """The part of a role's sampled series inside [t0, t1] (wall clock), rebased so that time and the
+    cumulative byte counters start at the window (the sample before it is the origin)."""
+    (series,) = result["series"].values()
+    keep = [i for i, t in enumerate(series["t_s"]) if t0 <= result["origin"] + t <= t1]
+    out = {col: [values[i] for i in keep] for col, values in series.items()}
+    if keep:
+        before = keep[0] - 1
+        t_prev = series["t_s"][before] if before >= 0 else 0.0
+        out["t_s"] = [round(t - t_prev, 3) for t in out["t_s"]]
+        for col in ("bytes_in", "bytes_out"):
+            base = series[col][before] if before >= 0 else 0
+            out[col] = [v - base for v in out[col]]
+    return out
+
+
+def per_cell_metrics(results: dict) -> dict[str, dict[str, dict[str, list]]]:
+    return {cell["id"]: {role: slice_series(results[role], cell["t_start"], cell["t_end"]) for role in ROLES}
+            for cell in results["chief:0"]["cells"]}
+
+
+def write_outputs(job: Job, cells: list[dict], metrics: dict) -> list[str]:
+    from jobs import landcover_report
+    with tempfile.TemporaryDirectory() as tmp:
+        names = landcover_report.write_all(cells, metrics, tmp, job.cfg.train.batch_size, max(job.cfg.data.sizes))
+        for name in names:
+            storage.write_bytes(job.out(name), (Path(tmp) / name).read_bytes())
+    return names
+
+
+def run(job: Job) -> dict:
+    cfg = job.cfg
+    data_uris, sampling = prepare_patches(job)
+    cells = experiment_cells(cfg, data_uris)
+    log.info("model-parallel cells: %s", ", ".join(c["id"] for c in cells))
+    results = run_model_parallel(job, cells)
+    trained = results["chief:0"]["cells"]
+    metrics = per_cell_metrics(results)
+    if cfg.experiments.single_machine:
+        trained.append(run_single_machine(job, data_uris[max(cfg.data.sizes)]))
+    files = write_outputs(job, trained, metrics)
+    buf = io.StringIO()
+    json.dump(metrics, buf)
+    storage.write_text(job.out("metrics.json"), buf.getvalue())
+    return {"sampling": sampling, "outputs": files + ["metrics.json"],
+            "cells": {c["id"]: {"plan": c["plan"], "batch_size": c["batch_size"], "loss": c["loss"],
+                                "accuracy": c["accuracy"], "epoch_time_s": c["epoch_time_s"],
+                                "first_step_loss": c["first_step_loss"], "steps": c["steps"]} for c in trained},
+            "bytes_out": {cid: {role: (s["bytes_out"][-1] if s["bytes_out"] else 0) for role, s in m.items()}
+                          for cid, m in metrics.items()}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job("landcover", LandcoverConfig, run))

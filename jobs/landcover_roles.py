@@ -1,0 +1,111 @@
+"""Executor side of the land-cover study: TF servers (ps, workers) and the chief that drives them.
+
+ps:0 and worker:0..2 each run a tf.distribute.Server on the port TFoS reserved for them and stay up
+until the chief has reported. The chief connects to the cluster, builds the model's units with their
+variables on /job:ps, and trains each experiment cell with the cell's placement plan: every unit runs
+under the device of its role. Every role samples its own process (bytes in/out, CPU, wait, memory)
+for the whole run and returns the series with a wall-clock origin, so the driver can cut it per cell.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from jobs.redshift_roles import quiet_tensorflow
+
+
+def _sampler(role: str, interval_s: float):
+    from distributed.metrics import Sampler
+    return Sampler.for_self(role, interval_s).start(), time.time()
+
+
+def server_role(args: dict, ctx) -> dict:
+    tf = quiet_tensorflow(args["tf_threads"])
+    name = f"{ctx.job_name}:{ctx.task_index}"
+    sampler, origin = _sampler(name, args["sample_interval_s"])
+    server = tf.distribute.Server(tf.train.ClusterSpec(ctx.cluster_spec), job_name=ctx.job_name,
+                                  task_index=ctx.task_index, protocol="grpc", start=True)
+    finished = ctx.wait_for_roles(["chief:0"], timeout_s=args["timeout_s"])
+    del server  # the process ends with the role; TF servers cannot be stopped in place
+    return {"series": sampler.stop(), "origin": origin, "meta": sampler.meta, "chief_finished": finished}
+
+
+def load_patches(uri: str) -> dict[str, np.ndarray]:
+    """Every shard-*.h5 of a patch set (local files directly, other URIs through tf.io.gfile)."""
+    import os
+
+    from rdd_io import storage
+    from rdd_io.landcover_patches import LANDCOVER_PATCHES
+    if storage.is_local(uri):
+        folder = storage.local_path(uri)
+        paths = sorted(str(folder / n) for n in os.listdir(folder) if n.startswith("shard-"))
+        read = lambda p: open(p, "rb").read()  # noqa: E731
+    else:
+        import tensorflow as tf
+        paths = sorted(tf.io.gfile.glob(storage.join(uri, "shard-*.h5")))
+        read = lambda p: tf.io.gfile.GFile(p, "rb").read()  # noqa: E731
+    if not paths:
+        raise FileNotFoundError(f"{uri}: no shard-*.h5 patch files")
+    parts = [LANDCOVER_PATCHES.read_h5(read(p), p) for p in paths]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "hsi", "label")}
+
+
+def volumes(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches as the model's one-channel volumes (N, 25, 25, bands, 1), RGB scaled to [0, 1]."""
+    return (data["rgb"][..., None].astype(np.float32) / 255.0, data["hsi"][..., None].astype(np.float32),
+            data["label"].astype(np.int32))
+
+
+def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None) -> dict:
+    """Train one experiment cell from the seed's initial weights; per-epoch loss, accuracy, time."""
+    import keras
+
+    from models import landcover
+    rgb, hsi, labels = volumes(data)
+    keras.utils.set_random_seed(seed)
+    scope = place("variables") if place else tf.device(None)
+    with scope:
+        units = landcover.build_units(model_cfg)
+        optimizer = landcover.make_optimizer(model_cfg)
+        step = landcover.train_step_fn(units, optimizer, place, count_correct=True)
+    rng = np.random.default_rng(seed)
+    history = {"loss": [], "accuracy": [], "epoch_time_s": [], "steps": 0}
+    first_loss = None
+    bs = cell["batch_size"]
+    for _ in range(cell["epochs"]):
+        started, losses, correct = time.monotonic(), [], 0
+        order = rng.permutation(len(labels))
+        for start in range(0, len(labels), bs):
+            idx = np.sort(order[start:start + bs])
+            loss, hits = step(rgb[idx], hsi[idx], labels[idx])
+            losses.append(float(loss) * len(idx))
+            correct += int(hits)
+            first_loss = float(loss) if first_loss is None else first_loss
+            history["steps"] += 1
+        history["loss"].append(sum(losses) / len(labels))
+        history["accuracy"].append(correct / len(labels))
+        history["epoch_time_s"].append(round(time.monotonic() - started, 3))
+    return {**history, "first_step_loss": first_loss}
+
+
+def chief_role(args: dict, ctx) -> dict:
+    tf = quiet_tensorflow(args["tf_threads"])
+    from models import landcover
+    sampler, origin = _sampler("chief:0", args["sample_interval_s"])
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(ctx.cluster_spec), task_type="chief", task_id=0, rpc_layer="grpc")
+    tf.config.experimental_connect_to_cluster(resolver, job_name="chief", make_master_device_default=False)
+    plans = args["plans"]
+    cache: dict[str, dict] = {}
+    cells = []
+    for cell in args["cells"]:
+        data = cache.setdefault(cell["data_uri"], load_patches(cell["data_uri"]))
+        t0 = time.time()
+        out = train_cell(tf, args["model"], cell, data, args["seed"], landcover.make_place(plans[cell["plan"]]))
+        cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
+    return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
+
+
+def role(args: dict, ctx) -> dict:
+    return chief_role(args, ctx) if ctx.job_name == "chief" else server_role(args, ctx)

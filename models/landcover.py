@@ -1,0 +1,339 @@
+"""Multimodal land-cover CNN (thesis ch. 6) as named units, so a placement plan can put any unit on
+any worker process while the model and its weights stay the same.
+
+Two branches of 3D conv + max-pool + batch-norm blocks (RGB patch 25x25x3 and hyperspectral patch
+25x25xB, each fed as a one-channel volume (25, 25, bands, 1)), dropout and flatten per branch, early
+fusion by concatenation, two fully connected ReLU layers and a softmax over n_classes.
+The thesis gives the structure (its layer figure, 6.3, is not in our copy) but no sizes; the block
+counts (RGB 2, HSI 4: scheme 2 moves two HSI blocks and scheme 3 one block of each branch, so both
+branches need at least two and the HSI branch four) and the defaults below are our choices.
+
+Config attributes (an object or a dict; missing ones take the default):
+  patch 25, rgb_bands 3, hsi_bands 11, n_classes 20,
+  rgb_filters [16, 32] (one per RGB block), hsi_filters [16, 32, 64, 64] (one per HSI block),
+  kernel_size 3 (cubic, 'same' padding), pool_size [2, 2, 2] ('same' padding: sizes round up,
+  so 25x25x11 stays positive through four blocks: 13x13x6, 7x7x3, 4x4x2, 2x2x1),
+  dropout 0.25, dense_units [256, 128] (fc1, fc2), optimizer 'adam', learning_rate 1e-3,
+  seed 0 (dropout seed: two unit sets built with one seed draw the same dropout masks).
+Any other key (but `name`, the registry's) is an error, so a misspelt size cannot fall back to a
+default unnoticed.
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from models.registry import register
+
+RGB_BLOCKS, HSI_BLOCKS = 2, 4
+PARTS = ("conv", "pool", "bn")
+RGB_UNITS = [f"rgb_b{k}_{p}" for k in range(1, RGB_BLOCKS + 1) for p in PARTS] + \
+    ["rgb_dropout", "rgb_flatten"]
+HSI_UNITS = [f"hsi_b{k}_{p}" for k in range(1, HSI_BLOCKS + 1) for p in PARTS] + \
+    ["hsi_dropout", "hsi_flatten"]
+HEAD_UNITS = ["fusion_concat", "fc1", "fc2", "softmax"]
+UNITS: list[str] = RGB_UNITS + HSI_UNITS + HEAD_UNITS
+
+DEFAULTS = dict(patch=25, rgb_bands=3, hsi_bands=11, n_classes=20, rgb_filters=[16, 32],
+                hsi_filters=[16, 32, 64, 64], kernel_size=3, pool_size=[2, 2, 2], dropout=0.25,
+                dense_units=[256, 128], optimizer="adam", learning_rate=1e-3, seed=0)
+PLANS_FILE = Path(__file__).resolve().parent.parent / "conf" / "landcover_plans.yaml"
+ROLE_RE = re.compile(r"^(worker|ps|chief):\d+$")
+FLOAT_BYTES = 4
+
+
+def _no_place(name: str):
+    return contextlib.nullcontext()
+
+
+def resolve(cfg: Any) -> dict:
+    """Config (dict, dataclass or namespace) -> checked plain parameters, defaults filled in."""
+    given = dict(cfg) if isinstance(cfg, dict) else \
+        dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+    unknown = sorted(set(given) - set(DEFAULTS) - {"name"})
+    if unknown:
+        raise ValueError(f"landcover model: unknown config keys {unknown}; "
+                         f"valid: {sorted(DEFAULTS)}")
+    p = {k: (given[k] if given.get(k) is not None else v) for k, v in DEFAULTS.items()}
+    for key in ("patch", "rgb_bands", "hsi_bands", "n_classes", "kernel_size"):
+        if not isinstance(p[key], int) or p[key] < 1:
+            raise ValueError(f"landcover model: {key} must be a positive int, got {p[key]!r}")
+    for key, n in (("rgb_filters", RGB_BLOCKS), ("hsi_filters", HSI_BLOCKS), ("dense_units", 2),
+                   ("pool_size", 3)):
+        p[key] = list(p[key])
+        if len(p[key]) != n or any(not isinstance(v, int) or v < 1 for v in p[key]):
+            raise ValueError(f"landcover model: {key} needs {n} positive ints, got {p[key]}")
+    if not 0.0 <= float(p["dropout"]) < 1.0:
+        raise ValueError(f"landcover model: dropout must be in [0, 1), got {p['dropout']!r}")
+    if str(p["optimizer"]).lower() not in ("adam", "sgd") or float(p["learning_rate"]) <= 0:
+        raise ValueError(f"landcover model: optimizer must be adam or sgd with learning_rate > 0, "
+                         f"got {p['optimizer']!r}, {p['learning_rate']!r}")
+    p["optimizer"] = str(p["optimizer"]).lower()
+    return p
+
+
+def unit_shapes(cfg: Any) -> dict[str, tuple]:
+    """Output shape (without the batch axis) of every unit, computed without TF."""
+    p, shapes = resolve(cfg), {}
+    for branch, bands, filters in (("rgb", p["rgb_bands"], p["rgb_filters"]),
+                                   ("hsi", p["hsi_bands"], p["hsi_filters"])):
+        dims = [p["patch"], p["patch"], bands]
+        for k, f in enumerate(filters, start=1):
+            shapes[f"{branch}_b{k}_conv"] = (*dims, f)
+            dims = [math.ceil(d / s) for d, s in zip(dims, p["pool_size"])]
+            shapes[f"{branch}_b{k}_pool"] = shapes[f"{branch}_b{k}_bn"] = (*dims, f)
+        shapes[f"{branch}_dropout"] = shapes[f"{branch}_b{len(filters)}_bn"]
+        shapes[f"{branch}_flatten"] = (math.prod(shapes[f"{branch}_dropout"]),)
+    shapes["fusion_concat"] = (shapes["rgb_flatten"][0] + shapes["hsi_flatten"][0],)
+    shapes["fc1"], shapes["fc2"] = (p["dense_units"][0],), (p["dense_units"][1],)
+    shapes["softmax"] = (p["n_classes"],)
+    return shapes
+
+
+def unit_params(cfg: Any) -> dict[str, tuple[int, int]]:
+    """(trainable, non-trainable) parameter counts per unit, computed without TF."""
+    p, shapes, counts = resolve(cfg), unit_shapes(cfg), {}
+    for i, name in enumerate(UNITS):
+        fan_in = 1 if name.endswith("_b1_conv") else shapes[UNITS[i - 1]][-1]
+        out = shapes[name][-1]
+        if name.endswith("_conv"):
+            counts[name] = (p["kernel_size"] ** 3 * fan_in * out + out, 0)
+        elif name.endswith("_bn"):
+            counts[name] = (2 * out, 2 * out)  # gamma, beta | moving mean, moving variance
+        elif name in ("fc1", "fc2", "softmax"):
+            counts[name] = (fan_in * out + out, 0)
+        else:
+            counts[name] = (0, 0)
+    return counts
+
+
+def build_units(cfg: Any) -> dict:
+    """Unit name -> Keras layer, every layer built (its variables created in the caller's device
+    scope, so build under tf.device('/job:ps/task:0') to keep the variables on the ps)."""
+    p = resolve(cfg)
+    import keras
+
+    L, units = keras.layers, {}
+    for branch, filters in (("rgb", p["rgb_filters"]), ("hsi", p["hsi_filters"])):
+        for k, f in enumerate(filters, start=1):
+            units[f"{branch}_b{k}_conv"] = L.Conv3D(f, p["kernel_size"], padding="same",
+                                                    activation="relu", name=f"{branch}_b{k}_conv")
+            units[f"{branch}_b{k}_pool"] = L.MaxPooling3D(p["pool_size"], padding="same",
+                                                          name=f"{branch}_b{k}_pool")
+            units[f"{branch}_b{k}_bn"] = L.BatchNormalization(name=f"{branch}_b{k}_bn")
+        units[f"{branch}_dropout"] = L.Dropout(p["dropout"], seed=p["seed"],
+                                               name=f"{branch}_dropout")
+        units[f"{branch}_flatten"] = L.Flatten(name=f"{branch}_flatten")
+    units["fusion_concat"] = L.Concatenate(name="fusion_concat")
+    units["fc1"] = L.Dense(p["dense_units"][0], activation="relu", name="fc1")
+    units["fc2"] = L.Dense(p["dense_units"][1], activation="relu", name="fc2")
+    units["softmax"] = L.Dense(p["n_classes"], activation="softmax", name="softmax")
+    rgb, hsi = _inputs(p)
+    forward(units, rgb, hsi, training=False)  # symbolic pass: builds every layer now
+    return units
+
+
+def _inputs(p: dict):
+    import keras
+    return (keras.Input((p["patch"], p["patch"], p["rgb_bands"], 1), name="rgb"),
+            keras.Input((p["patch"], p["patch"], p["hsi_bands"], 1), name="hsi"))
+
+
+def forward(units: dict, rgb, hsi, training, place: Callable[[str], Any] | None = None):
+    """Class probabilities for a batch; each unit runs inside `place(unit_name)` (a device scope),
+    so the one function serves a single device and every placement plan."""
+    place = place or _no_place
+
+    def run(names, x):
+        for name in names:
+            with place(name):
+                x = units[name](x, training=training)
+        return x
+
+    r, h = run(RGB_UNITS, rgb), run(HSI_UNITS, hsi)
+    with place("fusion_concat"):
+        z = units["fusion_concat"]([r, h])
+    return run(HEAD_UNITS[1:], z)
+
+
+def make_optimizer(cfg: Any):
+    p = resolve(cfg)
+    import keras
+    lr = float(p["learning_rate"])
+    return keras.optimizers.Adam(lr) if p["optimizer"] == "adam" else keras.optimizers.SGD(lr)
+
+
+@register("landcover")
+def build(cfg: Any):
+    """Compiled single-machine Keras model over the same units; inputs [rgb, hsi] 5-D volumes,
+    output [batch, n_classes] softmax."""
+    p = resolve(cfg)
+    import keras
+
+    units = build_units(p)
+    rgb, hsi = _inputs(p)
+    model = keras.Model([rgb, hsi], forward(units, rgb, hsi, training=None), name="landcover")
+    model.compile(optimizer=make_optimizer(p), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def train_step_fn(units: dict, optimizer, place: Callable[[str], Any] | None = None,
+                  count_correct: bool = False):
+    """tf.function step(rgb, hsi, labels) -> loss before the update (with count_correct: the pair
+    (loss, correct predictions in the batch)). The loss runs where the softmax runs, the
+    optimizer's update under place('variables') (make_place: the plan's ps). Call this under
+    the variables' device scope: the optimizer's slots are made here.
+
+    Gradients come from tf.gradients, not a GradientTape: TF2's tf.gradients colocates every
+    gradient op with its forward op, so each unit's backward pass runs on the unit's worker. A
+    tape inside a tf.function leaves the gradient ops without a device, so the whole backward
+    pass would run on the calling process and every saved activation would travel there."""
+    import keras
+    import tensorflow as tf
+
+    variables = [v for name in UNITS for v in units[name].trainable_variables]
+    optimizer.build(variables)
+    place_ = place or _no_place
+
+    @tf.function
+    def step(rgb, hsi, labels):
+        probs = forward(units, rgb, hsi, training=True, place=place)
+        with place_("softmax"):
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
+        grads = tf.gradients(loss, [v.value for v in variables])
+        with place_("variables"):
+            optimizer.apply_gradients(zip(grads, variables))
+        if not count_correct:
+            return loss
+        with place_("softmax"):
+            predicted = tf.argmax(probs, axis=-1, output_type=labels.dtype)
+            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
+        return loss, hits
+
+    return step
+
+
+def get_weights(units: dict) -> list:
+    """Every unit's weights (BN moving statistics included), in UNITS order."""
+    return [w for name in UNITS for w in units[name].get_weights()]
+
+
+def set_weights(units: dict, weights: list) -> None:
+    weights = list(weights)
+    for name in UNITS:
+        n = len(units[name].get_weights())
+        units[name].set_weights(weights[:n])
+        weights = weights[n:]
+    if weights:
+        raise ValueError(f"landcover set_weights: {len(weights)} arrays left over")
+
+
+# ---- placement plans: conf/landcover_plans.yaml, plan -> {role: [unit globs]}, variables: ps:N
+
+def load_plans(path: str | Path = PLANS_FILE) -> dict:
+    """Plan name -> raw plan, each checked to place every unit exactly once."""
+    path = Path(path)
+    try:
+        plans = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read placement plans: {exc}") from None
+    if not isinstance(plans, dict) or not plans:
+        raise ValueError(f"{path}: expected a mapping of plan name -> {{role: [unit patterns]}}")
+    for name, plan in plans.items():
+        resolve_plan(plan, f"{path}: plan {name!r}")
+    return plans
+
+
+def resolve_plan(plan: dict, name: str = "plan") -> dict[str, str]:
+    """Raw plan -> {unit: role}; ValueError naming the plan and any unit placed zero or 2+ times."""
+    if not isinstance(plan, dict):
+        raise ValueError(f"{name}: expected a mapping of role -> unit patterns, got {plan!r}")
+    variables = plan.get("variables", "ps:0")
+    if not isinstance(variables, str) or not ROLE_RE.match(variables):
+        raise ValueError(f"{name}: variables must be a role like 'ps:0', got {variables!r}")
+    roles: dict[str, set] = {unit: set() for unit in UNITS}
+    for role, patterns in plan.items():
+        if role == "variables":
+            continue
+        if not ROLE_RE.match(str(role)) or not isinstance(patterns, list):
+            raise ValueError(f"{name}: {role!r} must be a role like 'worker:0' with a list of "
+                             f"unit patterns, got {patterns!r}")
+        for pattern in patterns:
+            hits = fnmatch.filter(UNITS, str(pattern))
+            if not hits:
+                raise ValueError(f"{name}: pattern {pattern!r} of {role} matches no unit")
+            for unit in hits:
+                roles[unit].add(role)
+    unplaced = [u for u, r in roles.items() if not r]
+    doubled = {u: sorted(r) for u, r in roles.items() if len(r) > 1}
+    if unplaced or doubled:
+        raise ValueError(f"{name}: every unit must be placed exactly once; unplaced: {unplaced}, "
+                         f"placed more than once: {doubled}")
+    return {unit: r.pop() for unit, r in roles.items()}
+
+
+def _assignment(plan: dict) -> dict[str, str]:
+    return plan if set(plan) == set(UNITS) else resolve_plan(plan)
+
+
+def role_device(role: str) -> str:
+    """'worker:1' -> '/job:worker/task:1'."""
+    job, task = role.split(":")
+    return f"/job:{job}/task:{task}"
+
+
+def make_place(plan: dict, device_of_role: Callable[[str], str] = role_device):
+    """place(unit) -> tf.device scope of the unit's role under `plan` (raw or resolved);
+    place('variables') -> the scope of the plan's variables role (ps:0 unless it says)."""
+    import tensorflow as tf
+    roles = {**_assignment(plan), "variables": plan.get("variables", "ps:0")}
+    return lambda unit: tf.device(device_of_role(roles[unit]))
+
+
+def _edges() -> list[tuple[str, str]]:
+    """(producer, consumer) unit pairs of the forward data flow."""
+    edges = []
+    for chain in (RGB_UNITS, HSI_UNITS, HEAD_UNITS):
+        edges += list(zip(chain, chain[1:]))
+    return edges + [("rgb_flatten", "fusion_concat"), ("hsi_flatten", "fusion_concat")]
+
+
+def boundary_tensors(plan: dict, batch_size: int, cfg: Any) -> list[tuple]:
+    """Activations that cross a role boundary in the forward pass, as (from_role, to_role, unit,
+    shape, dtype); each one's gradient crosses back with the same size in the backward pass."""
+    assignment, shapes = _assignment(plan), unit_shapes(cfg)
+    return [(assignment[a], assignment[b], a, (batch_size, *shapes[a]), "float32")
+            for a, b in _edges() if assignment[a] != assignment[b]]
+
+
+def feed_tensors(plan: dict, batch_size: int, cfg: Any, source: str = "chief:0") -> list[tuple]:
+    """Forward-only crossings between the process that reads the batch and the plan's roles: the
+    two patches, the labels (to the loss, which runs with the softmax) and the loss back."""
+    assignment, p = _assignment(plan), resolve(cfg)
+    head = assignment["softmax"]
+    return [(source, assignment["rgb_b1_conv"], "rgb",
+             (batch_size, p["patch"], p["patch"], p["rgb_bands"], 1), "float32"),
+            (source, assignment["hsi_b1_conv"], "hsi",
+             (batch_size, p["patch"], p["patch"], p["hsi_bands"], 1), "float32"),
+            (source, head, "labels", (batch_size,), "int32"), (head, source, "loss", (), "float32")]
+
+
+def variable_bytes(cfg: Any, plan: dict | None = None) -> dict[str, int]:
+    """Bytes of float32 variables per unit, or per role of the units when a plan is given. Each
+    step a role reads these from the ps and sends back gradients of the trainable part."""
+    per_unit = {u: FLOAT_BYTES * sum(c) for u, c in unit_params(cfg).items()}
+    if plan is None:
+        return per_unit
+    out: dict[str, int] = {}
+    for unit, role in _assignment(plan).items():
+        out[role] = out.get(role, 0) + per_unit[unit]
+    return out

@@ -1,0 +1,204 @@
+"""Land-cover patch extraction (pure numpy): resize to the ground-truth grid, keep some bands,
+sample labelled centres per class, cut the same 25x25 window from both modalities.
+
+Following the thesis (section 6.2.1): the RGB mosaic and the hyperspectral image are resized to the
+ground-truth grid, class 0 (unclassified) is dropped, and for each class `per_class` centres are
+drawn at random among its pixels that are far enough from the border for a full patch. A class
+with fewer such pixels than requested is sampled with replacement and reported (a documented
+choice, not an error); a class with none is an error.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from rdd_io.landcover_scene import N_CLASSES, class_name
+from rdd_io.schema import N, Field, Schema, SchemaError
+
+PATCH = 25
+
+LANDCOVER_PATCHES = Schema("landcover_patches", [
+    Field("rgb", np.float32, (N, PATCH, PATCH, 3)),        # raw 0..255 values
+    Field("hsi", np.float32, (N, PATCH, PATCH, "bands")),
+    Field("label", np.int32, (N,)),                        # ground-truth class - 1, in 0..19
+    Field("centre", np.int32, (N, 2)),                     # (row, col) on the ground-truth grid
+])
+
+
+def _source_index(n_out: int, n_in: int) -> np.ndarray:
+    """Nearest source pixel of each output pixel, pixel centres aligned (exact integer math)."""
+    return ((2 * np.arange(n_out) + 1) * n_in) // (2 * n_out)
+
+
+def _bilinear_axis(img: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    n_in = img.shape[axis]
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (src - lo).astype(np.float32).reshape((-1,) + (1,) * (img.ndim - axis - 1))
+    a, b = np.take(img, lo, axis=axis), np.take(img, hi, axis=axis)
+    return a * (1 - frac) + b * frac
+
+
+def resize(img: np.ndarray, shape: Sequence[int], method: str = "nearest") -> np.ndarray:
+    """[H, W, ...] -> [shape[0], shape[1], ...].
+
+    nearest: keeps dtype; an integer upscale repeats pixels, an integer downscale picks the
+    centre-most source pixel. bilinear: float32, half-pixel centres, edges clamped (for spectra).
+    area: float32 block mean, for integer downscale factors only.
+    """
+    img = np.asarray(img)
+    h, w = int(shape[0]), int(shape[1])
+    if img.ndim < 2 or h < 1 or w < 1:
+        raise ValueError(f"cannot resize an array of shape {img.shape} to {tuple(shape)}")
+    if method == "nearest":
+        return img[_source_index(h, img.shape[0])][:, _source_index(w, img.shape[1])]
+    if method == "bilinear":
+        out = _bilinear_axis(img.astype(np.float32, copy=False), h, 0)
+        return _bilinear_axis(out, w, 1).astype(np.float32, copy=False)
+    if method == "area":
+        fh, fw = img.shape[0] // h, img.shape[1] // w
+        if fh * h != img.shape[0] or fw * w != img.shape[1]:
+            raise ValueError(f"area resize needs integer factors, got {img.shape[:2]} -> {(h, w)}")
+        blocks = img.astype(np.float32).reshape((h, fh, w, fw) + img.shape[2:])
+        return blocks.mean(axis=(1, 3)).astype(np.float32)
+    raise ValueError(f"unknown resize method {method!r}; use nearest, bilinear or area")
+
+
+def resize_nearest(img: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    return resize(img, shape, "nearest")
+
+
+def spread_bands(total: int, keep: int) -> list[int]:
+    """`keep` band indices spread evenly over 0..total-1 (ends included)."""
+    if not 1 <= keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} bands")
+    return [int(i) for i in np.linspace(0, total - 1, keep).round()]
+
+
+def select_bands(hsi: np.ndarray, bands: Sequence[int], expected_bands: int | None = None,
+                 name: str = "<hsi>") -> np.ndarray:
+    """hsi[..., bands]; the image must have `expected_bands` bands (the config's count)."""
+    hsi = np.asarray(hsi)
+    have = hsi.shape[-1]
+    if expected_bands is not None and have != expected_bands:
+        raise SchemaError(f"{name}: has {have} bands, the config expects {expected_bands}")
+    bad = [b for b in bands if not isinstance(b, (int, np.integer)) or not 0 <= b < have]
+    if bad or not len(bands):
+        raise SchemaError(f"{name}: band indices {bad or list(bands)} not valid for an image "
+                          f"with {have} bands (need a non-empty list in 0..{have - 1})")
+    return hsi[..., list(bands)]
+
+
+def patch_centres(gt: np.ndarray, per_class: int, seed, patch: int = PATCH,
+                  classes: Sequence[int] | None = None,
+                  name: str = "<gt>") -> tuple[np.ndarray, dict]:
+    """Random labelled centres, `per_class` of each class -> (centres int32 [N, 2], report).
+
+    Candidates are pixels of the class whose patch x patch window lies inside the image. The
+    centres come back shuffled (one numpy Generator from `seed`, so a seed fixes them). report:
+    available pixels per class, and `with_replacement` listing each class that had fewer
+    candidates than requested (class, name, available, requested).
+    """
+    gt = np.asarray(gt)
+    classes = list(range(1, N_CLASSES + 1)) if classes is None else [int(k) for k in classes]
+    if patch < 1 or patch % 2 == 0 or per_class < 1:
+        raise ValueError(f"need an odd patch >= 1 and per_class >= 1, got {patch}, {per_class}")
+    half = patch // 2
+    if gt.ndim != 2 or min(gt.shape) < patch:
+        raise SchemaError(f"{name}: ground truth of shape {gt.shape} cannot hold a "
+                          f"{patch}x{patch} patch")
+    inner = gt[half:gt.shape[0] - half, half:gt.shape[1] - half]
+    flat = inner.ravel()
+    order = np.argsort(flat, kind="stable")  # one pass groups every class's pixels
+    bounds = np.searchsorted(flat[order], [classes, np.add(classes, 1)])
+    rng = np.random.default_rng(seed)
+    picks, report = [], dict(per_class=per_class, patch=patch, seed=seed, available={},
+                             with_replacement=[])
+    for k, lo, hi in zip(classes, *bounds):
+        available = int(hi - lo)
+        report["available"][class_name(k)] = available
+        if available == 0:
+            raise SchemaError(f"{name}: class {k} ({class_name(k)}) has no labelled pixel at "
+                              f"least {half} pixels from the border; cannot cut its patches")
+        replace = available < per_class
+        if replace:
+            report["with_replacement"].append(dict(
+                **{"class": k}, name=class_name(k), available=available, requested=per_class))
+        picks.append(order[lo:hi][rng.choice(available, per_class, replace=replace)])
+    chosen = rng.permutation(np.concatenate(picks))
+    rows, cols = np.divmod(chosen, inner.shape[1])
+    return np.stack([rows + half, cols + half], axis=1).astype(np.int32), report
+
+
+def cut_patches(rgb: np.ndarray, hsi: np.ndarray, centres: np.ndarray, patch: int = PATCH,
+                name: str = "<scene>") -> tuple[np.ndarray, np.ndarray]:
+    """The patch x patch windows centred on `centres` in both images (already on one grid).
+
+    Returns (rgb patches [N, p, p, 3] in rgb's dtype, hsi patches float32 [N, p, p, bands]);
+    pixel (r, c) of the image lands at (half, half) of the patch centred on it.
+    """
+    rgb, hsi, centres = np.asarray(rgb), np.asarray(hsi), np.asarray(centres)
+    if rgb.shape[:2] != hsi.shape[:2] or rgb.ndim != 3 or hsi.ndim != 3:
+        raise SchemaError(f"{name}: RGB {rgb.shape} and hyperspectral {hsi.shape} must be "
+                          f"[H, W, bands] on the same grid (resize both to the ground truth)")
+    half = patch // 2
+    h, w = rgb.shape[:2]
+    if centres.ndim != 2 or centres.shape[1] != 2:
+        raise ValueError(f"centres must be [N, 2], got shape {centres.shape}")
+    outside = (centres[:, 0] < half) | (centres[:, 0] >= h - half) | \
+              (centres[:, 1] < half) | (centres[:, 1] >= w - half)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise SchemaError(f"{name}: centre {i} at {tuple(int(v) for v in centres[i])} is closer "
+                          f"than {half} pixels to the border of a {h}x{w} image")
+    offsets = np.arange(-half, half + 1)
+    rows = (centres[:, 0, None] + offsets)[:, :, None]
+    cols = (centres[:, 1, None] + offsets)[:, None, :]
+    return rgb[rows, cols], hsi[rows, cols].astype(np.float32, copy=False)
+
+
+def build_patch_set(rgb: np.ndarray, hsi: np.ndarray, gt: np.ndarray, per_class: int, seed,
+                    patch: int = PATCH, name: str = "<gt>") -> tuple[dict, dict]:
+    """Images on the ground-truth grid -> (arrays for LANDCOVER_PATCHES, sampling report)."""
+    centres, report = patch_centres(gt, per_class, seed, patch, name=name)
+    rgb_p, hsi_p = cut_patches(rgb, hsi, centres, patch, name)
+    labels = np.asarray(gt)[centres[:, 0], centres[:, 1]].astype(np.int32) - 1
+    return dict(rgb=rgb_p.astype(np.float32), hsi=hsi_p, label=labels, centre=centres), report
+
+
+def shard_bytes(arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> bytes:
+    """One LANDCOVER_PATCHES shard as HDF5 bytes (for writers that go through a Hadoop URI)."""
+    buf = io.BytesIO()
+    LANDCOVER_PATCHES.write_h5(buf, arrays, attrs)
+    return buf.getvalue()
+
+
+def write_patch_shards(out_dir, arrays: Mapping[str, Any], shard_size: int,
+                       attrs: Mapping[str, Any] | None = None) -> list[str]:
+    """Write shard-00000.h5, ... of at most `shard_size` patches each into a local folder.
+
+    The whole set is checked against the schema first; each file is written under a temporary
+    name and renamed, so a reader never sees half a shard.
+    """
+    if shard_size < 1:
+        raise ValueError(f"need shard_size >= 1, got {shard_size}")
+    checked = LANDCOVER_PATCHES.validate(arrays, "<patches>")
+    n = len(checked["label"])
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for index, start in enumerate(range(0, n, shard_size)):
+        part = {k: v[start:start + shard_size] for k, v in checked.items()}
+        path = os.path.join(out_dir, f"shard-{index:05d}.h5")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            LANDCOVER_PATCHES.write_h5(tmp, part, attrs={**(attrs or {}), "shard": index})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        paths.append(path)
+    return paths

@@ -1,0 +1,49 @@
+"""The land-cover job on the real mini-cluster, tiny scene: one epoch under `default` and one under `scheme4`."""
+import json
+
+import h5py
+import pytest
+
+from .conftest import WORKERS, leftovers, run_job
+
+
+@pytest.fixture(scope="module")
+def landcover_run(minicluster, tmp_path_factory):
+    if WORKERS < 5:
+        pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
+    out = tmp_path_factory.mktemp("landcover")
+    proc = run_job("landcover.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                   "--set", "experiments.plans=[default,scheme4]", "--set", "experiments.batch_sizes=[]")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text()), minicluster
+
+
+def test_placed_devices_carry_traffic_between_workers(landcover_run):
+    out, summary, _ = landcover_run
+    for plan in ("default", "scheme4"):
+        (cell,) = [k for k, v in summary["cells"].items() if v["plan"] == plan]
+        sent = summary["bytes_out"][cell]
+        # The RGB and HSI workers send their activations on (to the merging worker, and under scheme4
+        # from the RGB worker to the HSI worker as well): none of them is idle.
+        assert sent["worker:0"] > 10_000 and sent["worker:1"] > 10_000, (plan, sent)
+
+
+def test_the_plan_does_not_change_the_model(landcover_run):
+    _, summary, _ = landcover_run
+    cells = {v["plan"]: v for v in summary["cells"].values()}
+    assert cells["default"]["first_step_loss"] == pytest.approx(cells["scheme4"]["first_step_loss"], abs=1e-5)
+    assert cells["default"]["loss"][0] == pytest.approx(cells["scheme4"]["loss"][0], rel=1e-4)
+    assert cells["single machine"]["first_step_loss"] == pytest.approx(cells["default"]["first_step_loss"],
+                                                                      abs=1e-5)
+
+
+def test_per_role_metrics_are_written(landcover_run):
+    out, summary, cluster = landcover_run
+    with h5py.File(out / "metrics.h5", "r") as h5:
+        assert len(h5.keys()) == 2
+        for cell in h5.values():
+            roles = set(cell.keys())
+            assert {"ps:0", "chief:0", "worker:0", "worker:1", "worker:2"} <= roles
+    assert (out / "plans.csv").exists() and (out / "traffic.png").stat().st_size > 1000
+    assert leftovers(cluster) == []

@@ -1,0 +1,206 @@
+"""Land-cover CNN and its placement plans: each plan places every unit once, shapes and parameter
+counts agree with Keras, and one training step gives the same loss whichever plan places the units.
+
+The same-loss check needs several devices in one process: it splits the CPU into 4 logical devices,
+which TensorFlow allows only before its runtime starts. Other tests in the pytest process may have
+started it already, so the check runs this file as a script in a fresh interpreter.
+"""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from models import landcover as L
+from models import registry
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(rgb_filters=[2, 3], hsi_filters=[2, 3, 3, 4], dense_units=[8, 6], dropout=0.25, seed=3)
+WORKERS = {"worker:0", "worker:1", "worker:2"}
+HEAD = ["fusion_concat", "fc1", "fc2", "softmax"]
+
+
+def test_every_plan_places_every_unit_exactly_once_on_the_three_workers():
+    plans = L.load_plans()
+    assert set(plans) == {"default", "scheme2", "scheme3", "scheme4", "scheme5"}
+    for name, plan in plans.items():
+        where = L.resolve_plan(plan, name)
+        assert sorted(where) == sorted(L.UNITS) and len(L.UNITS) == len(set(L.UNITS))
+        assert set(where.values()) == WORKERS, name
+        assert plan["variables"] == "ps:0"
+        assert all(where[u] == "worker:2" for u in HEAD), name
+    default = L.resolve_plan(plans["default"])
+    assert {default[u] for u in L.RGB_UNITS} == {"worker:0"}
+    assert {default[u] for u in L.HSI_UNITS} == {"worker:1"}
+    s2, s4, s5 = (L.resolve_plan(plans[n]) for n in ("scheme2", "scheme4", "scheme5"))
+    assert [u for u in L.HSI_UNITS if s2[u] == "worker:2"] == L.HSI_UNITS[6:]  # blocks 3, 4 on
+    assert [u for u in L.HSI_UNITS if s4[u] == "worker:0"] == \
+        ["hsi_b1_conv", "hsi_b1_pool", "hsi_b1_bn", "hsi_b2_conv"]
+    assert [u for u in L.HSI_UNITS if s4[u] == "worker:2"] == \
+        ["hsi_b4_pool", "hsi_b4_bn", "hsi_dropout", "hsi_flatten"]
+    assert [u for u in L.HSI_UNITS if s5[u] == "worker:1"] == L.HSI_UNITS[3:9]
+    assert s4["rgb_flatten"] == s5["rgb_dropout"] == "worker:2"
+
+
+def test_a_broken_plan_is_rejected_naming_the_unit_and_the_plan(tmp_path):
+    plan = L.load_plans()["scheme5"]
+    missing = {**plan, "worker:1": ["hsi_b2_conv", "hsi_b2_pool", "hsi_b3_*"]}
+    with pytest.raises(ValueError, match=r"myplan.*unplaced: \['hsi_b2_bn'\]"):
+        L.resolve_plan(missing, "myplan")
+    doubled = {**plan, "worker:2": plan["worker:2"] + ["hsi_b3_pool"]}
+    with pytest.raises(ValueError, match=r"more than once: \{'hsi_b3_pool'"):
+        L.resolve_plan(doubled, "myplan")
+    with pytest.raises(ValueError, match="'hsi_b9_\\*' of worker:1 matches no unit"):
+        L.resolve_plan({**plan, "worker:1": ["hsi_b9_*"]})
+    path = tmp_path / "plans.yaml"
+    path.write_text(yaml.safe_dump({"good": plan, "bad": missing}))
+    with pytest.raises(ValueError, match="plans.yaml: plan 'bad'.*hsi_b2_bn"):
+        L.load_plans(path)
+
+
+def test_boundary_tensors_are_the_activations_between_roles():
+    plans, shapes, batch = L.load_plans(), L.unit_shapes({}), 50
+    crossings = {n: L.boundary_tensors(p, batch, {}) for n, p in plans.items()}
+    assert {(a, b, u) for a, b, u, _, _ in crossings["default"]} == \
+        {("worker:0", "worker:2", "rgb_flatten"), ("worker:1", "worker:2", "hsi_flatten")}
+    assert {(a, b, u) for a, b, u, _, _ in crossings["scheme4"]} == \
+        {("worker:0", "worker:1", "hsi_b2_conv"), ("worker:1", "worker:2", "hsi_b4_conv"),
+         ("worker:0", "worker:2", "rgb_b2_bn")}
+    for rows in crossings.values():
+        assert all(shape == (batch, *shapes[u]) and dtype == "float32"
+                   for _, _, u, shape, dtype in rows)
+    # 11 bands pooled four times, rounding up: 6, 3, 2, 1.
+    assert shapes["hsi_flatten"] == (2 * 2 * 1 * 64,)
+    feeds = L.feed_tensors(plans["scheme4"], batch, {})
+    assert [(a, b, n) for a, b, n, _, _ in feeds] == [("chief:0", "worker:0", "rgb"),
+        ("chief:0", "worker:0", "hsi"), ("chief:0", "worker:2", "labels"),
+        ("worker:2", "chief:0", "loss")]
+
+
+def test_variable_bytes_add_up_per_plan():
+    per_unit = L.variable_bytes({})
+    total = 4 * sum(t + n for t, n in L.unit_params({}).values())
+    assert sum(per_unit.values()) == total
+    for name, plan in L.load_plans().items():
+        per_role = L.variable_bytes({}, plan)
+        assert sum(per_role.values()) == total and set(per_role) == WORKERS, name
+    assert L.variable_bytes({}, L.load_plans()["default"])["worker:2"] == \
+        sum(per_unit[u] for u in HEAD)
+
+
+def test_build_matches_the_unit_shapes_and_parameter_counts():
+    model = registry.build("landcover", TINY)
+    shapes, params = L.unit_shapes(TINY), L.unit_params(TINY)
+    for unit in L.UNITS:
+        layer = model.get_layer(unit)
+        assert tuple(layer.output.shape[1:]) == shapes[unit], unit
+        assert layer.count_params() == sum(params[unit]), unit
+    rng = np.random.default_rng(1)
+    rgb = rng.normal(size=(8, 25, 25, 3, 1)).astype("float32")
+    hsi = rng.normal(size=(8, 25, 25, 11, 1)).astype("float32")
+    probs = model.predict([rgb, hsi], verbose=0)
+    assert probs.shape == (8, 20)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_step_counts_correct_predictions_when_asked():
+    import tensorflow as tf
+    cfg = {**TINY, "dropout": 0.0}
+    units = L.build_units(cfg)
+    rng = np.random.default_rng(2)
+    rgb = tf.constant(rng.normal(size=(8, 25, 25, 3, 1)), tf.float32)
+    hsi = tf.constant(rng.normal(size=(8, 25, 25, 11, 1)), tf.float32)
+    predicted = np.argmax(L.forward(units, rgb, hsi, training=True).numpy(), axis=-1)
+    labels = np.where(np.arange(8) < 5, predicted, (predicted + 1) % 20).astype(np.int32)
+    loss, hits = L.train_step_fn(units, L.make_optimizer(cfg), count_correct=True)(rgb, hsi, labels)
+    assert int(hits) == 5 and np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("bad, match", [(dict(hsi_filters=[4, 4, 4]), "hsi_filters needs 4"),
+                                        (dict(dropout=1.0), "dropout"),
+                                        (dict(optimizer="rmsprop"), "optimizer"),
+                                        (dict(filters_hsi=[4] * 4), r"unknown.*'filters_hsi'")])
+def test_bad_model_config_is_rejected(bad, match):
+    with pytest.raises(ValueError, match=match):
+        L.resolve({**TINY, **bad})
+
+
+def test_one_step_gives_the_same_loss_under_every_placement():
+    # oneDNN kernels may sum in a different order on each device, and Adam's first update turns
+    # the sign of a near-zero gradient into +-learning_rate: keep the plain kernels for this check.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TF_ENABLE_ONEDNN_OPTS": "0"}
+    done = subprocess.run([sys.executable, __file__, "default", "scheme4"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(results) == {"default", "scheme4"}
+    for name, r in results.items():
+        assert all(math.isfinite(x) for x in r["single"] + r["placed"]), name
+        np.testing.assert_allclose(r["placed"], r["single"], rtol=0, atol=1e-5, err_msg=name)
+        assert abs(r["single"][1] - r["single"][0]) > 1e-4, f"{name}: the step changed nothing"
+        assert r["weight_diff"] < 1e-5, name
+        assert r["misplaced"] == [] and r["variables_on"] == ["CPU:3"], name
+        # Every unit's forward ops and its backward ops carry its role's device.
+        assert r["forward_units"] == len(L.UNITS), name
+        assert r["backward_units"] == len(L.UNITS), name
+
+
+def _unit_of(op_name: str) -> str:
+    """'gradients/hsi_b2_bn_1/mul' or 'hsi_b2_bn_1/mul' -> 'hsi_b2_bn' (name scopes get _N)."""
+    parts = op_name.split("/")
+    return re.sub(r"_\d+$", "", parts[1 if parts[0] == "gradients" and len(parts) > 1 else 0])
+
+
+def _same_loss(plan_names):
+    """Per plan: losses of two steps with no placement, and with the plan's workers on CPU:0-2
+    and its variables on CPU:3; plus where the placed step's forward and backward ops went."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
+    tf.config.experimental.enable_op_determinism()
+    device = {"worker:0": "/device:CPU:0", "worker:1": "/device:CPU:1",
+              "worker:2": "/device:CPU:2", "ps:0": "/device:CPU:3"}
+
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.normal(size=(8, 25, 25, 3, 1)), tf.float32),
+             tf.constant(rng.normal(size=(8, 25, 25, 11, 1)), tf.float32),
+             tf.constant(rng.integers(0, 20, size=8), tf.int64))
+    plans, out = L.load_plans(), {}
+    for name in plan_names:
+        single = L.build_units(TINY)
+        with tf.device(device["ps:0"]):
+            placed = L.build_units(TINY)
+            L.set_weights(placed, L.get_weights(single))
+            placed_step = L.train_step_fn(placed, L.make_optimizer(TINY),
+                                          L.make_place(plans[name], device.get))
+        steps = (L.train_step_fn(single, L.make_optimizer(TINY)), placed_step)
+        losses = [[float(step(*batch)) for _ in range(2)] for step in steps]
+        diff = max(float(np.max(np.abs(a - b)))
+                   for a, b in zip(L.get_weights(single), L.get_weights(placed)))
+        where = L.resolve_plan(plans[name], name)
+        graph = placed_step.get_concrete_function(*batch).graph
+        scoped = [op for op in graph.get_operations() if _unit_of(op.name) in where]
+        # Variable reads carry no device here: the runtime runs them beside the variable.
+        misplaced = sorted({op.name for op in scoped if op.device
+                            and not op.device.endswith(device[where[_unit_of(op.name)]])})
+        out[name] = dict(single=losses[0], placed=losses[1], weight_diff=diff,
+                         misplaced=misplaced[:10],
+                         variables_on=sorted({v.value.device[-5:] for v in placed["fc1"].weights}),
+                         forward_units=len({_unit_of(op.name) for op in scoped
+                                            if op.device and not op.name.startswith("gradients")}),
+                         backward_units=len({_unit_of(op.name) for op in scoped
+                                             if op.device and op.name.startswith("gradients")}))
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_same_loss(sys.argv[1:])))
