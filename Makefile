@@ -8,6 +8,7 @@ OUT    ?= outputs
 
 demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
+	$(BIN)/python jobs/landcover.py --preset tiny --output $(OUT)/landcover
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

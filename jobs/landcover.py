@@ -79,9 +79,6 @@ class LandcoverConfig:
         if any(n % 20 for n in self.data.sizes):
             raise ConfigError(f"data.sizes: each set is drawn per class, so sizes must be multiples of 20, "
                               f"got {self.data.sizes}")
-        if self.experiments.data_parallel:
-            raise ConfigError("experiments.data_parallel: not available yet (see the land-cover issue); "
-                              "set it to false")
 
     def executors(self) -> int:
         return len(ROLES)
@@ -199,6 +196,38 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
         raise
 
 
+def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
+    """(d): the same model, data parallel on 3 workers with the redshift study's staleness-aware ps
+    (every third patch per worker, per-epoch updates); each role samples itself for the whole run."""
+    from distributed import tfos
+    from jobs.redshift_roles import role
+    cfg = job.cfg
+    workers = 3
+    args = {"model": model_args(cfg), "model_name": "landcover", "data": "landcover-patches", "data_uri": data_uri,
+            "seed": cfg.train.seed, "workers": workers, "s": 1, "schedule": "inverse",
+            "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "update": "epoch",
+            "stop_on": None, "tf_threads": cfg.train.tf_threads, "push_timeout_s": cfg.train.timeout_s,
+            "ps_secret": job.secret, "sample_interval_s": cfg.experiments.sample_interval_s}
+    t0 = time.time()
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=workers), input_mode="tensorflow",
+                       node_host=job.node_host, secret=job.secret,
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    try:
+        results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except BaseException:
+        cluster.abort()
+        raise
+    t1 = time.time()
+    w0 = results["worker:0"]
+    cell = {"id": f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}", "plan": "data parallel",
+            "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "dataset": n,
+            "loss": w0["loss"], "accuracy": w0["accuracy"],
+            "epoch_time_s": [b - a for a, b in zip([0.0] + w0["time"][:-1], w0["time"])],
+            "steps": sum(-(-r["samples"] // cfg.train.batch_size) for k, r in results.items() if k != "ps:0")
+            * cfg.train.epochs, "first_step_loss": None, "t_start": t0, "t_end": t1}
+    return cell, {name: slice_series(r, t0, t1) for name, r in results.items()}
+
+
 def run_single_machine(job: Job, data_uri: str) -> dict:
     """The same units and training loop in this process, no placement (the thesis's single machine)."""
     from jobs.landcover_roles import load_patches, train_cell
@@ -250,6 +279,11 @@ def run(job: Job) -> dict:
     results = run_model_parallel(job, cells)
     trained = results["chief:0"]["cells"]
     metrics = per_cell_metrics(results)
+    if cfg.experiments.data_parallel:
+        for n in cfg.data.sizes:
+            cell, series = run_data_parallel(job, n, data_uris[n])
+            trained.append(cell)
+            metrics[cell["id"]] = series
     if cfg.experiments.single_machine:
         trained.append(run_single_machine(job, data_uris[max(cfg.data.sizes)]))
     files = write_outputs(job, trained, metrics)

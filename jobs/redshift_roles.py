@@ -1,4 +1,7 @@
-"""Executor side of the redshift study: the parameter-server role and the worker role.
+"""Executor side of the asynchronous data-parallel runs: the parameter-server role and the worker role.
+
+Written for the redshift study; the land-cover study reuses them for its data-parallel comparison
+(args["model_name"] picks the registered model, args["data"] how a worker finds its samples).
 
 The ps builds the model from the run's seed, serves its weights with the staleness-aware rule
 (distributed/param_server.py) on the port TFoS reserved for it, and returns the update log. A worker
@@ -28,27 +31,53 @@ def quiet_tensorflow(threads: int):
     return tf
 
 
-def new_model(model_cfg: dict, seed: int):
+def new_model(model_cfg: dict, seed: int, name: str = "redshift"):
     """The same initial weights wherever it is built with the same seed."""
     import keras
     from models import registry
     keras.utils.set_random_seed(seed)
-    return registry.build("redshift", model_cfg)
+    return registry.build(name, model_cfg)
 
 
 def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=None) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; `step(batch_fn)` wraps each batch for per-batch updates.
+    x is one array or a list of arrays (a model with several inputs).
 
     Returns the epoch's training accuracy and loss, averaged over samples as Keras reports them."""
-    order = rng.permutation(len(x))
+    order = rng.permutation(len(y))
     correct = loss_sum = 0.0
-    for start in range(0, len(x), batch_size):
+    for start in range(0, len(y), batch_size):
         idx = np.sort(order[start:start + batch_size])
-        train = lambda: model.train_on_batch(x[idx], y[idx], return_dict=True)  # noqa: E731
+        xb = [a[idx] for a in x] if isinstance(x, list) else x[idx]
+        train = lambda: model.train_on_batch(xb, y[idx], return_dict=True)  # noqa: E731
         out = step(train) if step else train()
         correct += float(out["accuracy"]) * len(idx)
         loss_sum += float(out["loss"]) * len(idx)
-    return correct / len(x), loss_sum / len(x)
+    return correct / len(y), loss_sum / len(y)
+
+
+def worker_data(args: dict, task_index: int) -> tuple:
+    """(x, y, share facts) of one worker: its redshift share, or every M-th land-cover patch."""
+    if args.get("data", "redshift-share") == "landcover-patches":
+        from jobs.landcover_roles import load_patches, volumes
+        rgb, hsi, y = volumes(load_patches(args["data_uri"]))
+        index = np.arange(len(y))[task_index::args["workers"]]
+        return [rgb[index], hsi[index]], y[index], index
+    from rdd_io.redshift_bundle import load_share
+    share = load_share(args["shares"][task_index])
+    return share["spectra"], share["label"], share["index"]
+
+
+def _sampling(args: dict, name: str):
+    """Sample this role's process tree when the run asks for it (the land-cover comparison)."""
+    if not args.get("sample_interval_s"):
+        return None, None
+    from distributed.metrics import Sampler
+    return Sampler.for_self(name, args["sample_interval_s"]).start(), time.time()
+
+
+def _sampled(sampler, origin) -> dict:
+    return {} if sampler is None else {"series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
 def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int, stop_on: int | None = None) -> dict:
@@ -90,7 +119,8 @@ def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
 def ps_role(args: dict, ctx) -> dict:
     from distributed.param_server import ParameterServer
     quiet_tensorflow(args["tf_threads"])
-    model = new_model(args["model"], args["seed"])
+    sampler, origin = _sampling(args, "ps:0")
+    model = new_model(args["model"], args["seed"], args.get("model_name", "redshift"))
     host, port = ctx.address.rsplit(":", 1)
     server = ParameterServer(model.get_weights(), bytes.fromhex(args["ps_secret"]), num_workers=args["workers"],
                              s=args["s"], schedule=args["schedule"], host=host, port=int(port),
@@ -107,16 +137,15 @@ def ps_role(args: dict, ctx) -> dict:
         model.set_weights(snap["weights"])
         _save_weights(model, args["weights_uri"])
     return {"version": snap["version"], "updates": snap["updates"], "pushes_received": snap["pushes_received"],
-            "pushes_withdrawn": snap["pushes_withdrawn"]}
+            "pushes_withdrawn": snap["pushes_withdrawn"], **_sampled(sampler, origin)}
 
 
 def worker_role(args: dict, ctx) -> dict:
-    from rdd_io.redshift_bundle import load_share
     quiet_tensorflow(args["tf_threads"])
-    share = load_share(args["shares"][ctx.task_index])
-    x, y = share["spectra"], share["label"]
+    sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
+    x, y, index = worker_data(args, ctx.task_index)
     seed = args["seed"] + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
-    model = new_model(args["model"], seed)
+    model = new_model(args["model"], seed, args.get("model_name", "redshift"))
     rng = np.random.default_rng(seed)
     stopper = EarlyStopper(*CRITERIA[args["stop_on"]]) if args["stop_on"] else None
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
@@ -146,8 +175,8 @@ def worker_role(args: dict, ctx) -> dict:
                     break
         finally:
             ps.leave()  # also on error: the ps stops counting on this worker, so no one waits for it
-    return {"samples": int(len(x)), "index_sum": int(share["index"].sum()),
-            "index_min": int(share["index"].min()), "index_max": int(share["index"].max()), **history}
+    return {"samples": int(len(y)), "index_sum": int(index.sum()), "index_min": int(index.min()),
+            "index_max": int(index.max()), **history, **_sampled(sampler, origin)}
 
 
 def role(args: dict, ctx) -> dict:
