@@ -264,11 +264,9 @@ def per_cell_metrics(results: dict) -> dict[str, dict[str, dict[str, list]]]:
 
 def write_outputs(job: Job, cells: list[dict], metrics: dict) -> list[str]:
     from jobs import landcover_report
-    with tempfile.TemporaryDirectory() as tmp:
-        names = landcover_report.write_all(cells, metrics, tmp, job.cfg.train.batch_size, max(job.cfg.data.sizes))
-        for name in names:
-            storage.write_bytes(job.out(name), (Path(tmp) / name).read_bytes())
-    return names
+    cfg = job.cfg
+    return job.publish(lambda folder: landcover_report.write_all(cells, metrics, folder, cfg.train.batch_size,
+                                                                 max(cfg.data.sizes)))
 
 
 def run(job: Job) -> dict:

@@ -7,7 +7,7 @@ import os
 
 from distributed.metrics import summarise
 from jobs import metrics_figures as mf
-from jobs.redshift_report import _atomic, write_csv, write_text
+from jobs.output_files import pyplot, save_png, write_csv, write_text
 
 MIB = 1024 * 1024
 WORKERS = ("worker:0", "worker:1", "worker:2")
@@ -126,7 +126,7 @@ def plot_curves(cells: list[dict], path: str) -> str | None:
     chosen = [c for c in cells if c["plan"] in ("default", "single machine") and len(c["loss"]) > 1]
     if not chosen:
         return None
-    plt = mf._pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for cell in chosen:
         epochs = range(1, len(cell["loss"]) + 1)
@@ -136,7 +136,7 @@ def plot_curves(cells: list[dict], path: str) -> str | None:
     axes[0].set(xlabel="epoch", ylabel="training loss")
     axes[1].set(xlabel="epoch", ylabel="training accuracy")
     axes[1].legend(fontsize=7)
-    return mf._save(fig, path)
+    return save_png(fig, path)
 
 
 def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, dataset: int) -> list[str]:
@@ -174,6 +174,5 @@ def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, d
         mf.write_series_h5(metrics, out("metrics.h5"))
         mf.write_summary_csv(metrics, out("metrics_summary.csv"))
         written += ["metrics.h5", "metrics_summary.csv"]
-    with _atomic(out("report.md")) as tmp:
-        write_text("\n".join(report), tmp)
+    write_text("\n".join(report), out("report.md"))
     return written + ["report.md"]

@@ -32,22 +32,10 @@ def server_role(args: dict, ctx) -> dict:
 
 
 def load_patches(uri: str) -> dict[str, np.ndarray]:
-    """Every shard-*.h5 of a patch set (local files directly, other URIs through tf.io.gfile)."""
-    import os
-
+    """Every shard-*.h5 of a patch set, concatenated (runs on executors)."""
     from rdd_io import storage
     from rdd_io.landcover_patches import LANDCOVER_PATCHES
-    if storage.is_local(uri):
-        folder = storage.local_path(uri)
-        paths = sorted(str(folder / n) for n in os.listdir(folder) if n.startswith("shard-"))
-        read = lambda p: open(p, "rb").read()  # noqa: E731
-    else:
-        import tensorflow as tf
-        paths = sorted(tf.io.gfile.glob(storage.join(uri, "shard-*.h5")))
-        read = lambda p: tf.io.gfile.GFile(p, "rb").read()  # noqa: E731
-    if not paths:
-        raise FileNotFoundError(f"{uri}: no shard-*.h5 patch files")
-    parts = [LANDCOVER_PATCHES.read_h5(read(p), p) for p in paths]
+    parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
     return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "hsi", "label")}
 
 

@@ -8,48 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 
 import numpy as np
 
 from distributed.metrics import COLUMNS, summarise
+from jobs.output_files import atomic
+from jobs.output_files import pyplot as _pyplot
+from jobs.output_files import save_png as _save
 
 MIB = 1024 * 1024
-
-
-@contextmanager
-def _atomic(path: str):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # readable by a notebook run as another user
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: str) -> str:
-    plt = _pyplot()
-    try:
-        with _atomic(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _values(cols: dict, name: str) -> np.ndarray:
@@ -132,7 +99,7 @@ def _check_name(kind: str, name: str) -> str:
 def write_series_h5(series_by_run: dict, path: str, meta_by_run: dict | None = None) -> str:
     """/<run>/<role>/<column> float64 datasets (None -> NaN); each run's meta as a JSON attribute."""
     import h5py
-    with _atomic(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["columns"] = json.dumps(list(COLUMNS))
         for run, by_role in series_by_run.items():
             group = h5.create_group(_check_name("run", run))
@@ -168,7 +135,7 @@ def write_summary_csv(series_by_run: dict, path: str) -> str:
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    with _atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])

@@ -7,10 +7,8 @@ staleness-aware updates; same vs different data per worker, 1-3 workers, two ear
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 from conf import ClusterConfig, ConfigError
@@ -226,11 +224,7 @@ def run_baseline(job: Job, bundle, n: int) -> dict:
 def write_outputs(job: Job, results: dict) -> list[str]:
     """Tables, HDF5, figures and report.md, built locally and uploaded to the output URI."""
     from jobs import redshift_report
-    with tempfile.TemporaryDirectory() as tmp:
-        names = redshift_report.write_all(results, tmp)
-        for name in names:
-            storage.write_bytes(job.out(name), (Path(tmp) / name).read_bytes())
-    return names
+    return job.publish(lambda folder: redshift_report.write_all(results, folder))
 
 
 def run(job: Job) -> dict:

@@ -4,24 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from distributed.early_stopping import CRITERIA
-from jobs.redshift_report import COLUMNS, DATA_MODES, TABLE_MODES, _atomic, _workers_of, ablation_table
-
-
-def _save(fig, path: str) -> str:
-    import matplotlib.pyplot as plt
-    try:
-        with _atomic(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from jobs.output_files import pyplot as _pyplot, save_png as _save
+from jobs.redshift_report import COLUMNS, DATA_MODES, TABLE_MODES, _workers_of, ablation_table
 
 
 def plot_curves(runs: list[dict], metric: str, path: str) -> str | None:

@@ -6,17 +6,15 @@ local folder that the caller uploads. Thesis numbers (ch. 5, Tables 5.1/5.2) sit
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from statistics import mean
 
 import numpy as np
 
 from distributed.early_stopping import CRITERIA, epochs_to_stable
+from jobs.output_files import atomic, cell_text, write_csv, write_text
 
 COLUMNS = ("crit1_same", "crit1_different", "crit2_same", "crit2_different")
 TABLE_MODES = ("staleness-aware", "sequential")
@@ -236,51 +234,11 @@ def ablation_markdown(rows: list[dict]) -> str:
             "updates_applied", "tau_mean", "tau_max", "tau_hist")
     out = ["## Staleness ablation", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        out.append("| " + " | ".join(_cell_text(row[c], 3) for c in cols) + " |")
+        out.append("| " + " | ".join(cell_text(row[c], 3) for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
-def _cell_text(value, digits: int = 6) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 # ---------------------------------------------------------------- writers (one file each, atomic)
-@contextmanager
-def _atomic(path: str):
-    """Yield a temporary name beside path; rename it to path only when the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the outputs from a notebook run by another user
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(text: str, path: str) -> None:
-    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with _atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell_text(row.get(k), 10) for k in fields})
-
-
 UPDATE_COLUMNS = {"worker": np.int32, "read_version": np.int64, "tau": np.int32, "lambda": np.float64,
                   "applied_version": np.int64, "time": np.float64}
 
@@ -288,7 +246,7 @@ UPDATE_COLUMNS = {"worker": np.int32, "read_version": np.int64, "tau": np.int32,
 def write_h5(results: dict, path: str) -> None:
     """A group per run: attributes, workers/<key>/{accuracy,loss} float32, updates/<column>."""
     import h5py
-    with _atomic(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["ablation_ids"] = json.dumps(results.get("ablation_ids") or [])
         for run in results.get("runs", []):
             run_id = str(run["id"])

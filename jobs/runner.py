@@ -49,6 +49,16 @@ class Job:
     def out(self, *parts: str) -> str:
         return storage.join(self.output, *parts)
 
+    def publish(self, write: Callable[[str], list[str]]) -> list[str]:
+        """Let `write(folder)` build output files in a local folder, then upload them (atomically,
+        one by one) to the output URI; returns the names written."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            names = write(tmp)
+            for name in names:
+                storage.write_bytes(self.out(name), (Path(tmp) / name).read_bytes())
+        return names
+
 
 def parse_args(case: str, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"jobs/{case}.py", description=(sys.modules["__main__"].__doc__ or ""),

@@ -10,7 +10,6 @@ a worker, so each share is materialised as HDF5 parts under a URI and read back 
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 
@@ -140,16 +139,6 @@ def write_share(rdd, uri: str) -> dict:
 
 
 def load_share(uri: str) -> dict[str, np.ndarray]:
-    """Executor side: read every part of a share (local files directly, other URIs via tf.io.gfile)."""
-    if storage.is_local(uri):
-        folder = storage.local_path(uri)
-        paths = sorted(str(folder / n) for n in os.listdir(folder) if n.startswith("part-") and n.endswith(".h5"))
-        read = lambda p: open(p, "rb").read()  # noqa: E731
-    else:
-        import tensorflow as tf
-        paths = sorted(tf.io.gfile.glob(storage.join(uri, "part-*.h5")))
-        read = lambda p: tf.io.gfile.GFile(p, "rb").read()  # noqa: E731
-    if not paths:
-        raise FileNotFoundError(f"{uri}: no part-*.h5 files in this share")
-    parts = [BUNDLE.read_h5(read(p), p) for p in paths]
+    """Executor side: every part of one worker's share, concatenated."""
+    parts = [BUNDLE.read_h5(data, path) for path, data in storage.read_parts(uri, "part-")]
     return {k: np.concatenate([p[k] for p in parts]) for k in ("spectra", "label", "index")}

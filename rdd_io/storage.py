@@ -154,3 +154,21 @@ def remove_tree(uri: str) -> None:
     else:
         h = _Hadoop(uri)
         h.fs.delete(h.path, True)
+
+
+def read_parts(uri: str, prefix: str, suffix: str = ".h5") -> list[tuple[str, bytes]]:
+    """(path, bytes) of every <prefix>*<suffix> file directly under the folder `uri`, sorted by name.
+
+    Runs on executors too: local folders are read directly, other URIs through tf.io.gfile."""
+    if is_local(uri):
+        folder = local_path(uri)
+        names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(suffix)) \
+            if folder.is_dir() else []
+        parts = [(str(folder / n), (folder / n).read_bytes()) for n in names]
+    else:
+        import tensorflow as tf
+        paths = sorted(tf.io.gfile.glob(join(uri, f"{prefix}*{suffix}")))
+        parts = [(p, tf.io.gfile.GFile(p, "rb").read()) for p in paths]
+    if not parts:
+        raise FileNotFoundError(f"{uri}: no {prefix}*{suffix} files")
+    return parts

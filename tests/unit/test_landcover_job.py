@@ -1,0 +1,140 @@
+"""The land-cover job's driver-side logic without a cluster: config, experiment cells, per-cell series
+cuts, the report's rows, and the bytes bench's arithmetic."""
+import pytest
+
+from bench import landcover_bytes as lb
+from conf import CONF_DIR, load
+from jobs import landcover, landcover_report
+from models import landcover as lc
+
+pytestmark = pytest.mark.unit
+
+MIB = 1024 * 1024
+CASE_FILE = CONF_DIR / "landcover.yaml"
+
+
+def paper_cfg():
+    return load(landcover.LandcoverConfig, CASE_FILE, "paper")
+
+
+# ---------------------------------------------------------------------------------- config and cells
+def test_tiny_and_paper_presets_load():
+    tiny = load(landcover.LandcoverConfig, CASE_FILE, "tiny")
+    assert tiny.data.sizes == [240] and tiny.train.batch_size == 20 and tiny.model.rgb_filters == [4, 8]
+    paper = paper_cfg()
+    assert paper.data.sizes == [2500, 8000] and paper.train.epochs == 10 and paper.train.batch_size == 50
+    assert paper.experiments.plans == ["default", "scheme2", "scheme3", "scheme4", "scheme5"]
+    assert set(paper.experiments.plans) <= set(lc.load_plans(CONF_DIR / paper.experiments.plans_file))
+    assert paper.executors() == len(landcover.ROLES) == 5
+
+
+def test_paper_cells_cover_each_plan_batch_size_and_set_once():
+    cfg = paper_cfg()
+    uris = {2500: "file:///p/2500", 8000: "file:///p/8000"}
+    cells = landcover.experiment_cells(cfg, uris)
+    ids = [c["id"] for c in cells]
+    assert len(ids) == len(set(ids))
+    main = [c for c in cells if c["dataset"] == 8000 and c["batch_size"] == 50 and c["epochs"] == 10]
+    assert sorted(c["plan"] for c in main) == sorted(cfg.experiments.plans)  # each plan once
+    sweep = [c for c in cells if c["epochs"] == 1]
+    assert sorted(c["batch_size"] for c in sweep) == [10, 50, 200]
+    assert {(c["plan"], c["dataset"]) for c in sweep} == {("default", 8000)}
+    small = [c for c in cells if c["dataset"] == 2500]
+    assert [(c["plan"], c["batch_size"], c["data_uri"]) for c in small] == [("default", 50, uris[2500])]
+    assert len(cells) == len(main) + len(sweep) + len(small)
+    assert all(c["data_uri"] == uris[c["dataset"]] for c in cells)
+
+
+# ------------------------------------------------------------------------------------- slice_series
+def role_result():
+    return {"origin": 100.0, "series": {"worker:0": {
+        "t_s": [0.5, 1.0, 1.5, 2.0, 2.5], "bytes_in": [1, 2, 3, 4, 5], "bytes_out": [10, 30, 60, 100, 150],
+        "cpu_percent": [5.0, 6.0, 7.0, 8.0, 9.0]}}}
+
+
+def test_slice_series_cuts_and_rebases_on_the_sample_before_the_window():
+    out = landcover.slice_series(role_result(), 101.0, 102.0)
+    assert out["t_s"] == [0.5, 1.0, 1.5]
+    assert out["bytes_out"] == [20, 50, 90] and out["bytes_in"] == [1, 2, 3]
+    assert out["cpu_percent"] == [6.0, 7.0, 8.0]  # rates are kept as sampled
+
+
+def test_slice_series_at_the_first_sample_and_on_an_empty_window():
+    first = landcover.slice_series(role_result(), 100.0, 100.6)
+    assert first == {"t_s": [0.5], "bytes_in": [1], "bytes_out": [10], "cpu_percent": [5.0]}
+    empty = landcover.slice_series(role_result(), 103.0, 104.0)
+    assert empty == {"t_s": [], "bytes_in": [], "bytes_out": [], "cpu_percent": []}
+
+
+# ---------------------------------------------------------------------------------- report rows
+def series(out_rates, cpu, wait, rss_mib, t=(1.0, 2.0)):
+    out, total = [], 0.0
+    for a, b, rate in zip((0.0,) + t[:-1], t, out_rates):
+        total += rate * (b - a)
+        out.append(total)
+    return {"t_s": list(t), "bytes_in": [0, 0], "bytes_out": out, "bytes_in_per_s": [0.0, 0.0],
+            "bytes_out_per_s": list(out_rates), "cpu_percent": list(cpu), "wait_percent": list(wait),
+            "rss_bytes": [m * MIB for m in rss_mib]}
+
+
+def cell(cid, plan, batch, dataset, epochs=2, steps=10):
+    return {"id": cid, "plan": plan, "batch_size": batch, "dataset": dataset, "epochs": epochs, "steps": steps,
+            "epoch_time_s": [2.0, 4.0][:epochs], "loss": [1.0, 0.5][:epochs], "accuracy": [0.3, 0.6][:epochs]}
+
+
+CELLS = [cell("a", "default", 50, 8000), cell("b", "default", 10, 8000, epochs=1, steps=40),
+         cell("c", "scheme2", 50, 8000), cell("d", "default", 50, 2500, steps=4),
+         cell("e", "default", 50, 8000), cell("single", "single machine", 50, 8000)]
+METRICS = {
+    "a": {"ps:0": series([MIB, 2 * MIB], [50, 100], [1, 5], [10, 20]),
+          "worker:2": series([3 * MIB, 3 * MIB], [20, 40], [0, 2], [30, 30])},
+    "b": {"ps:0": series([4 * MIB, 4 * MIB], [10, 10], [0, 0], [1, 1])},
+    "c": {"ps:0": series([0, MIB], [0, 0], [0, 9], [5, 5])},
+    "d": {"ps:0": series([MIB, MIB], [0, 0], [0, 0], [1, 1])},
+    "e": {"ps:0": series([9 * MIB, 9 * MIB], [0, 0], [0, 0], [1, 1])},
+}
+
+
+def test_plan_rows_take_one_cell_per_plan_at_the_main_batch_and_set():
+    rows = landcover_report.plan_rows(CELLS, METRICS, 50, 8000)
+    assert [(r["plan"], r["cell"]) for r in rows] == [("default", "a"), ("scheme2", "c")]
+    a = rows[0]
+    assert a["epoch_time_s"] == pytest.approx(3.0) and a["final_loss"] == 0.5 and a["final_accuracy"] == 0.6
+    assert a["ps:0 out MiB/s"] == pytest.approx(1.5) and a["worker:2 out MiB/s"] == pytest.approx(3.0)
+    assert a["ps:0 cpu %"] == pytest.approx(75.0) and a["ps:0 wait % peak"] == 5
+    assert a["ps:0 rss MiB peak"] == pytest.approx(20.0) and a["worker:2 rss MiB peak"] == pytest.approx(30.0)
+    assert rows[1]["ps:0 out MiB/s"] == pytest.approx(0.5) and rows[1]["ps:0 wait % peak"] == 9
+
+
+def test_batch_rows_give_cluster_traffic_and_bytes_per_step_of_the_default_plan():
+    rows = landcover_report.batch_rows(CELLS, METRICS)
+    assert [(r["dataset"], r["batch_size"], r["epochs"]) for r in rows] == \
+        [(2500, 50, 2), (8000, 10, 1), (8000, 50, 2), (8000, 50, 2)]
+    small, low, main, again = rows  # the sort is stable: cell a before cell e
+    # cell a: ps 1.5 + worker:2 3.0 MiB/s; 3 + 6 MiB out over 10 steps
+    assert main["cluster_out_MiB_per_s"] == pytest.approx(4.5) and main["bytes_per_step_MiB"] == pytest.approx(0.9)
+    assert again["cluster_out_MiB_per_s"] == pytest.approx(9.0) and again["steps"] == 10
+    assert low["cluster_out_MiB_per_s"] == pytest.approx(4.0) and low["bytes_per_step_MiB"] == pytest.approx(8 / 40)
+    assert small["cluster_out_MiB_per_s"] == pytest.approx(1.0) and small["bytes_per_step_MiB"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------ bench/landcover_bytes.py
+def test_bytes_bench_interpolates_the_tail_of_a_cumulative_series():
+    s = {"t_s": [1.0, 2.0, 3.0], "bytes_out": [100, 300, 600]}
+    assert lb.cumulative_at(s["t_s"], s["bytes_out"], 0.5) == pytest.approx(50)
+    assert lb.tail_bytes(s, 1.5) == pytest.approx(600 - 200)
+    assert lb.tail_bytes(s, 10.0) == 600
+    per = lb.measured_per_step({"epoch_time_s": [1.0, 2.0], "steps": 8}, {"w": s}, skip=1)
+    assert per["steady"]["w"] == pytest.approx((600 - 100) / 4) and per["whole"]["w"] == 600 / 8
+
+
+def test_bytes_bench_minimum_of_the_default_plan_by_hand():
+    cfg = {"rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16], "hsi_bands": 11}
+    plan = lc.load_plans()["default"]
+    terms = lb.minimum_terms(plan, 20, cfg)
+    # rgb: 25x25x3 -> 13x13x2 -> 7x7x1 (x8 filters); hsi ends 2x2x1x8: flattened 392 + 32 floats a sample
+    assert terms["activations"]["bytes"] == terms["act. gradients"]["bytes"] == 20 * (392 + 32) * 4
+    assert terms["feed"]["bytes"] == 20 * 25 * 25 * (3 + 11) * 4 + 20 * 4 + 4 + 4
+    all_vars = sum(lc.variable_bytes(cfg).values())
+    assert terms["variable reads"]["bytes"] == terms["variable updates"]["bytes"] == all_vars
+    assert terms["variable reads"]["by_role"] == {"ps:0": all_vars}
