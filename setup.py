@@ -29,6 +29,8 @@ setup(
         # `pip install .[cpu]` (the default everywhere in this repository) or `pip install .[gpu]`.
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
+        # Land-cover products in raster formats other than GeoTIFF (ENVI and the like).
+        "raster": ["rasterio>=1.3"],
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
                  "ipykernel>=6.29,<8"],
     },
