@@ -332,6 +332,9 @@ def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Role
     TFCluster, _, _, TFSparkNode, _, tfos_reservation = _tfos()
     mode = {"spark": TFCluster.InputMode.SPARK, "tensorflow": TFCluster.InputMode.TENSORFLOW}[input_mode]
     TFCluster.tf_status.clear()  # module-level in TFoS: would leak an old error into this run
+    # TFCluster logs every node record at INFO, the manager's authkey included; the roles are
+    # logged below without it.
+    logging.getLogger("tensorflowonspark.TFCluster").setLevel(logging.WARNING)
     server = reservation.Server(roles.total, secret=secret, host=node_host, sc=sc, describe=roles,
                                 missing=missing_roles)
     original_server, original_run = tfos_reservation.Server, TFSparkNode.run

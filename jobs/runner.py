@@ -121,13 +121,14 @@ def _known_cluster_secret(cfg, master: str) -> str | None:
     return state.secret if state and state.master_url == master else None
 
 
-def _spark_session(case: str, cfg, master: str | None, cluster_secret: str | None, executors: int):
+def _master_host(master: str) -> str:
+    return master.split("//")[-1].rsplit(":", 1)[0]
+
+
+def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret: str | None, executors: int):
     from pyspark.sql import SparkSession
     from distributed.minicluster import security_conf
-    builder = SparkSession.builder.appName(f"scidl-{case}")
-    if master:
-        builder = builder.master(master)
-    host = cfg.cluster.host if (master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0])) else None
+    builder = SparkSession.builder.appName(f"scidl-{case}").master(master)
     settings = {
         # TFoS: one task per executor and every executor registered before roles are placed.
         "spark.executor.cores": "1",
@@ -145,7 +146,7 @@ def _spark_session(case: str, cfg, master: str | None, cluster_secret: str | Non
         settings.update(security_conf(cluster_secret))
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate(), host
+    return builder.getOrCreate()
 
 
 def _install_sigterm() -> None:
@@ -178,17 +179,17 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         if embedded:
             from distributed.minicluster import require_java
             require_java()
-            os.environ["SPARK_LOCAL_IP"] = cfg.cluster.host
             cluster = _start_embedded(cfg, case, executors)
             master, cluster_secret = cluster.state.master_url, cluster.state.secret
         else:
-            cluster_secret = _known_cluster_secret(cfg, master) if master else None
-            if master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0]):
-                os.environ["SPARK_LOCAL_IP"] = cfg.cluster.host
-        if embedded or (master and _is_loopback(master.split("//")[-1].rsplit(":", 1)[0])):
-            # Executors on this machine run this interpreter (pyspark reads the variable, not the conf).
+            cluster_secret = _known_cluster_secret(cfg, master)
+        # A cluster on this machine: everything binds and advertises the configured host, and
+        # executors run this interpreter (pyspark reads the variable, not the conf).
+        host = cfg.cluster.host if _is_loopback(_master_host(master)) else None
+        if host:
+            os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark, host = _spark_session(case, cfg, master, cluster_secret, executors)
+        spark = _spark_session(case, cfg, master, host, cluster_secret, executors)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host)
         storage.makedirs(output)
