@@ -14,7 +14,8 @@ def landcover_run(minicluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("landcover")
     proc = run_job("landcover.py", "--preset", "tiny", "--master", minicluster.state.master_url,
                    "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "experiments.plans=[default,scheme4]", "--set", "experiments.batch_sizes=[]")
+                   "--set", "experiments.plans=[default,scheme4]", "--set", "experiments.batch_sizes=[]",
+                   "--set", "experiments.data_parallel=false")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     return out, json.loads((out / "summary.json").read_text()), minicluster
 

@@ -1,0 +1,365 @@
+"""Dom-ST (domain-aware spatiotemporal network) and its two baselines, one model per watershed.
+
+Inputs: X [batch, lookback, P], daily precipitation of the watershed's P pixels over the lookback
+window; P_target [batch, P], the target day's precipitation. Output: [batch, 1], the target day's
+discharge. Loss MSE (NSE is computed outside), optimizer Adam.
+
+- 'domst-singlehead' (the paper's baseline, "singlehead one-dimensional multichannel 1D-CNN without
+  any Pix-Con block"): Conv1D over the lookback window with the pixels as channels, stacked LSTM
+  over the convolved sequence, dense layers. Input X only.
+- 'domst-singlehead-p' ("feeding the target day's precipitation in the final layers"): the same,
+  plus a linear projection of P_target (target_units wide) concatenated after the LSTM.
+- 'domst': the Pix-Con block scales each pixel's inputs by a learned weight
+  w_p = softplus(a_p + b * z_p) >= 0, where z_p is the pixel's standardised distance to water, b a
+  slope shared by the watershed and a_p a per-pixel offset (a_p starts at softplus^-1(1) and b at 0,
+  so every w_p starts at 1). The partitioning module sorts the pixels by distance and cuts them into
+  K groups of near-equal size, so each group holds pixels of similar travel time to the river. One
+  Conv1D head per group runs under place('head:k'); the temporal block (the heads' sequences
+  concatenated, stacked LSTM, the Pix-Con-weighted mean of each group's target-day precipitation,
+  dense layers, output) runs under place('temporal'). Within a group the target-day path is the
+  one place where the ratios of w_p cannot be absorbed by the conv kernels, which is what keeps
+  them readable as pixel contributions.
+The paper gives no layer sizes, no K, and not how distance enters Pix-Con; the defaults and the
+choices above are ours.
+
+Config keys (dict, dataclass or namespace; missing ones take the default; any other key but `name`
+is an error): pixels (or taken from len(distance)), lookback, k_groups 4, filters [32] (one Conv1D
+per entry, 'valid' padding), kernel_size 3, lstm_units [64, 32], dense_units [32], target_units 8,
+dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST only).
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from models.registry import register
+
+MODELS = ("domst-singlehead", "domst-singlehead-p", "domst")
+DEFAULTS = dict(pixels=None, lookback=None, k_groups=4, filters=[32], kernel_size=3,
+                lstm_units=[64, 32], dense_units=[32], target_units=8, dropout=0.1,
+                learning_rate=1e-3, distance=None)
+PIXCON_OFFSET0 = math.log(math.e - 1.0)  # softplus(offset0) == 1
+
+
+def _no_place(name: str):
+    return contextlib.nullcontext()
+
+
+def _given(cfg: Any) -> dict:
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return dict(vars(cfg))
+
+
+def _positive_ints(p: dict, key: str, allow_empty: bool = False) -> None:
+    value = p[key]
+    p[key] = values = [value] if isinstance(value, int) else list(value)
+    if (not values and not allow_empty) or \
+            any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        raise ValueError(f"domst model: {key} must be a {'' if allow_empty else 'non-empty '}"
+                         f"list of positive ints, got {value!r}")
+
+
+def resolve(cfg: Any, model: str = "domst") -> dict:
+    """Config -> checked plain parameters, defaults filled in. No TF needed."""
+    if model not in MODELS:
+        raise ValueError(f"domst model: unknown model {model!r}; valid: {list(MODELS)}")
+    given = _given(cfg)
+    unknown = sorted(set(given) - set(DEFAULTS) - {"name"})
+    if unknown:
+        raise ValueError(f"domst model: unknown config keys {unknown}; valid: {sorted(DEFAULTS)}")
+    p = {k: (given[k] if given.get(k) is not None else v) for k, v in DEFAULTS.items()}
+    p["model"] = model
+    if p["distance"] is not None:
+        d = np.asarray(p["distance"], dtype=float).ravel()
+        if p["pixels"] is None:
+            p["pixels"] = len(d)
+        if len(d) != p["pixels"] or not np.all(np.isfinite(d)) or np.any(d < 0):
+            raise ValueError(f"domst model: distance must hold {p['pixels']} finite values >= 0 "
+                             f"(one per pixel), got {len(d)} values, min {np.min(d, initial=0)}")
+        p["distance"] = [float(v) for v in d]
+    elif model == "domst":
+        raise ValueError("domst model: 'domst' needs distance (each pixel's distance to the "
+                         "nearest water source)")
+    for key in ("pixels", "lookback", "k_groups", "kernel_size", "target_units"):
+        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
+            raise ValueError(f"domst model: {key} must be a positive int, got {p[key]!r}")
+    for key in ("filters", "lstm_units"):
+        _positive_ints(p, key)
+    _positive_ints(p, "dense_units", allow_empty=True)
+    if p["k_groups"] > p["pixels"]:
+        raise ValueError(f"domst model: k_groups {p['k_groups']} > pixels {p['pixels']}: "
+                         f"every group needs at least one pixel")
+    if conv_output_length(p) < 1:
+        raise ValueError(f"domst model: lookback {p['lookback']} is too short for "
+                         f"{len(p['filters'])} convolution(s) of kernel {p['kernel_size']}")
+    if not 0.0 <= float(p["dropout"]) < 1.0:
+        raise ValueError(f"domst model: dropout must be in [0, 1), got {p['dropout']!r}")
+    if float(p["learning_rate"]) <= 0:
+        raise ValueError(f"domst model: learning_rate must be > 0, got {p['learning_rate']!r}")
+    return p
+
+
+def conv_output_length(p: dict) -> int:
+    """Days left after the valid-padded convolutions: the LSTM's sequence length."""
+    return p["lookback"] - len(p["filters"]) * (p["kernel_size"] - 1)
+
+
+def partition(distance, k: int) -> list[np.ndarray]:
+    """Partitioning module: pixel indices sorted by distance to water (ties keep pixel order),
+    cut into k contiguous groups whose sizes differ by at most one. Every pixel lands in exactly
+    one group and no group is empty (needs 1 <= k <= P)."""
+    d = np.asarray(distance, dtype=float).ravel()
+    if not 1 <= k <= len(d):
+        raise ValueError(f"domst partition: need 1 <= k <= {len(d)} pixels, got k={k}")
+    return [g.astype(np.int32) for g in np.array_split(np.argsort(d, kind="stable"), k)]
+
+
+def standardised(distance) -> np.ndarray:
+    d = np.asarray(distance, dtype=float)
+    sd = d.std()
+    return ((d - d.mean()) / sd if sd > 0 else np.zeros_like(d)).astype(np.float32)
+
+
+def count_params(name: str, cfg: Any) -> int:
+    """Trainable parameters of `build` under `name`, computed without TF."""
+    p = resolve(cfg, name)
+    k_s = p["kernel_size"]
+
+    def convs(channels):
+        total = 0
+        for f in p["filters"]:
+            total, channels = total + k_s * channels * f + f, f
+        return total
+
+    if name == "domst":
+        groups = partition(p["distance"], p["k_groups"])
+        total = p["pixels"] + 1 + sum(convs(len(g)) for g in groups)
+        width, extra = p["k_groups"] * p["filters"][-1], p["k_groups"]
+    else:
+        total, width = convs(p["pixels"]), p["filters"][-1]
+        extra = p["target_units"] if name == "domst-singlehead-p" else 0
+        total += p["pixels"] * extra + extra
+    for u in p["lstm_units"]:
+        total, width = total + 4 * (u * (width + u) + u), u
+    width += extra
+    for u in p["dense_units"] + [1]:
+        total, width = total + width * u + u, u
+    return total
+
+
+def device_map(cfg: Any, n_gpus: int, n_cpus: int = 1) -> dict[str, str]:
+    """{'head:k': device, 'temporal': device}: the K heads then the temporal block, round-robin
+    over the GPUs when there are any, else over CPU logical devices '/device:CPU:i'. For more than
+    one CPU device the caller must split the CPU (split_cpu) before TensorFlow initialises."""
+    given = _given(cfg)
+    k = given.get("k_groups") or DEFAULTS["k_groups"]
+    if not isinstance(k, int) or k < 1 or n_gpus < 0 or (n_gpus == 0 and n_cpus < 1):
+        raise ValueError(f"domst device_map: need k_groups >= 1 and a device, got k_groups={k!r},"
+                         f" n_gpus={n_gpus}, n_cpus={n_cpus}")
+    kind, n = ("GPU", n_gpus) if n_gpus > 0 else ("CPU", n_cpus)
+    units = [f"head:{i}" for i in range(k)] + ["temporal"]
+    return {u: f"/device:{kind}:{i % n}" for i, u in enumerate(units)}
+
+
+def split_cpu(n: int) -> list[str]:
+    """Split the CPU into n logical devices and return their names. Only possible before the TF
+    runtime starts (before any op runs or any device is listed as logical)."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as exc:
+        raise RuntimeError(f"domst split_cpu: the CPU must be split before TensorFlow initialises "
+                           f"(split it first thing in the process): {exc}") from None
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def make_place(devices: dict[str, str]) -> Callable[[str], Any]:
+    """device_map(...) -> place(unit) giving the unit's tf.device scope."""
+    import tensorflow as tf
+    return lambda unit: tf.device(devices[unit])
+
+
+@functools.lru_cache(maxsize=None)
+def _classes():
+    """The Keras classes, made on first use so importing this module never loads TF."""
+    import keras
+    from keras import ops
+
+    class PixCon(keras.layers.Layer):
+        """Pixel-contribution weights w_p = softplus(offset_p + slope * distance_z_p) >= 0."""
+
+        def __init__(self, distance_z, **kwargs):
+            super().__init__(**kwargs)
+            self._z0 = np.asarray(distance_z, dtype=np.float32)
+            p = len(self._z0)
+            self.offset = self.add_weight(shape=(p,), name="offset",
+                                          initializer=keras.initializers.Constant(PIXCON_OFFSET0))
+            self.slope = self.add_weight(shape=(), name="distance_slope", initializer="zeros")
+            # Non-trainable, so saved weights carry the watershed's distances with them.
+            self.distance_z = self.add_weight(shape=(p,), name="distance_z", trainable=False,
+                                              initializer=keras.initializers.Constant(self._z0))
+            self.built = True
+
+        def pixel_weights(self, idx=None):
+            a, z = self.offset, self.distance_z
+            if idx is not None:
+                a, z = ops.take(a, idx), ops.take(z, idx)
+            return ops.softplus(a + self.slope * z)
+
+    class DomST(keras.Model):
+        """Pix-Con, K conv heads each under place('head:k'), temporal block under
+        place('temporal'). Variables are made on the first call, on their unit's device."""
+
+        def __init__(self, p, place=None, **kwargs):
+            super().__init__(**kwargs)
+            L = keras.layers
+            self._place = place or _no_place
+            self._groups = partition(p["distance"], p["k_groups"])
+            self.pixcon = PixCon(standardised(p["distance"]), name="pixcon")
+            self.heads = [[L.Conv1D(f, p["kernel_size"], activation="relu",
+                                    name=f"head{k}_conv{i}")
+                           for i, f in enumerate(p["filters"], start=1)]
+                          for k in range(p["k_groups"])]
+            self.concat = L.Concatenate(name="heads_concat")
+            self.dropout = L.Dropout(p["dropout"], name="temporal_dropout")
+            self.lstms = _lstms(L, p)
+            self.fcs = _dense(L, p)
+            self.out = L.Dense(1, name="output")
+            self._p = p
+
+        def build(self, input_shape=None):
+            # Build each unit's layers inside its own scope: Keras's default build traces the
+            # call symbolically, and variables made there ignore the device scopes.
+            p = self._p
+            for k, (idx, convs) in enumerate(zip(self._groups, self.heads)):
+                with self._place(f"head:{k}"):
+                    _build_chain(convs, (None, p["lookback"], len(idx)))
+            with self._place("temporal"):
+                shape = (None, conv_output_length(p), p["k_groups"] * p["filters"][-1])
+                shape = _build_chain(self.lstms, shape)
+                shape = _build_chain(self.fcs, (None, shape[-1] + p["k_groups"]))
+                _build_chain([self.out], shape)
+            self.built = True
+
+        def call(self, inputs, training=None):
+            x, p_target = inputs
+            seqs = []
+            for k, (idx, convs) in enumerate(zip(self._groups, self.heads)):
+                with self._place(f"head:{k}"):
+                    h = ops.take(x, idx, axis=2) * self.pixcon.pixel_weights(idx)
+                    for conv in convs:
+                        h = conv(h)
+                    seqs.append(h)
+            with self._place("temporal"):
+                h = self.dropout(self.concat(seqs) if len(seqs) > 1 else seqs[0],
+                                 training=training)
+                for lstm in self.lstms:
+                    h = lstm(h, training=training)
+                weighted = p_target * self.pixcon.pixel_weights()
+                target = [ops.mean(ops.take(weighted, idx, axis=1), axis=1, keepdims=True)
+                          for idx in self._groups]
+                h = ops.concatenate([h, *target], axis=-1)
+                for layer in self.fcs:
+                    h = layer(h, training=training)
+                return self.out(h)
+
+    return PixCon, DomST
+
+
+def _build_chain(layers, shape):
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
+def _lstms(L, p):
+    n = len(p["lstm_units"])
+    return [L.LSTM(u, return_sequences=i < n, name=f"lstm{i}")
+            for i, u in enumerate(p["lstm_units"], start=1)]
+
+
+def _dense(L, p):
+    layers = []
+    for i, u in enumerate(p["dense_units"], start=1):
+        layers += [L.Dense(u, activation="relu", name=f"fc{i}"),
+                   L.Dropout(p["dropout"], name=f"fc{i}_dropout")]
+    return layers
+
+
+def _compile(model, p):
+    import keras
+    model.compile(optimizer=keras.optimizers.Adam(float(p["learning_rate"])), loss="mse")
+    return model
+
+
+def _build_singlehead(p: dict, with_target: bool):
+    import keras
+    L = keras.layers
+    x_in = keras.Input((p["lookback"], p["pixels"]), name="precipitation")
+    h = x_in
+    for i, f in enumerate(p["filters"], start=1):
+        h = L.Conv1D(f, p["kernel_size"], activation="relu", name=f"head0_conv{i}")(h)
+    h = L.Dropout(p["dropout"], name="temporal_dropout")(h)
+    for lstm in _lstms(L, p):
+        h = lstm(h)
+    inputs = [x_in]
+    if with_target:
+        t_in = keras.Input((p["pixels"],), name="target_day_precipitation")
+        inputs.append(t_in)
+        h = L.Concatenate(name="target_concat")(
+            [h, L.Dense(p["target_units"], name="target_projection")(t_in)])
+    for layer in _dense(L, p):
+        h = layer(h)
+    out = L.Dense(1, name="output")(h)
+    return _compile(keras.Model(inputs if with_target else x_in, out, name=p["model"]), p)
+
+
+@register("domst-singlehead")
+def build_singlehead(cfg: Any):
+    """Compiled Keras model: X [batch, lookback, P] -> [batch, 1]."""
+    return _build_singlehead(resolve(cfg, "domst-singlehead"), with_target=False)
+
+
+@register("domst-singlehead-p")
+def build_singlehead_p(cfg: Any):
+    """Compiled Keras model: [X, P_target] -> [batch, 1]."""
+    return _build_singlehead(resolve(cfg, "domst-singlehead-p"), with_target=True)
+
+
+@register("domst")
+def build_domst(cfg: Any, place: Callable[[str], Any] | None = None):
+    """Compiled Dom-ST: [X, P_target] -> [batch, 1]. `place(unit)` gives a device scope for
+    'head:k' and 'temporal' (make_place(device_map(...))); default: no placement."""
+    p = resolve(cfg, "domst")
+    _, DomST = _classes()
+    model = DomST(p, place=place, name="domst")
+    model((np.zeros((1, p["lookback"], p["pixels"]), np.float32),
+           np.zeros((1, p["pixels"]), np.float32)))  # first call makes the variables in place
+    return _compile(model, p)
+
+
+def model_inputs(name: str, x, p_target):
+    """What `name`'s model takes: X alone for Singlehead, [X, P_target] for the others."""
+    if name not in MODELS:
+        raise ValueError(f"domst model: unknown model {name!r}; valid: {list(MODELS)}")
+    return x if name == "domst-singlehead" else [x, p_target]
+
+
+def pixcon_weights(model) -> np.ndarray:
+    """The learned per-pixel Pix-Con weights w_p [P] of a Dom-ST model."""
+    pixcon = getattr(model, "pixcon", None)
+    if pixcon is None:
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no Pix-Con block "
+                         f"(only 'domst' has one)")
+    return np.asarray(pixcon.pixel_weights(), dtype=np.float32)
