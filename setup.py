@@ -19,7 +19,8 @@ setup(
         "psutil>=5.9,<8",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
-        "tifffile>=2024.1",  # GeoTIFF reading for the land-cover products
+        "tifffile>=2024.1",  # GeoTIFF: land-cover products, Dom-ST distance rasters
+        "netCDF4>=1.7,<2",  # Dom-ST precipitation in the CRU TS layout
         # TFoS 2.2.5 imports pkg_resources at module level; setuptools 81 removes it.
         "setuptools>=65,<81",
         "packaging>=23",

@@ -35,6 +35,16 @@ def _where(name: Any, data: Any) -> str:
     return source_name(name) if name is not None else source_name(data)
 
 
+def _read_raw(data: Any, where: str) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    try:
+        with open(os.fspath(data), "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise SchemaError(f"{where}: file not found") from None
+
+
 def _open_netcdf(data: Any, where: str):
     import netCDF4
     try:
@@ -89,15 +99,17 @@ def read_cru_precip(data: Any, name: str | None = None):
         pre_var.set_auto_mask(True)
         raw = pre_var[:]
         pre = np.ma.filled(np.ma.asarray(raw).astype(np.float32), np.nan)
-    pre = np.transpose(pre, [pre_var.dimensions.index(d) for d in ("time", "lat", "lon")])
+        order = [pre_var.dimensions.index(d) for d in ("time", "lat", "lon")]
+    pre = np.transpose(pre, order)
     pre[np.abs(pre) > 1e30] = np.nan  # a fill value the file forgot to declare
-    for axis, values, label in ((1, lat, "lat"), (2, lon, "lon")):
-        step = np.diff(values)
-        if values.size > 1 and (step < 0).all():
-            pre = np.flip(pre, axis=axis)
-            values[:] = values[::-1]
-        elif values.size > 1 and not (step > 0).all():
-            raise SchemaError(f"{where}: {label} is not monotonic")
+    axes = {"lat": lat, "lon": lon}
+    for axis, label in ((1, "lat"), (2, "lon")):
+        step = np.diff(axes[label])
+        if step.size and (step < 0).all():  # descending in the file: return ascending
+            pre, axes[label] = np.flip(pre, axis=axis), axes[label][::-1].copy()
+        elif step.size and not (step > 0).all():
+            raise SchemaError(f"{where}: {label} is not strictly monotonic")
+    lat, lon = axes["lat"], axes["lon"]
     neg = np.argwhere(pre < 0)
     if neg.size:
         t, i, j = (int(v) for v in neg[0])
@@ -111,14 +123,7 @@ def read_usgs_rdb(data: Any, name: str | None = None, with_codes: bool = False):
     """USGS NWIS daily-values RDB -> (site_no, dates [T] gap-free daily, q_cfs float64 [T] NaN = missing)
     (+ qualification codes [T] as str, '' where absent, when with_codes)."""
     where = _where(name, data)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-    else:
-        try:
-            with open(os.fspath(data), "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            raise SchemaError(f"{where}: file not found") from None
+    raw = _read_raw(data, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -228,11 +233,9 @@ def read_watersheds(data: Any, name: str | None = None) -> dict:
     """watersheds.json -> its dict, with each watershed's `pixels` as an int64 array. Empty pixel lists
     pass here (the job decides); `align` refuses them."""
     where = _where(name, data)
+    raw = _read_raw(data, where)
     try:
-        raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else open(os.fspath(data), "rb").read()
         meta = json.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise SchemaError(f"{where}: file not found") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SchemaError(f"{where}: not JSON ({exc})") from None
     try:
@@ -249,10 +252,11 @@ def read_watersheds(data: Any, name: str | None = None) -> dict:
                     raise SchemaError(f"{where}: pixel {p} is in watersheds {owner[p]} and {wid}")
                 owner[p] = wid
             shed["pixels"] = pixels
-            str(shed["site_no"])
+            if not str(shed["site_no"]).isdigit():
+                raise SchemaError(f"{where}: watershed {wid}: site_no {shed['site_no']!r} is not a USGS number")
+    except SchemaError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, SchemaError):
-            raise
         raise SchemaError(f"{where}: malformed watershed description ({type(exc).__name__}: {exc})") from None
     return meta
 

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import tempfile
-from typing import Any
 
 import numpy as np
 
@@ -62,6 +61,8 @@ def _grow_watersheds(rng, land, n_ws, min_size, max_size, fill_frac):
     target size; the watershed furthest below its target grows next, so crowding ends some early."""
     n_lat, n_lon = land.shape
     cells = np.argwhere(land)
+    if not 1 <= n_ws <= len(cells):
+        raise ValueError(f"n_watersheds={n_ws} must be between 1 and the {len(cells)} land pixels")
     outlets: list[tuple[int, int]] = []
     min_sep = 5.0
     while len(outlets) < n_ws:
@@ -227,7 +228,7 @@ def simulate_region(seed: int = 0, years: int = 6, n_watersheds: int = 23, start
 
     # Per-watershed character: steep (fast routing, more runoff) or flat; wet or dry climate.
     steep = rng.uniform(0, 1, n_watersheds)
-    velocity = 12.0 + 30.0 * steep                     # km/day
+    velocity = 8.0 + 20.0 * steep                      # km/day, channel and hillslope together
     base_frac = rng.uniform(0.1, 0.3, n_watersheds)
     k_base = 1.0 / rng.uniform(25, 80, n_watersheds)
     clim = np.clip(0.8 + 0.4 * jj / n_lon + 0.1 * _smooth_noise(rng, land.shape), 0.5, 1.5)
@@ -267,7 +268,6 @@ PRECIP_FILE = "precip/cru_ts_layout_pre_daily.nc"
 DISTANCE_FILE = "distance_to_water.tif"
 WATERSHEDS_FILE = "watersheds.json"
 TRUTH_FILE = "truth.npz"
-MISSING_CODES = ("Eqp", "Ice", "Ssn", "Bkw", "Dis", "Fld", "Mnt", "Pr", "Rat", "Tst", "ZFl", "***")
 
 
 def cru_netcdf_bytes(dates, lat, lon, pre) -> bytes:
