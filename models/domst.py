@@ -1,8 +1,8 @@
 """Dom-ST (domain-aware spatiotemporal network) and its two baselines, one model per watershed.
 
-Inputs: X [batch, lookback, P], daily precipitation of the watershed's P pixels over the lookback
-window; P_target [batch, P], the target day's precipitation. Output: [batch, 1], the target day's
-discharge. Loss MSE (NSE is computed outside), optimizer Adam.
+Inputs: X [batch, lookback, P] daily precipitation of the watershed's P pixels over the lookback
+window, P_target [batch, P] the target day's. Output [batch, 1]: the target day's discharge.
+Loss MSE (NSE is computed outside), optimizer Adam.
 
 - 'domst-singlehead' (the paper's baseline, "singlehead one-dimensional multichannel 1D-CNN without
   any Pix-Con block"): Conv1D over the lookback window with the pixels as channels, stacked LSTM
@@ -16,17 +16,14 @@ discharge. Loss MSE (NSE is computed outside), optimizer Adam.
   K groups of near-equal size, so each group holds pixels of similar travel time to the river. One
   Conv1D head per group runs under place('head:k'); the temporal block (the heads' sequences
   concatenated, stacked LSTM, the Pix-Con-weighted mean of each group's target-day precipitation,
-  dense layers, output) runs under place('temporal'). Within a group the target-day path is the
-  one place where the ratios of w_p cannot be absorbed by the conv kernels, which is what keeps
-  them readable as pixel contributions.
-The paper gives no layer sizes, no K, and not how distance enters Pix-Con; the defaults and the
-choices above are ours.
+  dense layers, output) runs under place('temporal'). The conv kernels could absorb any w_p; the
+  target-day path cannot absorb ratios within a group, which keeps w_p readable as contributions.
+The paper gives no layer sizes, no K, and not how distance enters Pix-Con: those choices are ours.
 
 Config keys (dict, dataclass or namespace; missing ones take the default; any other key but `name`
 is an error): pixels (or taken from len(distance)), lookback, k_groups 4, filters [32] (one Conv1D
 per entry, 'valid' padding), kernel_size 3, lstm_units [64, 32], dense_units [32], target_units 8,
-dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST only).
-TensorFlow and Keras are imported inside the functions that need them.
+dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST only). TF is imported lazily.
 """
 from __future__ import annotations
 
@@ -45,10 +42,6 @@ DEFAULTS = dict(pixels=None, lookback=None, k_groups=4, filters=[32], kernel_siz
                 lstm_units=[64, 32], dense_units=[32], target_units=8, dropout=0.1,
                 learning_rate=1e-3, distance=None)
 PIXCON_OFFSET0 = math.log(math.e - 1.0)  # softplus(offset0) == 1
-
-
-def _no_place(name: str):
-    return contextlib.nullcontext()
 
 
 def _given(cfg: Any) -> dict:
@@ -96,8 +89,7 @@ def resolve(cfg: Any, model: str = "domst") -> dict:
         _positive_ints(p, key)
     _positive_ints(p, "dense_units", allow_empty=True)
     if p["k_groups"] > p["pixels"]:
-        raise ValueError(f"domst model: k_groups {p['k_groups']} > pixels {p['pixels']}: "
-                         f"every group needs at least one pixel")
+        raise ValueError(f"domst model: k_groups {p['k_groups']} > pixels {p['pixels']}")
     if conv_output_length(p) < 1:
         raise ValueError(f"domst model: lookback {p['lookback']} is too short for "
                          f"{len(p['filters'])} convolution(s) of kernel {p['kernel_size']}")
@@ -135,10 +127,8 @@ def count_params(name: str, cfg: Any) -> int:
     k_s = p["kernel_size"]
 
     def convs(channels):
-        total = 0
-        for f in p["filters"]:
-            total, channels = total + k_s * channels * f + f, f
-        return total
+        sizes = [channels] + p["filters"]
+        return sum(k_s * a * b + b for a, b in zip(sizes, sizes[1:]))
 
     if name == "domst":
         groups = partition(p["distance"], p["k_groups"])
@@ -176,7 +166,8 @@ def split_cpu(n: int) -> list[str]:
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
     except RuntimeError as exc:
         raise RuntimeError(f"domst split_cpu: the CPU must be split before TensorFlow initialises "
                            f"(split it first thing in the process): {exc}") from None
@@ -200,14 +191,13 @@ def _classes():
 
         def __init__(self, distance_z, **kwargs):
             super().__init__(**kwargs)
-            self._z0 = np.asarray(distance_z, dtype=np.float32)
-            p = len(self._z0)
+            p = len(distance_z)
             self.offset = self.add_weight(shape=(p,), name="offset",
                                           initializer=keras.initializers.Constant(PIXCON_OFFSET0))
             self.slope = self.add_weight(shape=(), name="distance_slope", initializer="zeros")
             # Non-trainable, so saved weights carry the watershed's distances with them.
             self.distance_z = self.add_weight(shape=(p,), name="distance_z", trainable=False,
-                                              initializer=keras.initializers.Constant(self._z0))
+                                              initializer=keras.initializers.Constant(distance_z))
             self.built = True
 
         def pixel_weights(self, idx=None):
@@ -217,13 +207,10 @@ def _classes():
             return ops.softplus(a + self.slope * z)
 
     class DomST(keras.Model):
-        """Pix-Con, K conv heads each under place('head:k'), temporal block under
-        place('temporal'). Variables are made on the first call, on their unit's device."""
-
         def __init__(self, p, place=None, **kwargs):
             super().__init__(**kwargs)
             L = keras.layers
-            self._place = place or _no_place
+            self._place = place or (lambda unit: contextlib.nullcontext())
             self._groups = partition(p["distance"], p["k_groups"])
             self.pixcon = PixCon(standardised(p["distance"]), name="pixcon")
             self.heads = [[L.Conv1D(f, p["kernel_size"], activation="relu",
@@ -306,23 +293,20 @@ def _compile(model, p):
 def _build_singlehead(p: dict, with_target: bool):
     import keras
     L = keras.layers
-    x_in = keras.Input((p["lookback"], p["pixels"]), name="precipitation")
-    h = x_in
+    h = x_in = keras.Input((p["lookback"], p["pixels"]), name="precipitation")
     for i, f in enumerate(p["filters"], start=1):
         h = L.Conv1D(f, p["kernel_size"], activation="relu", name=f"head0_conv{i}")(h)
     h = L.Dropout(p["dropout"], name="temporal_dropout")(h)
     for lstm in _lstms(L, p):
         h = lstm(h)
-    inputs = [x_in]
     if with_target:
         t_in = keras.Input((p["pixels"],), name="target_day_precipitation")
-        inputs.append(t_in)
         h = L.Concatenate(name="target_concat")(
             [h, L.Dense(p["target_units"], name="target_projection")(t_in)])
     for layer in _dense(L, p):
         h = layer(h)
     out = L.Dense(1, name="output")(h)
-    return _compile(keras.Model(inputs if with_target else x_in, out, name=p["model"]), p)
+    return _compile(keras.Model([x_in, t_in] if with_target else x_in, out, name=p["model"]), p)
 
 
 @register("domst-singlehead")
