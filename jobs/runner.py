@@ -221,6 +221,7 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
             stopped = cluster.down()
             log.info("embedded mini-cluster stopped (%d processes)", len(stopped))
         if summary["status"] == "ok":
-            print(f"\n{case}: done in {summary['wall_time_s']:.0f}s. Outputs: {output}\n"
+            report = ("report.md" in summary.get("outputs", [])) and f"\n  report:  {storage.join(output, 'report.md')}"
+            print(f"\n{case}: done in {summary['wall_time_s']:.0f}s. Outputs: {output}{report or ''}\n"
                   f"  summary: {storage.join(output, 'summary.json')}\n"
                   f"  config:  {storage.join(output, 'config.yaml')}")
