@@ -37,15 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench import job_run  # noqa: E402
 GOAL = 1.3
 DTYPE_BYTES = {"float32": 4, "int32": 4}
 
@@ -139,22 +138,9 @@ def measured_per_step(cell: dict, roles: dict[str, dict], skip: int) -> dict[str
 
 # ------------------------------------------------------------------------------ run and report
 def run_job(args, out: Path) -> dict:
-    cmd = [sys.executable, str(REPO / "jobs" / "landcover.py"), "--preset", args.preset, "--output", str(out)]
-    for item in args.overrides:
-        cmd += ["--set", item]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    log = out.parent / "job.log"
-    started = time.monotonic()
-    with open(log, "wb") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=args.timeout)
-    print(f"job: {time.monotonic() - started:.0f} s end to end (exit {proc.returncode}), log {log}")
-    path = out / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    if proc.returncode != 0 or summary.get("status") != "ok":
-        raise SystemExit(f"{path}: the job failed ({summary.get('error', 'no summary')}); last lines of "
-                         f"{log}:\n{log.read_text(errors='replace')[-3000:]}")
+    summary = job_run.run_job("landcover", args.preset, args.overrides, out, args.timeout)
     if any("steps" not in c for c in summary["cells"].values()):
-        raise SystemExit(f"{path}: cells carry no 'steps' (jobs/landcover.py run() must write them)")
+        raise SystemExit(f"{out / 'summary.json'}: cells carry no 'steps' (jobs/landcover.py run() must write them)")
     return summary
 
 

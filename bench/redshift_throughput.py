@@ -15,15 +15,14 @@ Both sides skip their first epoch(s) (graph tracing, allocator warm-up). Goal: r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+from bench import job_run  # noqa: E402
 GOAL = 0.8
 JOB_SETTINGS = ["experiments.workers=[1]", "experiments.data_modes=[same]", "experiments.ablation=false",
                 "experiments.baseline=true", "train.stop_on=null"]
@@ -57,21 +56,7 @@ def steady_rate(samples: int, times: list[float], skip: int) -> tuple[float, flo
 
 
 def run_job(args, out: Path) -> dict:
-    cmd = [sys.executable, str(REPO / "jobs" / "redshift.py"), "--preset", args.preset, "--output", str(out)]
-    for item in args.overrides:
-        cmd += ["--set", item]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    log = out.parent / "job.log"
-    started = time.monotonic()
-    with open(log, "wb") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=args.timeout)
-    print(f"job: {time.monotonic() - started:.0f} s end to end (exit {proc.returncode}), log {log}")
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    if proc.returncode != 0 or summary.get("status") != "ok":
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{summary_path}: the job failed ({summary.get('error', 'no summary')}); "
-                         f"last lines of {log}:\n{tail}")
+    summary = job_run.run_job("redshift", args.preset, args.overrides, out, args.timeout)
     return summary
 
 

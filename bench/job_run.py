@@ -1,0 +1,30 @@
+"""Run a case-study job the way a user does (its own embedded mini-cluster), for benchmarks that
+measure a real run; returns its summary.json or stops with the job's error and the tail of its log."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_job(case: str, preset: str, overrides: list[str], out: Path, timeout: float) -> dict:
+    cmd = [sys.executable, str(REPO / "jobs" / f"{case}.py"), "--preset", preset, "--output", str(out)]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    log = out.parent / "job.log"
+    started = time.monotonic()
+    with open(log, "wb") as fh:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
+    print(f"job: {time.monotonic() - started:.0f} s end to end (exit {proc.returncode}), log {log}")
+    path = out / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    if proc.returncode != 0 or summary.get("status") != "ok":
+        raise SystemExit(f"{path}: the job failed ({summary.get('error', 'no summary')}); last lines of "
+                         f"{log}:\n{log.read_text(errors='replace')[-3000:]}")
+    return summary
