@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rdd_io.landcover_scene import N_CLASSES, class_name
+from rdd_io import storage
 from rdd_io.schema import N, Field, Schema, SchemaError
 
 PATCH = 25
@@ -193,12 +194,6 @@ def write_patch_shards(out_dir, arrays: Mapping[str, Any], shard_size: int,
     for index, start in enumerate(range(0, n, shard_size)):
         part = {k: v[start:start + shard_size] for k, v in checked.items()}
         path = os.path.join(out_dir, f"shard-{index:05d}.h5")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            LANDCOVER_PATCHES.write_h5(tmp, part, attrs={**(attrs or {}), "shard": index})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        storage.write_bytes(path, shard_bytes(part, {**(attrs or {}), "shard": index}))  # temp name, rename
         paths.append(path)
     return paths

@@ -9,12 +9,14 @@ so a seed fixes the output exactly.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 
 import numpy as np
 
+from rdd_io import storage
 from rdd_io.schema import REDSHIFT
 
 # Rest-frame vacuum-ish wavelengths in angstrom of the lines that matter at 1 <= z < 1.8.
@@ -182,12 +184,8 @@ def write_shards(out_dir, n: int, shard_size: int, seed: int = 0, **kw) -> list[
         count = min(shard_size, n - start)
         data = simulate(count, shard_seed(seed, index), **kw)
         path = os.path.join(out_dir, f"shard-{index:05d}.h5")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            REDSHIFT.write_h5(tmp, data, attrs={**attrs, "shard": index})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        buf = io.BytesIO()
+        REDSHIFT.write_h5(buf, data, attrs={**attrs, "shard": index})
+        storage.write_bytes(path, buf.getvalue())  # temporary name, then rename
         paths.append(path)
     return paths
