@@ -9,6 +9,7 @@ OUT    ?= outputs
 demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
 	$(BIN)/python jobs/landcover.py --preset tiny --output $(OUT)/landcover
+	$(BIN)/python jobs/domst.py --preset tiny --output $(OUT)/domst
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

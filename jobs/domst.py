@@ -1,0 +1,295 @@
+"""Dom-ST case study: a region's precipitation, distance to water and outlet discharge -> one bundle per
+watershed -> Singlehead, Singlehead(+P) and Dom-ST trained per watershed, the watersheds spread over the
+nodes at once (IP-D) and one after another on one node (S); NSE per watershed, S vs IP-D times.
+
+    python jobs/domst.py --preset tiny      # a few minutes, on an embedded mini-cluster
+    python jobs/domst.py --preset paper     # 23 watersheds, 6 years, the full models
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from conf import ClusterConfig, ConfigError
+from jobs.runner import Job, run_job
+from rdd_io import storage
+
+log = logging.getLogger("jobs.domst")
+APPROACHES = ("singlehead", "singlehead_p", "domst")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["simulate", "files"]
+    input: str
+    seed: int
+    years: int
+    start_year: int
+    watersheds: int
+    lookback: int
+    train_frac: float
+    val_frac: float
+
+
+@dataclass
+class ModelConfig:
+    filters: list[int]
+    kernel_size: int
+    lstm_units: list[int]
+    dense_units: list[int]
+    k_groups: int
+    dropout: float
+    learning_rate: float
+    target_units: int
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    patience: int
+    batch_size: int
+    seed: int
+    tf_threads: int
+    timeout_s: float
+
+
+@dataclass
+class ExperimentsConfig:
+    approaches: list[Literal["singlehead", "singlehead_p", "domst"]]
+    modes: list[Literal["ipd", "s"]]
+    nodes: int
+    assignment: Literal["balanced", "round_robin"]
+
+
+@dataclass
+class PlacementConfig:
+    use_gpus: bool
+    cpu_devices: int | None
+
+
+@dataclass
+class DomstConfig:
+    cluster: ClusterConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    experiments: ExperimentsConfig
+    placement: PlacementConfig
+
+    def validate(self) -> None:
+        ex, d = self.experiments, self.data
+        if ex.nodes < 1:
+            raise ConfigError(f"experiments.nodes: {ex.nodes} must be >= 1")
+        for key, values in (("approaches", ex.approaches), ("modes", ex.modes)):
+            if not values or len(set(values)) != len(values):
+                raise ConfigError(f"experiments.{key}: a non-empty list without repeats, got {values}")
+        if not (0 < d.train_frac and 0 < d.val_frac and d.train_frac + d.val_frac < 1):
+            raise ConfigError(f"data.train_frac={d.train_frac}, val_frac={d.val_frac}: both positive, sum below 1")
+        if d.lookback - len(self.model.filters) * (self.model.kernel_size - 1) < 1:
+            raise ConfigError(f"data.lookback={d.lookback} is too short for the convolutions in model")
+        if self.train.epochs < 1 or self.train.patience < 1:
+            raise ConfigError("train.epochs and train.patience must be >= 1")
+        if self.placement.cpu_devices is not None and self.placement.cpu_devices < 1:
+            raise ConfigError("placement.cpu_devices: null or >= 1")
+
+    def executors(self) -> int:
+        return self.experiments.nodes if "ipd" in self.experiments.modes else 1
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+def estimated_cost(pixels: int, model: ModelConfig, lookback: int) -> float:
+    """Multiply-adds per sample of one watershed's three models (conv over its pixels + the LSTMs and
+    dense layers every watershed pays): what a node spends on it, up to a constant."""
+    def conv(channels: int) -> float:
+        length, sizes, total = lookback, [channels] + model.filters, 0.0
+        for a, b in zip(sizes, sizes[1:]):
+            length -= model.kernel_size - 1
+            total += length * model.kernel_size * a * b
+        return total
+    length = lookback - len(model.filters) * (model.kernel_size - 1)
+    width, lstm = model.filters[-1], 0.0
+    for u in model.lstm_units:
+        lstm, width = lstm + length * 4 * u * (width + u), u
+    return 3 * (conv(pixels) + lstm)
+
+
+def assign(costs: dict[str, float], nodes: int, how: str = "balanced") -> list[list[str]]:
+    """Watershed ids per node. balanced: largest cost first, each to the node with the least total so
+    far (ties: the lower node); round_robin: in id order, node i gets ids i, i+nodes, ..."""
+    if nodes < 1:
+        raise ValueError(f"assign: nodes={nodes} must be >= 1")
+    plan: list[list[str]] = [[] for _ in range(nodes)]
+    if how == "round_robin":
+        for i, wid in enumerate(sorted(costs)):
+            plan[i % nodes].append(wid)
+        return plan
+    if how != "balanced":
+        raise ValueError(f"assign: unknown assignment {how!r}")
+    load = [0.0] * nodes
+    for wid in sorted(costs, key=lambda w: (-costs[w], w)):
+        node = min(range(nodes), key=lambda n: (load[n], n))
+        plan[node].append(wid)
+        load[node] += costs[wid]
+    return plan
+
+
+def mode_times(results: dict, approaches: list[str]) -> dict:
+    """Role-measured times of one mode: the training phase (first node's start to last node's end) and,
+    per approach, the busiest node's seconds on it (what the phase would take for that approach alone)."""
+    nodes = [r for r in results.values() if r["watersheds"]]
+    per_approach = {a: max(sum(s["train_s"] for w in r["watersheds"] for s in w["scores"] if s["approach"] == a)
+                           for r in nodes) for a in approaches}
+    return {"phase_s": max(r["t_end"] for r in nodes) - min(r["t_start"] for r in nodes),
+            "per_approach_s": per_approach, "nodes_used": len(nodes),
+            "startup_s": max(r["startup_s"] for r in results.values())}
+
+
+# ------------------------------------------------------------------------------------------ data
+def input_files(job: Job) -> str:
+    """The input folder URI; a synthetic region is simulated and written there in real formats when asked."""
+    cfg = job.cfg.data
+    uri = storage.to_uri(cfg.input or job.out("input"))
+    if cfg.source == "simulate":
+        from rdd_io.domst_sim import simulate_region, write_region
+        started = time.monotonic()
+        region = simulate_region(seed=cfg.seed, years=cfg.years, n_watersheds=cfg.watersheds,
+                                 start_year=cfg.start_year)
+        write_region(uri, region)
+        log.info("simulated %d watersheds over %d years under %s (%.0fs)", cfg.watersheds, cfg.years, uri,
+                 time.monotonic() - started)
+    return uri
+
+
+def build_watersheds(job: Job, uri: str) -> list[dict]:
+    """Spark reads the files (each parsed on an executor, errors naming the file), aligns each watershed
+    and writes its bundle to <output>/watersheds/<id>.h5; returns each watershed's facts."""
+    import numpy as np
+
+    from jobs.domst_roles import bundle_bytes
+    from rdd_io import domst_read as dr
+    from rdd_io.domst_sim import WATERSHEDS_FILE
+    sc = job.sc
+    meta = dr.read_watersheds(storage.read_bytes(storage.join(uri, WATERSHEDS_FILE)), WATERSHEDS_FILE)
+    sheds = meta["watersheds"]
+    precip_name, dist_name = meta["precip_file"], meta["distance_file"]
+    (dates, lat, lon, pre), = sc.binaryFiles(storage.join(uri, precip_name)).map(
+        lambda kv: dr.read_cru_precip(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
+    (d_lat, d_lon, dist), = sc.binaryFiles(storage.join(uri, dist_name)).map(
+        lambda kv: dr.read_distance(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
+    if d_lat.shape != lat.shape or d_lon.shape != lon.shape or not (np.allclose(d_lat, lat) and np.allclose(d_lon, lon)):
+        raise ValueError(f"{dist_name}: its grid ({len(d_lat)} x {len(d_lon)}) is not the grid of {precip_name} "
+                         f"({len(lat)} x {len(lon)})")
+    shared = sc.broadcast((dates, pre, dist.reshape(-1), precip_name, dist_name))
+    files = ",".join(storage.join(uri, s["discharge_file"]) for s in sheds)
+
+    def discharge(kv):
+        name = kv[0].rsplit("/", 1)[-1]
+        site, q_dates, q = dr.read_usgs_rdb(kv[1], name)
+        return site, (name, q_dates, q * dr.M3S_PER_CFS)
+
+    def bundle(item):
+        site, (shed, (name, q_dates, q)) = item
+        p_dates, p, distance, p_name, d_name = shared.value
+        aligned = dr.align(p_dates, p, shed["pixels"], q_dates, q, watershed=shed["id"], precip_name=p_name,
+                           discharge_name=name)
+        facts = {"id": shed["id"], "site_no": site, "pixels": int(len(shed["pixels"])), "days": len(aligned.dates),
+                 "start": str(aligned.dates[0]), "end": str(aligned.dates[-1]), "n_missing": aligned.n_missing}
+        return facts, bundle_bytes(aligned, distance[shed["pixels"]], shed["pixels"], site, d_name)
+
+    keyed = sc.parallelize([(str(s["site_no"]), s) for s in sheds], max(1, min(len(sheds), 8)))
+    q_rdd = sc.binaryFiles(files).map(discharge)
+    joined = keyed.join(q_rdd)
+    target = job.out("watersheds")
+    storage.remove_tree(target)
+    facts = []
+    for fact, data in joined.map(bundle).toLocalIterator():
+        storage.write_bytes(storage.join(target, f"{fact['id']}.h5"), data)
+        facts.append(fact)
+    missing = sorted({str(s["site_no"]) for s in sheds} - {f["site_no"] for f in facts})
+    if missing:
+        raise FileNotFoundError(f"{uri}: no discharge for site(s) {missing} listed in {WATERSHEDS_FILE} "
+                                f"(the RDB file's site_no must match)")
+    shared.unpersist()
+    return sorted(facts, key=lambda f: f["id"])
+
+
+# ------------------------------------------------------------------------------------- training
+def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
+    """One TFoS run: `nodes` workers (IP-D) or one (S), each training its watersheds; no ps is needed."""
+    from distributed import tfos
+    from jobs.domst_roles import role
+    cfg = job.cfg
+    nodes = min(cfg.experiments.nodes, len(sheds)) if mode == "ipd" else 1
+    costs = {s["id"]: estimated_cost(s["pixels"], cfg.model, cfg.data.lookback) for s in sheds}
+    plan = assign(costs, nodes, cfg.experiments.assignment)
+    args = {"model": asdict(cfg.model), "train": asdict(cfg.train), "placement": asdict(cfg.placement),
+            "approaches": list(cfg.experiments.approaches), "assignment": plan, "bundles": job.out("watersheds"),
+            "lookback": cfg.data.lookback, "train_frac": cfg.data.train_frac, "val_frac": cfg.data.val_frac,
+            "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
+            "index": {s["id"]: i for i, s in enumerate(sheds)}}
+    log.info("%s: %d node(s), watersheds per node %s", mode, nodes, plan)
+    t0 = time.time()
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=0, workers=nodes), input_mode="tensorflow",
+                       node_host=job.node_host, secret=job.secret,
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    t_up = time.time()
+    try:
+        results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except BaseException:
+        cluster.abort()
+        raise
+    t_end = time.time()
+    for node, wids in enumerate(plan):  # each node trained exactly the watersheds it was given
+        got = [w["watershed"] for w in results[f"worker:{node}"]["watersheds"]]
+        if got != wids:
+            raise RuntimeError(f"{mode}: worker {node} trained {got}, was assigned {wids}")
+    times = mode_times(results, list(cfg.experiments.approaches))
+    times.update(nodes=nodes, driver_s=round(t_end - t_up, 2), driver_total_s=round(t_end - t0, 2))
+    log.info("%s: training phase %.1fs (driver: %.1fs after the roles were up)", mode, times["phase_s"],
+             times["driver_s"])
+    return {"mode": mode, "plan": plan, "times": times, "nodes": results}
+
+
+def pixcon_correlations(uri: str, sheds: list[dict], scores: dict) -> dict:
+    """Per watershed, the learned Pix-Con weights against the runoff coefficients the simulator planted
+    (truth.npz; read here only, for the report). Empty when there is no truth file."""
+    import io
+
+    import numpy as np
+
+    from models.domst_metrics import correlation
+    from rdd_io.domst_read import read_watersheds
+    from rdd_io.domst_sim import TRUTH_FILE, WATERSHEDS_FILE
+    truth_uri = storage.join(uri, TRUTH_FILE)
+    if not storage.exists(truth_uri):
+        return {}
+    coef = np.load(io.BytesIO(storage.read_bytes(truth_uri)))["runoff_coef"].reshape(-1)
+    pixels = {s["id"]: s["pixels"] for s in read_watersheds(storage.read_bytes(storage.join(uri, WATERSHEDS_FILE)),
+                                                            WATERSHEDS_FILE)["watersheds"]}
+    out = {}
+    for shed in sheds:
+        learned = scores.get(shed["id"], {}).get("domst", {}).get("pixcon")
+        try:
+            out[shed["id"]] = correlation(coef[pixels[shed["id"]]], learned) if learned else None
+        except ValueError:  # fewer than 3 pixels, or constant weights: undefined
+            out[shed["id"]] = None
+    return out
+
+
+def run(job: Job) -> dict:
+    from jobs import domst_report
+    cfg = job.cfg
+    uri = input_files(job)
+    sheds = build_watersheds(job, uri)
+    log.info("%d watersheds, %d missing discharge days in all", len(sheds), sum(s["n_missing"] for s in sheds))
+    modes = {m: run_mode(job, m, sheds) for m in cfg.experiments.modes}
+    results = domst_report.collect(sheds, modes, list(cfg.experiments.approaches))
+    results["pixcon"] = pixcon_correlations(uri, sheds, results["scores"])
+    files = job.publish(lambda folder: domst_report.write_all(results, folder))
+    return {**domst_report.summary(results), "outputs": files}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job("domst", DomstConfig, run))

@@ -1,0 +1,183 @@
+"""Executor side of the Dom-ST study: the per-watershed bundle, its samples, and the worker role.
+
+A bundle is one watershed's aligned inputs in one HDF5 file (schema WATERSHED: one record per day),
+with the per-pixel arrays (distance to water, grid index) and its facts as file attributes. The driver
+writes one per watershed under <output>/watersheds/; each worker reads the ones assigned to it
+(InputMode.TENSORFLOW) and trains every approach on each, one after another. A worker splits its CPU
+into logical devices before TensorFlow starts (or uses the node's GPUs), so Dom-ST's heads and its
+temporal block each sit on their own device. TensorFlow is imported inside the functions, on executors.
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+
+from rdd_io.schema import N, Field, Schema, SchemaError
+
+WATERSHED = Schema("domst-watershed", [
+    Field("precip", np.float32, (N, "pixels")),   # mm/day, the watershed's pixels
+    Field("discharge", np.float64, (N,)),          # m3/s; 0 where `valid` is false (schemas reject NaN)
+    Field("valid", np.bool_, (N,)),                # discharge observed that day
+    Field("day", np.int32, (N,)),                  # days since 1970-01-01, gap-free
+])
+APPROACH_MODEL = {"singlehead": "domst-singlehead", "singlehead_p": "domst-singlehead-p", "domst": "domst"}
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def bundle_bytes(aligned, distance_km, pixels, site_no: str, distance_name: str = "<distance>") -> bytes:
+    """One watershed's HDF5 bundle (an rdd_io.domst_read.AlignedWatershed plus its per-pixel arrays)."""
+    import h5py
+    distance = np.asarray(distance_km, np.float64).reshape(-1)
+    if distance.shape != (aligned.precip.shape[1],) or not np.all(np.isfinite(distance)):
+        raise SchemaError(f"{distance_name}: watershed {aligned.watershed}: distance to water must be finite at each of its "
+                          f"{aligned.precip.shape[1]} pixels (nodata inside the watershed?)")
+    buf = io.BytesIO()
+    WATERSHED.write_h5(buf, {"precip": aligned.precip, "discharge": np.where(aligned.valid, aligned.discharge, 0.0),
+                             "valid": aligned.valid, "day": (aligned.dates - EPOCH).astype(np.int32)},
+                       attrs={"watershed": aligned.watershed, "site_no": str(site_no),
+                              "n_missing": int(aligned.n_missing)})
+    with h5py.File(buf, "a") as h5:  # per-pixel arrays do not share the day axis, so they are attributes
+        h5.attrs["distance_km"] = distance
+        h5.attrs["pixel"] = np.asarray(pixels, np.int64)
+    return buf.getvalue()
+
+
+def read_bundle(data: bytes, name: str) -> dict:
+    """Bytes of a bundle -> its arrays (discharge NaN where missing), distances and facts."""
+    import h5py
+    out = WATERSHED.read_h5(data, name)
+    try:
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            attrs = {k: h5.attrs[k] for k in ("watershed", "site_no", "n_missing", "distance_km", "pixel")}
+    except KeyError as exc:
+        raise SchemaError(f"{name}: missing attribute {exc}") from None
+    if len(attrs["distance_km"]) != out["precip"].shape[1]:
+        raise SchemaError(f"{name}: {len(attrs['distance_km'])} distances for {out['precip'].shape[1]} pixels")
+    out["discharge"] = np.where(out["valid"], out["discharge"], np.nan)
+    return {**out, "watershed": str(attrs["watershed"]), "site_no": str(attrs["site_no"]),
+            "n_missing": int(attrs["n_missing"]), "distance_km": np.asarray(attrs["distance_km"], float),
+            "pixel": np.asarray(attrs["pixel"], np.int64)}
+
+
+def prepare_samples(bundle: dict, lookback: int, train_frac: float, val_frac: float) -> dict:
+    """Windows split by time into train/val/test, scaled with train-period statistics only.
+
+    Precipitation is divided by its train-period standard deviation; discharge is standardised.
+    Train and validation keep the samples whose target day was observed; test keeps all (NSE drops
+    the missing pairs)."""
+    from rdd_io.domst_read import split_by_time, windows
+    wid = bundle["watershed"]
+    X, P_t, y, mask = windows(bundle["precip"], bundle["discharge"], lookback, bundle["valid"])
+    parts = dict(zip(("train", "val", "test"), split_by_time(len(y), train_frac, val_frac)))
+    tr = parts["train"]
+    x_sd = float(bundle["precip"][:tr.stop + lookback].std())
+    y_obs = y[tr][mask[tr]]
+    if y_obs.size < 2 or x_sd == 0 or float(y_obs.std()) == 0:
+        raise ValueError(f"watershed {wid}: the train period has {y_obs.size} observed days, precipitation "
+                         f"sd {x_sd:g}: too little signal to train on")
+    y_mean, y_sd = float(y_obs.mean()), float(y_obs.std())
+    out = {"x_scale": x_sd, "y_mean": y_mean, "y_sd": y_sd, "n_samples": int(len(y))}
+    for part, sl in parts.items():
+        keep = np.arange(sl.start, sl.stop)
+        if part != "test":
+            keep = keep[mask[keep]]
+        out[part] = {"x": np.ascontiguousarray(X[keep], np.float32) / x_sd,
+                     "p": np.ascontiguousarray(P_t[keep], np.float32) / x_sd,
+                     "y": ((y[keep] - y_mean) / y_sd).astype(np.float32), "y_raw": y[keep]}
+    return out
+
+
+def node_devices(tf, placement: dict, k_groups: int) -> tuple[int, int, list[str]]:
+    """(GPUs used, CPU logical devices, device names) of this process. Splits the CPU into
+    cpu_devices (default k_groups + 1) logical devices unless GPUs are used; must run before
+    TensorFlow initialises. A reused Spark Python worker already split it in an earlier run of the
+    job: its devices are used when there are enough of them."""
+    from models.domst import split_cpu
+    gpus = len(tf.config.list_physical_devices("GPU")) if placement["use_gpus"] else 0
+    if gpus:
+        return gpus, 1, [d.name for d in tf.config.list_logical_devices("GPU")]
+    want = placement["cpu_devices"] or k_groups + 1
+    try:
+        names = split_cpu(want)
+    except RuntimeError:
+        names = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(names) < want:
+            raise
+    return 0, len(names), names
+
+
+def _device(variable) -> str:
+    """The device of a Keras variable's backing tf.Variable."""
+    backing = getattr(variable, "_value", None)
+    return str((backing if backing is not None else variable.value).device)
+
+
+def placed_devices(model) -> dict:
+    """Where Dom-ST's head and temporal variables actually live."""
+    return {"heads": [_device(convs[0].kernel) for convs in model.heads],
+            "temporal": _device(model.lstms[0].cell.kernel), "output": _device(model.out.kernel)}
+
+
+def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: int, place=None) -> dict:
+    """Build, fit (early stopping on validation loss, best weights kept) and score one approach."""
+    import keras
+
+    from models import domst
+    from models.domst_metrics import nse, peak_flow_error
+    name = APPROACH_MODEL[approach]
+    started = time.monotonic()
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    cfg = dict(model_cfg) if name == "domst" else {k: v for k, v in model_cfg.items() if k != "distance"}
+    if name == "domst":
+        model = domst.build_domst(cfg, place)
+    else:
+        model = (domst.build_singlehead if name == "domst-singlehead" else domst.build_singlehead_p)(cfg)
+    inputs = {part: domst.model_inputs(name, samples[part]["x"], samples[part]["p"])
+              for part in ("train", "val", "test")}
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["patience"],
+                                         restore_best_weights=True)
+    history = model.fit(inputs["train"], samples["train"]["y"], batch_size=train["batch_size"],
+                        epochs=train["epochs"], validation_data=(inputs["val"], samples["val"]["y"]),
+                        shuffle=True, verbose=0, callbacks=[stop])
+    pred = model.predict(inputs["test"], batch_size=1024, verbose=0)[:, 0] * samples["y_sd"] + samples["y_mean"]
+    obs = samples["test"]["y_raw"]
+    val_loss = [float(v) for v in history.history["val_loss"]]
+    out = {"approach": approach, "nse": nse(pred, obs), "peak_flow_error": peak_flow_error(pred, obs),
+           "epochs": len(val_loss), "best_epoch": int(np.argmin(val_loss)) + 1, "val_loss": val_loss,
+           "train_s": round(time.monotonic() - started, 3)}
+    if name == "domst":
+        out["pixcon"] = [float(v) for v in domst.pixcon_weights(model)]
+        out["devices"] = placed_devices(model)
+    return out
+
+
+def role(args: dict, ctx) -> dict:
+    """A worker: every approach on each watershed assigned to it, one watershed after another."""
+    role_started = time.time()
+    from jobs.redshift_roles import quiet_tensorflow
+    tf = quiet_tensorflow(args["tf_threads"])  # thread settings and the CPU split come before any op
+    n_gpus, n_cpus, device_names = node_devices(tf, args["placement"], args["model"]["k_groups"])
+    from models.domst import device_map, make_place
+    from rdd_io import storage
+    mine = args["assignment"][ctx.task_index]
+    t_start = time.time()
+    watersheds = []
+    for i, wid in enumerate(mine):
+        (path, data), = storage.read_parts(args["bundles"], f"{wid}.", ".h5")
+        bundle = read_bundle(data, path)
+        samples = prepare_samples(bundle, args["lookback"], args["train_frac"], args["val_frac"])
+        k = min(args["model"]["k_groups"], bundle["precip"].shape[1])
+        model_cfg = {**args["model"], "k_groups": k, "lookback": args["lookback"],
+                     "pixels": int(bundle["precip"].shape[1]), "distance": bundle["distance_km"].tolist()}
+        place = make_place(device_map({"k_groups": k}, n_gpus, n_cpus))
+        seed = args["seed"] + args["index"][wid]  # the same seed for a watershed in every mode
+        scores = [train_one(a, model_cfg, samples, args["train"], seed, place) for a in args["approaches"]]
+        watersheds.append({"watershed": wid, "k_groups": k, "pixels": model_cfg["pixels"],
+                           "samples": {p: int(len(samples[p]["y"])) for p in ("train", "val", "test")},
+                           "n_missing": bundle["n_missing"], "scores": scores})
+    return {"node": ctx.task_index, "watersheds": watersheds, "t_start": t_start, "t_end": time.time(),
+            "startup_s": round(t_start - role_started, 3), "devices": device_names,
+            "gpus": n_gpus, "executor_id": ctx.executor_id}

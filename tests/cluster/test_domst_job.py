@@ -1,0 +1,60 @@
+"""The Dom-ST job on the real mini-cluster, tiny region: bundles, IP-D with one watershed per node, S on one
+node, NSE for every watershed and approach, heads on separate devices, and a bad input that names its file."""
+import csv
+import json
+import math
+
+from .conftest import leftovers, run_job
+
+
+def test_domst_tiny_three_watersheds_one_per_node(minicluster, tmp_path):
+    out = tmp_path / "domst"
+    proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                   "--set", "data.watersheds=3", "--set", "experiments.nodes=3", "--set", "train.epochs=2",
+                   timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["watersheds"] == 3
+    assert sorted(p.name for p in (out / "watersheds").iterdir()) == ["W01.h5", "W02.h5", "W03.h5"]
+    results = json.loads((out / "results.json").read_text())
+    # IP-D: one watershed per node, every watershed once; S: all three on one node
+    assert sorted(map(len, results["plans"]["ipd"])) == [1, 1, 1]
+    assert sorted(w for node in results["plans"]["ipd"] for w in node) == ["W01", "W02", "W03"]
+    assert len(results["plans"]["s"]) == 1 and len(results["plans"]["s"][0]) == 3
+    rows = list(csv.DictReader(open(out / "nse_per_watershed.csv")))
+    assert [r["watershed"] for r in rows] == ["W01", "W02", "W03"]
+    for row in rows:
+        for approach in ("singlehead", "singlehead_p", "domst"):
+            assert math.isfinite(float(row[f"nse_{approach}"])), row
+    for mode in ("ipd", "s"):
+        times = summary["times_s"][mode]
+        assert times["phase_s"] > 0 and times["driver_s"] >= times["phase_s"] * 0.5
+        assert all(v > 0 for v in times["per_approach_s"].values())
+    assert summary["times_s"]["ipd"]["nodes_used"] == 3 and summary["times_s"]["s"]["nodes_used"] == 1
+    # Dom-ST's heads and temporal block: variables on pairwise different devices, in every watershed
+    for wid, devices in summary["domst_devices"].items():
+        placed = devices["heads"] + [devices["temporal"]]
+        assert len(devices["heads"]) >= 1 and len(set(placed)) == len(placed), (wid, devices)
+    assert summary["domst_heads_on_separate_devices"] is True
+    assert set(summary["missing_days"]) == {"W01", "W02", "W03"}
+    assert summary["missing_days_total"] == sum(summary["missing_days"].values())
+    assert (out / "figure3_nse.png").stat().st_size > 0 and "Table 1" in (out / "report.md").read_text()
+    assert leftovers(minicluster) == []
+
+
+def test_domst_negative_precipitation_fails_naming_the_file(minicluster, tmp_path):
+    from rdd_io.domst_sim import PRECIP_FILE, simulate_region, write_region
+    region = simulate_region(seed=1, years=1, n_watersheds=2)
+    i, j = map(int, region["outlets"][0])
+    region["precip"][40, i, j] = -2.5
+    write_region(str(tmp_path / "input"), region)
+    out = tmp_path / "domst"
+    proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                   "--set", "data.source=files", "--set", f"data.input={tmp_path / 'input'}")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert PRECIP_FILE.rsplit("/", 1)[-1] in summary["error"] and "negative" in summary["error"].lower()
+    assert leftovers(minicluster) == []

@@ -1,0 +1,190 @@
+"""The Dom-ST job's driver-side logic without a cluster or TensorFlow: config, watershed assignment, times,
+the bundle format, samples, and the report built from handcrafted results."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conf import CONF_DIR, ConfigError, load
+from bench import domst_efficiency
+from jobs import domst, domst_report, domst_roles
+from rdd_io.domst_read import AlignedWatershed
+from rdd_io.schema import SchemaError
+
+pytestmark = pytest.mark.unit
+CASE_FILE = CONF_DIR / "domst.yaml"
+
+
+def test_tiny_and_paper_presets_load():
+    tiny = load(domst.DomstConfig, CASE_FILE, "tiny")
+    assert tiny.data.watersheds == 6 and tiny.data.years == 2 and tiny.experiments.nodes == 2
+    assert tiny.executors() == 2 and tiny.placement.cpu_devices is None
+    paper = load(domst.DomstConfig, CASE_FILE, "paper")
+    assert paper.data.watersheds == 23 and paper.experiments.approaches == list(domst.APPROACHES)
+    assert paper.experiments.modes == ["ipd", "s"] and paper.model.k_groups == 4
+    s_only = load(domst.DomstConfig, CASE_FILE, "tiny", ["experiments.modes=[s]"])
+    assert s_only.executors() == 1
+
+
+@pytest.mark.parametrize("override", ["experiments.nodes=0", "experiments.modes=[]", "data.val_frac=0.5",
+                                      "data.lookback=2", "experiments.approaches=[domst, domst]",
+                                      "placement.extra=1", "experiments.modes=[both]"])
+def test_bad_settings_are_errors(override):
+    with pytest.raises(ConfigError):
+        load(domst.DomstConfig, CASE_FILE, "tiny", [override])
+
+
+def test_balanced_assignment_covers_every_watershed_once_and_balances_cost():
+    rng = np.random.default_rng(0)
+    costs = {f"W{i:02d}": float(c) for i, c in enumerate(rng.lognormal(3, 1, 23), 1)}
+    plan = domst.assign(costs, 4)
+    flat = [w for node in plan for w in node]
+    assert sorted(flat) == sorted(costs) and len(flat) == len(set(flat))
+    loads = [sum(costs[w] for w in node) for node in plan]
+    rr = [sum(costs[w] for w in node) for node in domst.assign(costs, 4, "round_robin")]
+    # greedy largest-first: the busiest node is within the largest single cost of the average
+    assert max(loads) - sum(loads) / 4 <= max(costs.values())
+    assert max(loads) <= max(rr)
+
+
+def test_assignment_one_watershed_per_node_and_round_robin_order():
+    costs = {"W01": 5.0, "W02": 1.0, "W03": 3.0}
+    assert sorted(map(len, domst.assign(costs, 3))) == [1, 1, 1]
+    assert domst.assign(costs, 2, "round_robin") == [["W01", "W03"], ["W02"]]
+    assert domst.assign(costs, 1) == [["W01", "W03", "W02"]]
+    with pytest.raises(ValueError):
+        domst.assign(costs, 0)
+
+
+def test_estimated_cost_grows_with_pixels():
+    m = load(domst.DomstConfig, CASE_FILE, "paper").model
+    assert domst.estimated_cost(300, m, 60) > domst.estimated_cost(10, m, 60) > 0
+
+
+def _node(t0, t1, sheds):
+    return {"t_start": t0, "t_end": t1, "startup_s": 2.0, "devices": ["/device:CPU:0", "/device:CPU:1"],
+            "watersheds": [{"watershed": w, "k_groups": 2, "pixels": 5, "n_missing": 1,
+                            "samples": {"train": 10, "val": 3, "test": 4},
+                            "scores": [{"approach": a, "nse": nse, "peak_flow_error": 0.2, "epochs": 3,
+                                        "train_s": secs, **({"pixcon": [1.0, 2.0, 3.0, 4.0, 5.0],
+                                                             "devices": {"heads": ["/CPU:0", "/CPU:1"],
+                                                                         "temporal": "/CPU:2"}}
+                                                            if a == "domst" else {})}
+                                       for a, nse, secs in scores]} for w, scores in sheds]}
+
+
+NSE = {"W01": (0.2, 0.5, 0.8), "W02": (0.6, 0.4, 0.9), "W03": (0.1, 0.3, 0.2)}
+
+
+def _scores(w, secs=1.0):
+    return [(a, v, secs) for a, v in zip(domst.APPROACHES, NSE[w])]
+
+
+def handcrafted():
+    sheds = [{"id": w, "site_no": f"0541{i}", "pixels": 5, "days": 100, "start": "2000-01-01",
+              "end": "2000-04-09", "n_missing": i} for i, w in enumerate(NSE)]
+    ipd = {"plan": [["W01", "W03"], ["W02"]],
+           "times": {"phase_s": 10.0, "per_approach_s": {"singlehead": 2.0, "singlehead_p": 2.0, "domst": 4.0},
+                     "nodes_used": 2, "driver_s": 11.0},
+           "nodes": {"worker:0": _node(0, 10, [("W01", _scores("W01")), ("W03", _scores("W03"))]),
+                     "worker:1": _node(0, 6, [("W02", _scores("W02"))])}}
+    s_run = {"plan": [["W01", "W03", "W02"]],
+             "times": {"phase_s": 16.0, "per_approach_s": {"singlehead": 3.0, "singlehead_p": 3.0, "domst": 6.0},
+                       "nodes_used": 1, "driver_s": 17.0},
+             "nodes": {"worker:0": _node(0, 16, [(w, _scores(w)) for w in NSE])}}
+    results = domst_report.collect(sheds, {"ipd": ipd, "s": s_run}, list(domst.APPROACHES))
+    results["pixcon"] = {"W01": {"pearson": 0.5, "spearman": 0.4, "n": 5}, "W02": None,
+                         "W03": {"pearson": 0.7, "spearman": 0.6, "n": 5}}
+    return results
+
+
+def test_mode_times_take_the_busiest_node_per_approach_and_the_phase_span():
+    nodes = {"worker:0": _node(100.0, 130.0, [("W01", _scores("W01", 4.0)), ("W03", _scores("W03", 5.0))]),
+             "worker:1": _node(101.0, 120.0, [("W02", _scores("W02", 6.0))])}
+    t = domst.mode_times(nodes, list(domst.APPROACHES))
+    assert t["phase_s"] == 30.0 and t["nodes_used"] == 2
+    assert t["per_approach_s"] == {"singlehead": 9.0, "singlehead_p": 9.0, "domst": 9.0}
+
+
+def test_summary_shares_speedups_and_missing_days_from_handcrafted_results():
+    results = handcrafted()
+    s = domst_report.summary(results)
+    assert s["median_nse"] == {"singlehead": 0.2, "singlehead_p": 0.4, "domst": 0.8}
+    assert s["shares"]["singlehead_p_beats_singlehead"] == pytest.approx(2 / 3)
+    assert s["shares"]["domst_beats_both"] == pytest.approx(2 / 3)  # W03: 0.2 < 0.3
+    assert s["speedups"]["domst"] == pytest.approx(1.5) and s["speedups"]["phase"] == pytest.approx(1.6)
+    assert s["speedups"]["parallel_efficiency"] == pytest.approx(16 / (10 * 2))
+    assert s["missing_days"] == {"W01": 0, "W02": 1, "W03": 2} and s["missing_days_total"] == 3
+    assert s["mode_nse_gap"] == {a: 0.0 for a in domst.APPROACHES}
+    assert s["domst_heads_on_separate_devices"] is True
+    assert s["pixcon_correlation_median"]["spearman"] == pytest.approx(0.5)
+
+
+def test_heads_sharing_a_device_are_reported():
+    results = handcrafted()
+    results["scores"]["W02"]["domst"]["devices"] = {"heads": ["/CPU:0", "/CPU:0"], "temporal": "/CPU:2"}
+    assert domst_report.heads_apart(results) is False
+
+
+def test_report_files_hold_the_tables(tmp_path):
+    names = domst_report.write_all(handcrafted(), str(tmp_path))
+    assert all((tmp_path / n).stat().st_size > 0 for n in names)
+    rows = list(csv.DictReader(open(tmp_path / "nse_per_watershed.csv")))
+    assert [r["watershed"] for r in rows] == ["W01", "W02", "W03"]
+    assert float(rows[1]["nse_domst"]) == 0.9 and rows[1]["pixcon_spearman"] == ""
+    times = list(csv.DictReader(open(tmp_path / "times.csv")))
+    dom = next(r for r in times if r["approach"].startswith("Dom-ST"))
+    assert float(dom["speedup"]) == 1.5 and float(dom["paper_speedup"]) == 12.6
+    report = (tmp_path / "report.md").read_text()
+    assert "| W02 |" in report and "parallel efficiency" in report and "91%" in report
+    assert json.loads((tmp_path / "results.json").read_text())["plans"]["ipd"] == [["W01", "W03"], ["W02"]]
+    assert (tmp_path / "figure3_nse.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------ bundle and samples
+def aligned(days=200, pixels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    dates = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-01-01") + days)
+    precip = rng.gamma(0.5, 4.0, (days, pixels)).astype(np.float32)
+    q = np.convolve(precip.sum(1), np.ones(5) / 5, "full")[:days] + 1.0
+    q[[7, 50]] = np.nan
+    return AlignedWatershed("W09", dates, precip, q, np.isfinite(q), 2)
+
+
+def test_bundle_round_trip_keeps_missing_days_and_pixel_arrays():
+    a = aligned()
+    data = domst_roles.bundle_bytes(a, [0.5, 1.0, 2.5], [11, 12, 13], "05412000")
+    b = domst_roles.read_bundle(data, "W09.h5")
+    assert b["watershed"] == "W09" and b["site_no"] == "05412000" and b["n_missing"] == 2
+    assert np.isnan(b["discharge"][[7, 50]]).all() and not b["valid"][7]
+    np.testing.assert_array_equal(b["precip"], a.precip)
+    assert b["distance_km"].tolist() == [0.5, 1.0, 2.5] and b["pixel"].tolist() == [11, 12, 13]
+    assert (b["day"][1:] - b["day"][:-1] == 1).all()
+
+
+def test_bundle_refuses_nodata_distance_and_names_a_bad_file():
+    with pytest.raises(SchemaError, match="W09"):
+        domst_roles.bundle_bytes(aligned(), [0.5, np.nan, 2.5], [11, 12, 13], "05412000")
+    with pytest.raises(SchemaError, match="W04.h5"):
+        domst_roles.read_bundle(b"not hdf5", "W04.h5")
+
+
+def test_samples_split_by_time_scale_on_train_and_drop_missing_targets_from_training():
+    b = domst_roles.read_bundle(domst_roles.bundle_bytes(aligned(), [0.5, 1.0, 2.5], [1, 2, 3], "05412000"),
+                                "W09.h5")
+    s = domst_roles.prepare_samples(b, 10, 0.6, 0.2)
+    assert s["n_samples"] == 190
+    # day 7 lies inside the first window; day 50 is sample 40, in train, so train drops one sample
+    assert len(s["train"]["y"]) == 114 - 1 and len(s["val"]["y"]) == 38
+    assert len(s["test"]["y"]) == 38 and np.isfinite(s["train"]["y"]).all()
+    assert s["train"]["x"].shape == (113, 10, 3) and s["train"]["p"].shape == (113, 3)
+    assert abs(float(s["train"]["y"].mean())) < 1e-5
+    np.testing.assert_allclose(s["test"]["y_raw"], b["discharge"][10 + 152:])  # sample i targets day i + 10
+
+
+def test_bench_efficiency_is_sequential_time_over_nodes_times_parallel_time():
+    times = {"s": {"phase_s": 30.0}, "ipd": {"phase_s": 20.0, "nodes_used": 2}}
+    assert domst_efficiency.efficiency(times) == (0.75, 30.0, 20.0, 2)
+    args = domst_efficiency.parse_args(["--quick"])
+    assert "experiments.nodes=2" in args.overrides and "data.watersheds=4" in args.overrides
