@@ -41,6 +41,7 @@ class Job:
     output: str            # output URI, no trailing slash
     secret: str            # this run's secret for TFoS roles and the parameter server
     node_host: str | None  # address TFoS nodes advertise (None: let each node find its own)
+    resume: bool = False   # continue from the checkpoints under the output URI (--resume)
 
     @property
     def sc(self):
@@ -70,6 +71,8 @@ def parse_args(case: str, argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", default=f"outputs/{case}", help="output URI (file://, hdfs://) or path")
     parser.add_argument("--master", help="Spark master URL; default: spark-submit's, else an embedded "
                                          "loopback mini-cluster started for this run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output from its last checkpoints (same config required)")
     return parser.parse_args(argv)
 
 
@@ -149,6 +152,20 @@ def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret
     return builder.getOrCreate()
 
 
+def check_resumable(output: str, resolved: str) -> None:
+    """--resume continues the run whose config.yaml is in `output`, with the same config, or refuses."""
+    import difflib
+    previous_uri = storage.join(output, "config.yaml")
+    if not storage.exists(previous_uri):
+        raise ConfigError(f"--resume: {previous_uri} does not exist; there is no run to resume in {output}")
+    previous = storage.read_text(previous_uri)
+    if previous != resolved:
+        diff = "".join(list(difflib.unified_diff(previous.splitlines(True), resolved.splitlines(True),
+                                                 "config of the run", "config now", n=0))[:20])
+        raise ConfigError(f"--resume: the config differs from the run in {output}; resume with the same "
+                          f"--preset/--set, or start a new run without --resume:\n{diff}")
+
+
 def _install_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so the finally-block stops the cluster."""
     def handler(signum, frame):
@@ -168,13 +185,20 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         print(f"error: {exc}", file=sys.stderr)
         return 2
     output = storage.to_uri(args.output)
+    resolved = dump(cfg, case=case, preset=args.preset)
+    if args.resume:
+        try:  # before anything is started or written: a refused resume leaves the run's outputs as they are
+            check_resumable(output, resolved)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     executors = cfg.executors()
     master = args.master or _spark_submit_master()
     embedded = master is None
     _install_sigterm()
     cluster = spark = None
     started = time.time()
-    summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed"}
+    summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
     try:
         if embedded:
             from distributed.minicluster import require_java
@@ -191,9 +215,9 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors)
         summary["master"] = spark.sparkContext.master
-        job = Job(case, cfg, spark, output, secrets.token_hex(32), host)
+        job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
         storage.makedirs(output)
-        storage.write_text(job.out("config.yaml"), dump(cfg, case=case, preset=args.preset))
+        storage.write_text(job.out("config.yaml"), resolved)
         log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], output)
         summary.update(run(job) or {})
         summary["status"] = "ok"
