@@ -60,3 +60,50 @@ def leftovers(cluster, timeout_s: float = 30) -> list[str]:
         if not extra or time.monotonic() > deadline:
             return [f"{p.pid}: {' '.join(p.cmdline())[:160]}" for p in extra]
         time.sleep(1)
+
+
+# ---------------------------------------------------------------- tiny runs, once per session
+# The job tests and the output tests (schema, notebook, HTML report) read the same real runs: each case
+# study runs once, the first time a test asks for it, into one root laid out as `make demo` lays out
+# outputs/ (<root>/redshift, <root>/landcover, <root>/domst).
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outputs")
+
+
+def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) -> Path:
+    out = root / case
+    args = [a for key_value in sets for a in ("--set", key_value)]
+    proc = run_job(f"{case}.py", "--preset", "tiny", "--master", cluster.state.master_url,
+                   "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out), *args, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_redshift(minicluster, tiny_root) -> Path:
+    """Baseline + 2 workers on different halves of 600 spectra, 3 epochs, no ablation."""
+    return _tiny_run(minicluster, tiny_root, "redshift", "data.sizes=[600]", "train.max_epochs=3",
+                     "experiments.workers=[2]", "experiments.data_modes=[different]", "experiments.ablation=false")
+
+
+@pytest.fixture(scope="session")
+def tiny_landcover(minicluster, tiny_root) -> Path:
+    """One epoch under `default` and under `scheme4`, beside the single machine."""
+    if WORKERS < 5:
+        pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
+    return _tiny_run(minicluster, tiny_root, "landcover", "experiments.plans=[default,scheme4]",
+                     "experiments.batch_sizes=[]", "experiments.data_parallel=false")
+
+
+@pytest.fixture(scope="session")
+def tiny_domst(minicluster, tiny_root) -> Path:
+    """Three watersheds, one per node under IP-D, all on one node under S, 2 epochs."""
+    return _tiny_run(minicluster, tiny_root, "domst", "data.watersheds=3", "experiments.nodes=3", "train.epochs=2",
+                     timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_outputs(tiny_redshift, tiny_landcover, tiny_domst, tiny_root) -> Path:
+    """The output root holding all three tiny runs."""
+    return tiny_root

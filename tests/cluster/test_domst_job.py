@@ -7,13 +7,8 @@ import math
 from .conftest import leftovers, run_job
 
 
-def test_domst_tiny_three_watersheds_one_per_node(minicluster, tmp_path):
-    out = tmp_path / "domst"
-    proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
-                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "data.watersheds=3", "--set", "experiments.nodes=3", "--set", "train.epochs=2",
-                   timeout=600)
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
+    out = tiny_domst  # conftest: 3 watersheds, 3 nodes, 2 epochs
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["watersheds"] == 3
     assert sorted(p.name for p in (out / "watersheds").iterdir()) == ["W01.h5", "W02.h5", "W03.h5"]

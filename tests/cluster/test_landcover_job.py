@@ -4,20 +4,13 @@ import json
 import h5py
 import pytest
 
-from .conftest import WORKERS, leftovers, run_job
+from .conftest import leftovers
 
 
 @pytest.fixture(scope="module")
-def landcover_run(minicluster, tmp_path_factory):
-    if WORKERS < 5:
-        pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
-    out = tmp_path_factory.mktemp("landcover")
-    proc = run_job("landcover.py", "--preset", "tiny", "--master", minicluster.state.master_url,
-                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "experiments.plans=[default,scheme4]", "--set", "experiments.batch_sizes=[]",
-                   "--set", "experiments.data_parallel=false")
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-    return out, json.loads((out / "summary.json").read_text()), minicluster
+def landcover_run(minicluster, tiny_landcover):
+    """conftest's tiny run: plans default and scheme4, no batch-size cells, no data-parallel run."""
+    return tiny_landcover, json.loads((tiny_landcover / "summary.json").read_text()), minicluster
 
 
 def test_placed_devices_carry_traffic_between_workers(landcover_run):

@@ -3,17 +3,11 @@ import json
 
 import h5py
 
-from .conftest import leftovers, run_job
+from .conftest import leftovers
 
 
-def test_redshift_tiny_two_workers_different_data(minicluster, tmp_path):
-    out = tmp_path / "redshift"
-    proc = run_job("redshift.py", "--preset", "tiny", "--master", minicluster.state.master_url,
-                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "data.sizes=[600]", "--set", "train.max_epochs=3",
-                   "--set", "experiments.workers=[2]", "--set", "experiments.data_modes=[different]",
-                   "--set", "experiments.ablation=false")
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+def test_redshift_tiny_two_workers_different_data(minicluster, tiny_redshift):
+    out = tiny_redshift  # conftest: data.sizes=[600], 3 epochs, 2 workers, different data, no ablation
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok"
     assert summary["samples_available"] == 600
