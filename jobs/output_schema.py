@@ -1,0 +1,655 @@
+"""Every file a case study writes under its output URI, declared once.
+
+The declaration below is what docs/OUTPUTS.md shows (``python -m jobs.output_schema > docs/OUTPUTS.md``;
+a unit test fails when the two differ) and what ``check(case, folder)`` holds a run's output folder to:
+files present, JSON/YAML keys, CSV columns, HDF5 groups, attributes, dataset dtypes and ranks, PNG
+signatures. Paths and names may hold placeholders (``<run>``): each matches one path component.
+
+Whether an optional file must exist is decided, where the config can tell, from the run's own
+config.yaml (``When.test``); a file whose presence depends on the data (a figure with nothing to
+draw) is allowed but not required. Anything in the folder, a JSON key, a CSV column or an HDF5 dataset
+that is not declared here is reported too: a new output is declared here before a job writes it.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from distributed.metrics import COLUMNS as METRIC_COLUMNS, CUMULATIVE_COLUMNS, RATE_COLUMNS
+
+CASES = ("redshift", "landcover", "domst")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_RECORD_FILES = 3  # record files (bundles, shards) checked per pattern: the first few, by name
+
+
+@dataclass(frozen=True)
+class When:
+    """When an output exists: `text` for people; `test(config)` on the run's config.yaml where the config
+    decides it (None: it depends on the data, so the output is allowed but never required)."""
+    text: str
+    test: Callable[[dict], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Key:
+    """A JSON or YAML key, a CSV column or an HDF5 attribute."""
+    name: str
+    meaning: str
+    when: When | None = None  # None: always there
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: str        # inside the HDF5 file, placeholders allowed: '<run>/workers/<worker>/accuracy'
+    dtype: str       # numpy dtype name
+    shape: tuple     # symbolic sizes; the rank is checked
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Group:
+    path: str
+    meaning: str
+    attrs: tuple[Key, ...] = ()
+
+
+@dataclass(frozen=True)
+class Output:
+    path: str                    # relative to the output URI; a trailing '/' marks a folder
+    kind: str                    # json | yaml | csv | hdf5 | png | markdown | folder | file
+    meaning: str
+    when: When | None = None     # None: always written by a successful run
+    keys: tuple[Key, ...] = ()   # json/yaml top-level keys, csv columns, hdf5 root attributes
+    groups: tuple[Group, ...] = ()
+    datasets: tuple[Dataset, ...] = ()
+    records: str | None = None   # 'module:NAME' of an rdd_io.schema.Schema the file is written with
+
+
+# ---------------------------------------------------------------- conditions on the run's config
+def _cfg(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _simulated_input(folder: str) -> When:
+    return When(f"data.source is simulate and data.input is empty (the simulated input is written to {folder})",
+                lambda c: _cfg(c, "data.source") == "simulate" and not _cfg(c, "data.input"))
+
+
+def _flag(dotted: str) -> When:
+    return When(f"{dotted} is true", lambda c: bool(_cfg(c, dotted)))
+
+
+def _approach(name: str) -> When:
+    return When(f"{name} is in experiments.approaches", lambda c: name in _cfg(c, "experiments.approaches"))
+
+
+def _mode(name: str) -> When:
+    return When(f"{name} is in experiments.modes", lambda c: name in _cfg(c, "experiments.modes"))
+
+
+DATA_DEPENDENT = When("when there is something to draw (always, in practice)")
+TENSORBOARD = Output("tensorboard/", "folder", "TensorBoard event files, one subfolder per role "
+                     "(`tensorboard --logdir <output>/tensorboard`)", When("when enabled in the config"))
+CHECKPOINTS = Output("checkpoints/", "folder", "checkpoints that `--resume` continues from",
+                     When("when the job checkpoints"))
+
+
+# ---------------------------------------------------------------- the files every job writes
+def _summary(*keys: Key) -> Output:
+    common = (
+        Key("case", "the case study: redshift, landcover or domst"),
+        Key("preset", "the --preset the run used (null: none)"),
+        Key("status", "ok, or failed (then `error` says why)"),
+        Key("resumed", "true when the run continued from checkpoints (--resume)"),
+        Key("master", "the Spark master URL the run used", When("once Spark is up (missing if it never came up)")),
+        Key("error", "the failure's own message line", When("when status is failed")),
+        Key("wall_time_s", "seconds from start to end of the job, Spark start-up included"),
+        Key("outputs", "names of the files the job published under the output URI"),
+    )
+    return Output("summary.json", "json", "key figures of the run, machine-readable; written also when it fails",
+                  keys=common + keys)
+
+
+def _config(*sections: str) -> Output:
+    keys = (Key("case", "the case study"), Key("preset", "the --preset the run used (null: none)"),
+            Key("cluster", "conf/cluster.yaml as resolved: host, ports, executor memory, timeouts, run_dir"))
+    keys += tuple(Key(s, f"the `{s}` section of conf/<case>.yaml as resolved (preset and --set applied)")
+                  for s in sections)
+    return Output("config.yaml", "yaml", "the resolved config of the run; `--resume` requires the same", keys=keys)
+
+
+REPORT = Output("report.md", "markdown", "the run's tables and figures in Markdown, published numbers beside ours")
+
+# ---------------------------------------------------------------- redshift
+_RUN_ATTRS = (
+    Key("cluster", "'single machine' or '<M> worker(s)'"),
+    Key("workers", "M, the TF worker count (0: the single-process baseline)"),
+    Key("data_mode", "same (every worker reads all the data) or different (disjoint shares)"),
+    Key("dataset", "N, the first N samples of the bundle"),
+    Key("mode", "sequential (baseline), staleness-aware, async, staleness-exp or sync"),
+    Key("s", "updates the ps waits for before applying one (0 for the baseline)"),
+    Key("wall_time_s", "seconds the run took, as the driver saw it"),
+)
+_UPDATES = (
+    ("worker", "int32", "index of the worker that pushed the update"),
+    ("read_version", "int64", "model version the worker had read when it started the epoch/batch"),
+    ("tau", "int32", "staleness: versions applied since read_version (0 = fresh)"),
+    ("lambda", "float64", "weight the update was applied with, lambda(tau) of train.schedule"),
+    ("applied_version", "int64", "model version the update produced; -1: never applied"),
+    ("time", "float64", "seconds since the ps started when the update arrived"),
+)
+REDSHIFT = (
+    _config("data", "model", "train", "experiments"),
+    _summary(
+        Key("samples_available", "spectra in the bundle RDD (at least max(data.sizes))"),
+        Key("runs", "number of trainings: baselines plus TFoS runs"),
+        Key("final_accuracy", "{run id: {worker key: training accuracy after the last epoch}}; worker keys "
+                              "are 'single' (baseline) or 'worker:<i>'"),
+        Key("epochs_to_stable", "{run id: {worker key: {criterion '1'|'2': epochs until training accuracy "
+                                "stops improving, null if it never does}}}"),
+        Key("updates", "{run id: {received, applied, max_tau}}: pushes at the ps, updates applied, largest "
+                       "staleness (TFoS runs only)"),
+        Key("epoch_time_s", "{run id: {worker key: [seconds since that worker started, at the end of each "
+                            "epoch]}} (TFoS runs only)"),
+    ),
+    REPORT,
+    Output("stable_<N>.csv", "csv", "epochs to a stable training accuracy per cluster and worker, the rows of "
+           "thesis Tables 5.1/5.2, for N samples; empty cell: that data mode was not run",
+           When("one per N in data.sizes, when experiments.baseline is true or train.schedule is inverse",
+                lambda c: _cfg(c, "experiments.baseline") or _cfg(c, "train.schedule") == "inverse"),
+           keys=(Key("cluster", "'single machine' or '<M> worker(s)'"),
+                 Key("worker", "'-' (one machine or one worker) or '#<i>', 1-based"),
+                 *(Key(f"crit{c}_{m}", f"epochs to stable under criterion {c} "
+                       f"({'patience 1, min delta 0.001' if c == 1 else 'patience 3, min delta 0.0001'}), "
+                       f"{m} data") for c in (1, 2) for m in ("same", "different")))),
+    Output("stable_<N>.md", "markdown", "the same table with the thesis's numbers in brackets, and the findings "
+           "(fewer epochs with more nodes, same vs different data, 75% accuracy epoch) with our numbers",
+           When("beside each stable_<N>.csv", lambda c: _cfg(c, "experiments.baseline")
+                or _cfg(c, "train.schedule") == "inverse")),
+    Output("stable_bars_<N>.png", "png", "epochs to stable per cluster/worker, same vs different data, one "
+           "panel per criterion (thesis Figs. 5.4/5.5)", DATA_DEPENDENT),
+    Output("accuracy.png", "png", "training accuracy per epoch, one panel per (N, data mode), a line per run "
+           "and worker (thesis Fig. 5.3)", DATA_DEPENDENT),
+    Output("loss.png", "png", "training loss per epoch, laid out as accuracy.png (thesis Fig. 5.6)",
+           DATA_DEPENDENT),
+    Output("ablation.csv", "csv", "the staleness ablation: one row per run on the largest set",
+           _flag("experiments.ablation"),
+           keys=(Key("id", "run id: <N>-<data mode>-M<workers>-<mode>-s<s>"),
+                 Key("mode", "staleness-aware, async or sync"), Key("workers", "M"),
+                 Key("s", "updates the ps waits for before applying"),
+                 Key("final_accuracy", "mean over workers of the last epoch's training accuracy"),
+                 Key("stable_crit1", "mean over workers of epochs to stable, criterion 1"),
+                 Key("stable_crit2", "mean over workers of epochs to stable, criterion 2"),
+                 Key("updates_applied", "updates the ps applied"),
+                 Key("versions", "distinct model versions the applied updates produced"),
+                 Key("tau_mean", "mean staleness of the updates"), Key("tau_max", "largest staleness"),
+                 Key("tau_hist", "JSON {tau: updates}"))),
+    Output("tau_hist.png", "png", "staleness per update, grouped bars per ablation run",
+           When("when experiments.ablation is true and the ps applied updates")),
+    Output("redshift.h5", "hdf5", "every run's curves and every update the ps received",
+           keys=(Key("ablation_ids", "JSON list of the run ids that belong to the ablation"),),
+           groups=(Group("<run>", "one group per run, named by its id (e.g. 600-different-M2-staleness-aware-s1, "
+                         "600-single)", _RUN_ATTRS),
+                   Group("<run>/workers/<worker>", "one group per worker: 'single' (baseline) or 'worker_<i>'",
+                         (Key("key", "the worker key of summary.json: 'single' or 'worker:<i>'"),
+                          Key("epochs_to_stable", "JSON {criterion: epochs or null}"),
+                          Key("samples", "samples in the worker's share"))),
+                   Group("<run>/updates", "one row per update the ps received, in arrival order (empty for "
+                         "the baseline)")),
+           datasets=(Dataset("<run>/workers/<worker>/accuracy", "float32", ("epochs",),
+                             "training accuracy per epoch"),
+                     Dataset("<run>/workers/<worker>/loss", "float32", ("epochs",), "training loss per epoch"),
+                     *(Dataset(f"<run>/updates/{col}", dtype, ("updates",), meaning)
+                       for col, dtype, meaning in _UPDATES))),
+    Output("bundles/", "folder", "the training shares the workers read: <N>-all/ (same data) or "
+           "<N>-different-M<M>/worker-<i>/ (one disjoint share per worker)"),
+    Output("bundles/<set>/part-<k>.h5", "hdf5", "a share read by every worker (same data)",
+           When("when experiments.data_modes has same", lambda c: "same" in _cfg(c, "experiments.data_modes")),
+           records="rdd_io.redshift_bundle:BUNDLE"),
+    Output("bundles/<set>/<worker>/part-<k>.h5", "hdf5", "one worker's share (different data)",
+           When("when experiments.data_modes has different or the ablation runs",
+                lambda c: "different" in _cfg(c, "experiments.data_modes") or _cfg(c, "experiments.ablation")),
+           records="rdd_io.redshift_bundle:BUNDLE"),
+    Output("weights/<run>.weights.h5", "file", "the final Keras weights of each TFoS run (Keras HDF5 weights)"),
+    Output("input/shard-<k>.h5", "hdf5", "simulated spectra, one shard per Spark task", _simulated_input("input/"),
+           records="rdd_io.schema:REDSHIFT"),
+    TENSORBOARD, CHECKPOINTS,
+)
+
+# ---------------------------------------------------------------- land cover
+_ROLES = ("ps:0", "chief:0", "worker:0", "worker:1", "worker:2")
+_ROLE_COLUMNS = (("out MiB/s", "mean bytes sent per second"), ("in MiB/s", "mean bytes received per second"),
+                 ("cpu %", "mean CPU, % of one core"), ("wait % peak", "peak wait (runqueue + I/O), % of one core"),
+                 ("rss MiB peak", "peak resident memory, process and children"))
+_METRIC_MEANINGS = {
+    "t_s": "seconds since the cell started, at each sample",
+    "bytes_in": "TCP payload bytes received since the cell started (all the role's sockets)",
+    "bytes_out": "TCP payload bytes sent since the cell started",
+    "bytes_in_per_s": "bytes received per second over the interval before the sample",
+    "bytes_out_per_s": "bytes sent per second over the interval",
+    "cpu_percent": "CPU of the role and its children, % of one core",
+    "wait_percent": "runqueue + I/O wait, % of one core",
+    "runq_wait_percent": "runqueue wait alone",
+    "io_wait_percent": "block-I/O wait alone (NaN without kernel delay accounting)",
+    "rss_bytes": "resident memory of the role and its children",
+    "n_procs": "processes counted for the role",
+}
+_SUMMARY_COLUMNS = (
+    Key("run", "the cell id"), Key("role", "ps:0, chief:0 or worker:<i>"),
+    Key("samples", "samples taken"), Key("duration_s", "seconds covered"),
+    *(Key(f"{c}_total", f"{c} at the end of the cell") for c in CUMULATIVE_COLUMNS),
+    *(Key(f"{c}_{stat}", f"{c}: {'time-weighted mean' if stat == 'mean' else 'largest sample'} (empty: "
+          f"not measured)") for c in RATE_COLUMNS for stat in ("mean", "peak")),
+)
+LANDCOVER = (
+    _config("data", "model", "train", "experiments"),
+    _summary(
+        Key("sampling", "{patch set size: {per_class, patch, seed, available per class, with_replacement: "
+                        "classes sampled with replacement}}"),
+        Key("cells", "{cell id: {plan, batch_size, loss, accuracy, epoch_time_s (lists per epoch), "
+                     "first_step_loss, steps}}; cell ids are <patches>-<plan>-b<batch>-e<epochs>, 'single' "
+                     "and <patches>-data-parallel-b<batch>-e<epochs>"),
+        Key("bytes_out", "{cell id: {role: TCP payload bytes the role sent during the cell}}"),
+    ),
+    REPORT,
+    Output("plans.csv", "csv", "one row per placement plan at train.batch_size on the largest patch set: "
+           "time per epoch, final loss/accuracy, and per role traffic, CPU, wait and memory",
+           keys=(Key("cell", "cell id"), Key("plan", "plan name in conf/landcover_plans.yaml, or data parallel"),
+                 Key("batch_size", "batch size"), Key("dataset", "patches in the set"),
+                 Key("epoch_time_s", "mean seconds per epoch"), Key("final_loss", "last epoch's training loss"),
+                 Key("final_accuracy", "last epoch's training accuracy"),
+                 *(Key(f"{role} {col}", f"{meaning}, {role}")
+                   for role in _ROLES for col, meaning in _ROLE_COLUMNS))),
+    Output("parallelism.csv", "csv", "model parallelism (default plan) vs data parallelism per role, per set",
+           _flag("experiments.data_parallel"),
+           keys=(Key("cell", "cell id"), Key("dataset", "patches in the set"),
+                 Key("approach", "default (model parallel) or data parallel"), Key("role", "the role"),
+                 Key("cpu_percent_mean", "mean CPU, % of one core"), Key("rss_MiB_peak", "peak resident memory"),
+                 Key("in_MiB_per_s", "mean MiB received per second"), Key("out_MiB_per_s", "mean MiB sent per second"))),
+    Output("batch_sizes.csv", "csv", "cluster traffic of the default plan per batch size (thesis Fig. 6.5)",
+           keys=(Key("batch_size", "batch size"), Key("epochs", "epochs of the cell"),
+                 Key("dataset", "patches in the set"), Key("cluster_out_MiB_per_s", "all roles' MiB sent per second"),
+                 Key("steps", "training steps of the cell"), Key("bytes_per_step_MiB", "MiB sent per step, all roles"))),
+    Output("curves.png", "png", "loss and accuracy per epoch, default plan beside the single machine "
+           "(thesis Fig. 6.4)", When("when train.epochs > 1", lambda c: _cfg(c, "train.epochs") > 1)),
+    Output("traffic.png", "png", "MiB/s in and out per role over time, one panel per plan", DATA_DEPENDENT),
+    Output("cpu_wait.png", "png", "CPU % and wait % per role as box plots, one row per plan", DATA_DEPENDENT),
+    Output("memory.png", "png", "peak and mean resident memory per role, bars per plan", DATA_DEPENDENT),
+    Output("metrics.h5", "hdf5", "every role's sampled series, per cell",
+           keys=(Key("columns", "JSON list of the series columns"),),
+           groups=(Group("<cell>", "one group per measured cell (model-parallel cells, the data-parallel run)",
+                         (Key("meta", "JSON sampling facts", When("when the sampler recorded any")),)),
+                   Group("<cell>/<role>", "ps:0, chief:0, worker:<i>")),
+           datasets=tuple(Dataset(f"<cell>/<role>/{c}", "float64", ("samples",), _METRIC_MEANINGS[c])
+                          for c in METRIC_COLUMNS)),
+    Output("metrics_summary.csv", "csv", "one row per (cell, role): totals, means and peaks of metrics.h5",
+           keys=_SUMMARY_COLUMNS),
+    Output("metrics.json", "json", "metrics.h5 as JSON: {cell id: {role: {column: [values]}}} (null: not "
+           "measured)"),
+    Output("patches/<N>/shard-<k>.h5", "hdf5", "the patch sets the roles train on (N patches each)",
+           records="rdd_io.landcover_patches:LANDCOVER_PATCHES"),
+    Output("scene/", "folder", "the simulated scene in the DFC2018 layout: hsi.tif, rgb/tile_r<row>_c<col>.tif, "
+           "gt.tif, scene.json", _simulated_input("scene/")),
+    TENSORBOARD, CHECKPOINTS,
+)
+
+# ---------------------------------------------------------------- Dom-ST
+_APPROACHES = ("singlehead", "singlehead_p", "domst")
+DOMST = (
+    _config("data", "model", "train", "experiments", "placement"),
+    _summary(
+        Key("watersheds", "watersheds trained"),
+        Key("median_nse", "{approach: median test NSE over watersheds}"),
+        Key("mean_nse", "{approach: mean test NSE}"),
+        Key("median_peak_flow_error", "{approach: median relative error of the test period's peak flow}"),
+        Key("shares", "{singlehead_p_beats_singlehead, domst_beats_both: share of watersheds, 0-1}"),
+        Key("times_s", "{mode (ipd|s): {phase_s, per_approach_s, nodes_used, startup_s, nodes, driver_s, "
+                       "driver_total_s}}, seconds measured inside the roles and by the driver"),
+        Key("speedups", "{approach: S over IP-D, phase, parallel_efficiency}; null unless both modes ran"),
+        Key("mode_nse_gap", "{approach: largest |NSE(IP-D) - NSE(S)| of a watershed}; null unless both modes ran"),
+        Key("missing_days", "{watershed: discharge days missing (masked)}"),
+        Key("missing_days_total", "sum of missing_days"),
+        Key("domst_heads_on_separate_devices", "true when every watershed's Dom-ST heads and temporal block "
+                                               "sat on pairwise different devices", _approach("domst")),
+        Key("domst_devices", "{watershed: {heads: [device], temporal: device}}", _approach("domst")),
+        Key("pixcon_correlation_median", "{pearson, spearman}: median over watersheds of the learned Pix-Con "
+                                         "weights against the simulator's runoff coefficients",
+            When("when the input has the simulator's truth.npz and domst ran")),
+        Key("targets", "{median_nse_domst, and the shares}: the figures the study's targets are stated on"),
+    ),
+    REPORT,
+    Output("nse_per_watershed.csv", "csv", "one row per watershed: test NSE, peak-flow error and epochs per "
+           "approach (the paper's Figure 3 as a table)",
+           keys=(Key("watershed", "watershed id"), Key("site_no", "USGS site of its outlet"),
+                 Key("pixels", "grid pixels in the watershed"), Key("k_groups", "Dom-ST pixel groups (heads)"),
+                 Key("missing_days", "discharge days missing"),
+                 *(Key(f"{col}_{a}", f"{meaning}, {a}", _approach(a)) for a in _APPROACHES
+                   for col, meaning in (("nse", "test NSE"), ("peak_error", "relative peak-flow error"),
+                                        ("epochs", "epochs trained (early stopping)"))),
+                 Key("pixcon_spearman", "Spearman correlation of the Pix-Con weights with the planted runoff "
+                                        "coefficients (empty without truth)"))),
+    Output("nse_per_watershed.md", "markdown", "nse_per_watershed.csv as a Markdown table"),
+    Output("times.csv", "csv", "S vs IP-D training time per approach beside the paper's Table 1",
+           keys=(Key("approach", "approach, or 'all approaches (training phase)'"),
+                 Key("S_s", "seconds, all watersheds one after another on one node (empty: S not run)"),
+                 Key("IPD_s", "seconds, watersheds spread over the nodes (empty: IP-D not run)"),
+                 Key("speedup", "S_s / IPD_s"), Key("paper_S_h", "the paper's S time, hours"),
+                 Key("paper_IPD_h", "the paper's IP-D time, hours"), Key("paper_speedup", "the paper's speedup"))),
+    Output("figure3_nse.png", "png", "test NSE per watershed and approach, clipped at -1 (paper Figure 3)"),
+    Output("results.json", "json", "everything the report is built from",
+           keys=(Key("approaches", "approaches trained"), Key("primary_mode", "the mode scores come from (ipd if run)"),
+                 Key("watersheds", "[{id, site_no, pixels, days, start, end, n_missing, k_groups, samples}]"),
+                 Key("scores", "{watershed: {approach: {nse, peak_flow_error, epochs, train_s, devices, pixcon, ...}}}"),
+                 Key("times", "as summary.json's times_s"), Key("plans", "{mode: [[watershed ids] per node]}"),
+                 Key("node_devices", "{mode: {role: devices the node had}}"),
+                 Key("mode_nse_gap", "as in summary.json"), Key("speedups", "as in summary.json"),
+                 Key("pixcon", "{watershed: {pearson, spearman} or null}"))),
+    Output("watersheds/<watershed>.h5", "hdf5", "one bundle per watershed: aligned daily precipitation per "
+           "pixel and outlet discharge (attributes: watershed, site_no, n_missing, distance_km, pixel)",
+           records="jobs.domst_roles:WATERSHED"),
+    Output("input/", "folder", "the simulated region in the real formats: watersheds.json, precip/*.nc "
+           "(CRU TS layout), distance_to_water.tif, discharge/<site>.rdb (USGS RDB), truth.npz",
+           _simulated_input("input/")),
+    TENSORBOARD, CHECKPOINTS,
+)
+
+SCHEMA: dict[str, tuple[Output, ...]] = {"redshift": REDSHIFT, "landcover": LANDCOVER, "domst": DOMST}
+
+
+# ---------------------------------------------------------------- matching
+def _pattern(path: str) -> re.Pattern:
+    """'<run>/workers/<worker>' -> a regex where each placeholder is one path component."""
+    parts = re.split(r"(<[^>]+>)", path)
+    return re.compile("".join("[^/]+" if p.startswith("<") else re.escape(p) for p in parts) + r"\Z")
+
+
+def _glob(path: str) -> str:
+    return re.sub(r"<[^>]+>", "*", path)
+
+
+def _required(when: When | None, config: dict | None) -> bool:
+    if when is None:
+        return True
+    if when.test is None or config is None:
+        return False
+    try:
+        return bool(when.test(config))
+    except (KeyError, TypeError):
+        return False
+
+
+# ---------------------------------------------------------------- per-kind checks
+def _check_keys(where: str, found, declared: tuple[Key, ...], config: dict | None, what: str) -> list[str]:
+    names = {k.name for k in declared}
+    problems = [f"{where}: missing {what} '{k.name}'" for k in declared
+                if k.name not in found and _required(k.when, config)]
+    problems += [f"{where}: {what} '{name}' is not declared in jobs/output_schema.py" for name in found
+                 if name not in names]
+    return problems
+
+
+def _check_json(path: Path, out: Output, config: dict | None) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"{path}: not valid JSON ({exc})"]
+    if not isinstance(data, dict):
+        return [f"{path}: expected a JSON object, found {type(data).__name__}"]
+    return _check_keys(str(path), list(data), out.keys, config, "key") if out.keys else []
+
+
+def _check_yaml(path: Path, out: Output, config: dict | None) -> list[str]:
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        return [f"{path}: not valid YAML ({exc})"]
+    if not isinstance(data, dict):
+        return [f"{path}: expected a YAML mapping"]
+    return _check_keys(str(path), list(data), out.keys, config, "key")
+
+
+def _check_csv(path: Path, out: Output, config: dict | None) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return [f"{path}: empty file, no header"]
+    problems = _check_keys(str(path), rows[0], out.keys, config, "column")
+    if len(rows) < 2:
+        problems.append(f"{path}: header only, no rows")
+    problems += [f"{path}: row {i} has {len(r)} cells, the header {len(rows[0])}" for i, r in
+                 enumerate(rows[1:], start=2) if len(r) != len(rows[0])]
+    return problems
+
+
+def _check_png(path: Path) -> list[str]:
+    with open(path, "rb") as fh:
+        head = fh.read(len(PNG_SIGNATURE))
+    return [] if head == PNG_SIGNATURE else [f"{path}: not a PNG file"]
+
+
+def _records_schema(ref: str):
+    import importlib
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_hdf5(path: Path, out: Output, config: dict | None) -> list[str]:
+    import h5py
+    import numpy as np
+    if out.records:
+        from rdd_io.schema import SchemaError
+        try:
+            _records_schema(out.records).read_h5(str(path), str(path))
+        except SchemaError as exc:
+            return [str(exc)]
+        return []
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        return [f"{path}: not a readable HDF5 file ({exc})"]
+    problems = _check_keys(str(path), list(h5.attrs), out.keys, config, "attribute") if out.keys else []
+    with h5:
+        nodes: dict[str, object] = {}
+        h5.visititems(lambda name, node: nodes.update({name: node}))  # None: visit everything
+        groups = [n for n, node in nodes.items() if isinstance(node, h5py.Group)]
+        datasets = {n: node for n, node in nodes.items() if isinstance(node, h5py.Dataset)}
+        declared = [(d, _pattern(d.path)) for d in out.datasets]
+        group_patterns = [_pattern(g.path) for g in out.groups]
+        for name, node in datasets.items():
+            match = next((d for d, p in declared if p.match(name)), None)
+            if match is None:
+                problems.append(f"{path}: dataset '{name}' is not declared in jobs/output_schema.py")
+                continue
+            if node.dtype != np.dtype(match.dtype):
+                problems.append(f"{path}: dataset '{name}' has dtype {node.dtype}, expected {match.dtype}")
+            if node.ndim != len(match.shape):
+                problems.append(f"{path}: dataset '{name}' has rank {node.ndim} (shape {node.shape}), expected "
+                                f"rank {len(match.shape)} {match.shape}")
+        for name in groups:  # a group no declared path passes through is unexpected
+            if not any(_pattern(_prefix).match(name) for d in out.datasets + out.groups
+                       for _prefix in _prefixes(d.path)):
+                problems.append(f"{path}: group '{name}' is not declared in jobs/output_schema.py")
+        # every component of a declared path exists under every group its parent matches
+        for decl in out.datasets + out.groups:
+            for parent, child in _steps(decl.path):
+                parents = [""] if parent == "" else [g for g in groups if _pattern(parent).match(g)]
+                for p in parents:
+                    children = list(h5[p].keys()) if p else list(h5.keys())
+                    if child.startswith("<") and not children:
+                        problems.append(f"{path}: group '/{p}' is empty, expected {child} under it")
+                    elif not child.startswith("<") and child not in children:
+                        problems.append(f"{path}: '/{p + '/' if p else ''}{child}' is missing")
+        for g in out.groups:
+            pattern = _pattern(g.path)
+            for name in groups:
+                if pattern.match(name):
+                    problems += _check_keys(f"{path}:/{name}", list(h5[name].attrs), g.attrs, config, "attribute")
+    return sorted(set(problems), key=problems.index)
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _steps(path: str) -> list[tuple[str, str]]:
+    """'<run>/updates/tau' -> [('', '<run>'), ('<run>', 'updates'), ('<run>/updates', 'tau')]."""
+    parts = path.split("/")
+    return [("/".join(parts[:i]), parts[i]) for i in range(len(parts))]
+
+
+def _check_file(path: Path, out: Output, config: dict | None) -> list[str]:
+    if out.kind == "folder":
+        return [] if path.is_dir() and any(path.iterdir()) else [f"{path}: expected a non-empty folder"]
+    if not path.is_file():
+        return [f"{path}: expected a file"]
+    if path.stat().st_size == 0:
+        return [f"{path}: empty file"]
+    check = {"json": _check_json, "yaml": _check_yaml, "csv": _check_csv, "hdf5": _check_hdf5}.get(out.kind)
+    if check is not None:
+        return check(path, out, config)
+    if out.kind == "png":
+        return _check_png(path)
+    if out.kind == "markdown":
+        return [] if path.read_text(encoding="utf-8").strip() else [f"{path}: no text"]
+    return []
+
+
+def _matches(root: Path, out: Output) -> list[Path]:
+    pattern = _pattern(out.path.rstrip("/"))
+    return sorted(p for p in root.glob(_glob(out.path.rstrip("/"))) if pattern.match(p.relative_to(root).as_posix())
+                  and not p.name.startswith("."))
+
+
+def check(case: str, output_dir: str | Path) -> list[str]:
+    """Problems of a run's output folder against the schema of `case` (empty: it matches)."""
+    if case not in SCHEMA:
+        raise ValueError(f"unknown case {case!r}; one of {list(SCHEMA)}")
+    return check_outputs(SCHEMA[case], output_dir, case)
+
+
+def check_outputs(outputs: tuple[Output, ...], output_dir: str | Path, case: str) -> list[str]:
+    """Problems of an output folder against the declared `outputs` of `case`."""
+    import yaml
+    root = Path(output_dir)
+    if not root.is_dir():
+        return [f"{root}: no such folder"]
+    problems, config = [], None
+    try:
+        config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        pass  # reported below as a missing or invalid config.yaml
+    try:
+        summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+        if summary.get("status") != "ok":
+            problems.append(f"{root / 'summary.json'}: status {summary.get('status')!r} "
+                            f"({summary.get('error', 'no error recorded')})")
+        if summary.get("case") not in (None, case):
+            problems.append(f"{root / 'summary.json'}: case {summary.get('case')!r}, expected {case!r}")
+    except (OSError, ValueError):
+        pass
+    for out in outputs:
+        found = _matches(root, out)
+        if not found and _required(out.when, config):
+            problems.append(f"{root}: missing {out.path} ({out.meaning.split(';')[0]})")
+        checked = found[:MAX_RECORD_FILES] if out.records else found
+        for path in checked:
+            problems += _check_file(path, out, config)
+    tops = {out.path.split("/")[0] for out in outputs}
+    for entry in sorted(root.iterdir()):
+        if not any(fnmatch.fnmatchcase(entry.name, _glob(t)) for t in tops):
+            problems.append(f"{entry}: not declared in jobs/output_schema.py (a leftover temporary, or an output "
+                            f"to declare there)")
+    return problems
+
+
+# ---------------------------------------------------------------- Markdown rendering
+TITLES = {"redshift": "Redshift (jobs/redshift.py)", "landcover": "Land cover (jobs/landcover.py)",
+          "domst": "Dom-ST (jobs/domst.py)"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _when(when: When | None) -> str:
+    return "always" if when is None else when.text
+
+
+def _keys_table(keys: tuple[Key, ...], what: str) -> list[str]:
+    lines = [f"| {what} | meaning | present |", "|---|---|---|"]
+    return lines + [f"| `{_cell(k.name)}` | {_cell(k.meaning)} | {_cell(_when(k.when))} |" for k in keys] + [""]
+
+
+def _records_lines(ref: str) -> list[str]:
+    schema = _records_schema(ref)
+    lines = [f"Written with the record schema `{schema.name}` (`{ref}`); first axis N = records.", "",
+             "| dataset | dtype | shape |", "|---|---|---|"]
+    for f in schema.fields:
+        shape = ", ".join("N" if d is None else str(d) for d in f.shape)
+        lines.append(f"| `{f.name}` | {f.dtype} | ({shape}{',' if len(f.shape) == 1 else ''}) |")
+    return lines + [""]
+
+
+def render() -> str:
+    """docs/OUTPUTS.md."""
+    out = ["# Outputs", "",
+           "<!-- Generated by `python -m jobs.output_schema > docs/OUTPUTS.md` from jobs/output_schema.py; "
+           "edit that file, not this one. -->", "",
+           "Every file a case study writes under its output URI (`--output`, default `outputs/<case>`). "
+           "`jobs.output_schema.check(case, folder)` checks a run's folder against this; "
+           "`python -m jobs.outputs_report outputs --html outputs/report.html` turns an output root into one "
+           "HTML report, and `notebooks/inspect_outputs.ipynb` shows the same tables and figures.", "",
+           "Placeholders such as `<run>` stand for one path component. *present*: when the file exists "
+           "(*always*: every successful run writes it).", ""]
+    for case, outputs in SCHEMA.items():
+        out += [f"## {TITLES[case]}", "", "| path | kind | present | meaning |", "|---|---|---|---|"]
+        out += [f"| `{o.path}` | {o.kind} | {_cell(_when(o.when))} | {_cell(o.meaning)} |" for o in outputs]
+        out.append("")
+        for o in outputs:
+            if not (o.keys or o.groups or o.datasets or o.records):
+                continue
+            out += [f"### {case}: `{o.path}`", ""]
+            if o.records:
+                out += _records_lines(o.records)
+            if o.keys:
+                what = {"csv": "column", "hdf5": "root attribute"}.get(o.kind, "key")
+                out += _keys_table(o.keys, what)
+            for g in o.groups:
+                out += [f"Group `{g.path}`: {g.meaning}.", ""]
+                if g.attrs:
+                    out += _keys_table(g.attrs, "attribute")
+            if o.datasets:
+                out += ["| dataset | dtype | shape | meaning |", "|---|---|---|---|"]
+                out += [f"| `{d.path}` | {d.dtype} | ({', '.join(map(str, d.shape))}{',' if len(d.shape) == 1 else ''}) "
+                        f"| {_cell(d.meaning)} |" for d in o.datasets]
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print docs/OUTPUTS.md; with `--check <case> <folder>`, print the folder's problems instead."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--check"] and len(args) == 3:
+        problems = check(args[1], args[2])
+        print("\n".join(problems) or f"{args[2]}: matches the {args[1]} schema")
+        return 1 if problems else 0
+    if args:
+        print("usage: python -m jobs.output_schema [--check <case> <folder>]", file=sys.stderr)
+        return 2
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
