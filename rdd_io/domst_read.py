@@ -53,7 +53,7 @@ def _open_netcdf(data: Any, where: str):
         return netCDF4.Dataset(os.fspath(data), mode="r")
     except FileNotFoundError:
         raise SchemaError(f"{where}: file not found") from None
-    except OSError as exc:
+    except Exception as exc:  # OSError mostly; damaged headers surface other types too
         raise SchemaError(f"{where}: not a readable netCDF file ({exc})") from None
 
 
@@ -76,6 +76,15 @@ def _decode_time(var, where: str) -> np.ndarray:
 def read_cru_precip(data: Any, name: str | None = None):
     """netCDF (CRU TS layout, daily) -> (dates datetime64[D] [T], lat [Y], lon [X], pre float32 [T, Y, X])."""
     where = _where(name, data)
+    try:
+        return _read_cru_precip(data, where)
+    except SchemaError:
+        raise
+    except Exception as exc:  # a damaged chunk surfaces as RuntimeError("NetCDF: HDF error") when read
+        raise SchemaError(f"{where}: damaged netCDF file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_cru_precip(data: Any, where: str):
     with _open_netcdf(data, where) as ds:
         for dim in ("time", "lat", "lon"):
             if dim not in ds.dimensions:
@@ -211,12 +220,20 @@ def read_distance(data: Any, name: str | None = None):
         raise SchemaError(f"{where}: expected a single-band 2-D raster, got shape {raster.shape}")
     if 33550 not in tags or 33922 not in tags:
         raise SchemaError(f"{where}: no georeferencing (ModelPixelScale/ModelTiepoint tags)")
-    sx, sy = float(tags[33550][0]), float(tags[33550][1])
-    tie = [float(v) for v in tags[33922]]
-    if tie[0] != 0 or tie[1] != 0 or sx <= 0 or sy <= 0:
+    try:
+        sx, sy = float(tags[33550][0]), float(tags[33550][1])
+        tie = [float(v) for v in tags[33922]][:6]
+        if len(tie) < 6:
+            raise ValueError(f"{len(tie)} values, 6 needed")
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SchemaError(f"{where}: unreadable ModelPixelScale/ModelTiepoint tags ({exc})") from None
+    if tie[0] != 0 or tie[1] != 0 or not sx > 0 or not sy > 0 or not np.isfinite(tie[3:5]).all():
         raise SchemaError(f"{where}: only north-up rasters tied at their top-left corner are supported")
     if 42113 in tags:
-        nodata = float(str(tags[42113]).strip("\x00 "))
+        try:
+            nodata = float(str(tags[42113]).strip("\x00 "))
+        except ValueError:
+            raise SchemaError(f"{where}: GDAL_NODATA tag {str(tags[42113])[:40]!r} is not a number") from None
         raster[raster == nodata] = np.nan
     lon = tie[3] + sx * (np.arange(raster.shape[1]) + 0.5)
     lat = tie[4] - sy * (np.arange(raster.shape[0]) + 0.5)

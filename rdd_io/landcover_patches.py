@@ -24,8 +24,8 @@ PATCH = 25
 LANDCOVER_PATCHES = Schema("landcover_patches", [
     Field("rgb", np.float32, (N, PATCH, PATCH, 3)),        # raw 0..255 values
     Field("hsi", np.float32, (N, PATCH, PATCH, "bands")),
-    Field("label", np.int32, (N,)),                        # ground-truth class - 1, in 0..19
-    Field("centre", np.int32, (N, 2)),                     # (row, col) on the ground-truth grid
+    Field("label", np.int32, (N,), values=(0, N_CLASSES - 1)),  # ground-truth class - 1
+    Field("centre", np.int32, (N, 2), values=(0, None)),         # (row, col) on the ground-truth grid
 ])
 
 

@@ -20,8 +20,8 @@ from rdd_io.schema import N, REDSHIFT, Field, Schema, SchemaError, source_name
 
 BUNDLE = Schema("redshift-bundle", [
     Field("spectra", np.float32, (N, "bands")),
-    Field("label", np.int32, (N,)),
-    Field("index", np.int64, (N,)),
+    Field("label", np.int32, (N,), values=(0, None)),
+    Field("index", np.int64, (N,), values=(0, None)),
 ])
 
 

@@ -28,10 +28,15 @@ class Field:
     name: str
     dtype: Any
     shape: tuple  # first entry None (records); then ints or named sizes (str)
+    # Inclusive (low, high) bounds on every value, either end None for open; checked on write and read,
+    # so a class index damaged in a file is refused where it is read, not as a NaN loss in training.
+    values: tuple | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
         object.__setattr__(self, "shape", tuple(self.shape))
+        if self.values is not None and len(self.values) != 2:
+            raise ValueError(f"field {self.name!r}: values must be (low, high), got {self.values!r}")
         if not self.shape or self.shape[0] is not None:
             raise ValueError(f"field {self.name!r}: the first axis must be the record axis (None)")
         for dim in self.shape[1:]:
@@ -110,9 +115,25 @@ class Schema:
 
     def _check_values(self, where: str, arrays: Mapping[str, np.ndarray]) -> None:
         for field in self.fields:
-            bad = first_nonfinite(arrays[field.name])
+            array = arrays[field.name]
+            bad = first_nonfinite(array)
             if bad is not None:
                 raise SchemaError(f"{where}: record {bad[0]} of '{field.name}' has {bad[1]}")
+            if field.values is None or array.size == 0:
+                continue
+            low, high = field.values
+            flat = array.reshape(array.shape[0], -1)
+            outside = np.zeros(flat.shape, bool)
+            if low is not None:
+                outside |= flat < low
+            if high is not None:
+                outside |= flat > high
+            if outside.any():
+                record, k = (int(v) for v in np.argwhere(outside)[0])
+                allowed = (f"below {low}" if high is None else f"above {high}" if low is None
+                           else f"outside [{low}, {high}]")
+                raise SchemaError(f"{where}: record {record} of '{field.name}' has {flat[record, k].item()!r}, "
+                                  f"{allowed}")
 
     def validate(self, arrays: Mapping[str, Any], where: str = "<arrays>") -> dict[str, np.ndarray]:
         """Check in-memory arrays against the schema; returns them cast to the field dtypes."""
@@ -195,5 +216,5 @@ class Schema:
 REDSHIFT = Schema("redshift", [
     Field("spectra", np.float32, (N, "bands")),
     Field("z", np.float32, (N,)),
-    Field("label", np.int32, (N,)),
+    Field("label", np.int32, (N,)),  # in [0, n_classes): the readers check it, n_classes comes with the job
 ])
