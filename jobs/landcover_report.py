@@ -20,6 +20,14 @@ THESIS = {  # REFERENCE_NUMBERS.md, land cover: what the thesis observed per pla
     "scheme4": "traffic spread over all machines; >50% CPU on every worker; HSI worker ~70% instead of 80%",
     "scheme5": "load almost equal across workers, each above 55% CPU (best utilisation)",
 }
+# The thesis's figures behind THESIS and Fig. 6.5, for reports that state each difference (MB/s, %).
+THESIS_FIGURES = {
+    "merging_out_MBps": {"default": 10.0, "scheme2": 2.5},          # merging worker's out-traffic
+    "merging_wait_percent": {"default": 1.25, "scheme2": 45.0, "scheme3": 16.0},  # its CPU wait, at most
+    "min_worker_cpu_percent": {"scheme4": 50.0, "scheme5": 55.0},  # every worker above
+    "batch10_cluster_MBps": 120.0,   # cluster traffic at batch 10, up to
+    "batch_traffic_ratio": 5.0,      # batch 10 over batches 50 and 200: more than
+}
 
 
 def _fmt(value, scale: float = 1.0, digits: int = 2) -> str:
@@ -109,8 +117,10 @@ def plans_markdown(rows: list[dict]) -> str:
 
 def batch_markdown(rows: list[dict]) -> str:
     lines = ["## Traffic per batch size (default plan)", "",
-             "Thesis (Fig. 6.5): batch 10 drives cluster traffic up to about 120 MB/s; 50 and 200 are more than "
-             "5x lower.", "", "| batch | cluster out MiB/s | MiB sent per step |", "|---|---|---|"]
+             f"Thesis (Fig. 6.5): batch 10 drives cluster traffic up to about "
+             f"{THESIS_FIGURES['batch10_cluster_MBps']:.0f} MB/s; 50 and 200 are more than "
+             f"{THESIS_FIGURES['batch_traffic_ratio']:.0f}x lower.", "",
+             "| batch | cluster out MiB/s | MiB sent per step |", "|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['cluster_out_MiB_per_s']:.2f} | {r['bytes_per_step_MiB']:.3f} |"
               for r in rows]
     if len(rows) > 1:

@@ -1,0 +1,64 @@
+"""The HTML report's pieces on hand-made inputs (the whole report is built from real tiny runs in
+tests/cluster/test_outputs.py), and the notebook as stored."""
+import base64
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from jobs import outputs_report as rep
+from jobs import outputs_view as ov
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+PNG = bytes.fromhex("89504e470d0a1a0a") + b"not a real image, only its bytes are embedded"
+
+
+def test_difference_is_stated_in_words():
+    assert rep.difference(12, 10, " epochs") == "+2 epochs (1.20x the published value)"
+    assert rep.difference(3.0, 5.0, "x", at_least=True) == "-2x (0.60x the published value); bound not reached"
+    assert rep.difference(50.0, 45.0, " points", at_most=True).endswith("; above the bound")
+    assert rep.difference(None, 10) == "not measured in this run"
+    assert rep.difference(1, None) == "no published number"
+
+
+def test_markdown_with_tables_lists_and_embedded_figures(tmp_path):
+    (tmp_path / "fig.png").write_bytes(PNG)
+    text = ("# Title\n\nSome `code` text\ncontinued.\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n- one\n- two\n\n"
+            "![a figure](fig.png)\n![gone](missing.png)\n")
+    embedded = set()
+    page = rep.markdown_html(text, tmp_path, embedded)
+    assert "<h3>Title</h3>" in page and "<p>Some <code>code</code> text continued.</p>" in page
+    assert "<th>a</th><th>b</th>" in page and "<td>&lt;2&gt;</td>" in page and "---" not in page
+    assert "<ul><li>one</li><li>two</li></ul>" in page
+    assert base64.b64encode(PNG).decode() in page and embedded == {"fig.png"}
+    assert "figure missing.png is missing" in page
+
+
+def test_an_empty_root_lists_every_case_study_as_absent(tmp_path):
+    page = rep.build(tmp_path)
+    assert page.count("Absent: no outputs under") == 3 and "data:image/png" not in page
+
+
+def test_a_failed_run_shows_its_error_and_figures_outside_report_md(tmp_path):
+    folder = tmp_path / "domst"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"case": "domst", "status": "failed", "error": "bad input x.nc"}))
+    (folder / "extra.png").write_bytes(PNG)
+    page = rep.build(tmp_path)
+    assert "The run failed: bad input x.nc" in page
+    assert base64.b64encode(PNG).decode() in page  # every PNG of the folder, even without a report.md
+    assert page.count("Absent: no outputs under") == 2
+
+
+def test_csv_values_keep_identifiers(tmp_path):
+    (tmp_path / "t.csv").write_text("site_no,n,x,empty\n05412000,3,0.5,\n")
+    assert ov.read_csv(tmp_path / "t.csv") == [{"site_no": "05412000", "n": 3, "x": 0.5, "empty": None}]
+
+
+def test_the_notebook_is_stored_without_outputs():
+    nb = nbformat.read(ROOT / "notebooks" / "inspect_outputs.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
