@@ -4,12 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= outputs
 
-.PHONY: demo test test-unit test-cluster check-prereqs clean
+.PHONY: demo report test test-unit test-cluster check-prereqs clean
 
 demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
 	$(BIN)/python jobs/landcover.py --preset tiny --output $(OUT)/landcover
 	$(BIN)/python jobs/domst.py --preset tiny --output $(OUT)/domst
+
+# One HTML file with every case study's tables and figures, published numbers beside ours (README).
+report: $(VENV)/.installed
+	$(BIN)/python -m jobs.outputs_report $(OUT) --html $(OUT)/report.html
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

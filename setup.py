@@ -32,6 +32,8 @@ setup(
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         # Land-cover products in raster formats other than GeoTIFF (ENVI and the like).
         "raster": ["rasterio>=1.3"],
+        # JupyterLab for notebooks/inspect_outputs.ipynb (the Docker image installs the same).
+        "notebook": ["jupyterlab>=4,<5"],
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
                  "ipykernel>=6.29,<8"],
     },
