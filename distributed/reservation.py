@@ -1,14 +1,17 @@
 """TensorFlowOnSpark's reservation server and client, behind the job's secret and without pickle.
 
 TFoS 2.2.5 registers nodes over length-prefixed pickle on an unauthenticated port. These classes
-keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result) and REPORTED (which
-roles have a result, so a server role can wait for the role that drives it), carried as
+keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result), REPORTED (which
+roles have a result, so a server role can wait for the role that drives it) and PROGRESS (a role's latest
+small progress record, for the driver's display; only the newest one per role is kept), carried as
 ps_wire frames: a challenge-response on the secret, then JSON headers under a per-connection MAC.
 Node metadata holds bytes (the manager's authkey) and tuples (addresses); they are tagged in JSON.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import json
 import logging
 import os
 import socket
@@ -102,10 +105,48 @@ def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: flo
         sock.close()
 
 
+def send_progress(server_addr, secret: str, role: str, record: dict, timeout_s: float = 2) -> None:
+    """Hand the driver a role's latest progress record (flat JSON scalars, see PROGRESS_LIMITS)."""
+    sock = _connect(server_addr, secret, timeout_s)
+    try:
+        _request(sock, "PROGRESS", {"role": role, "record": record})
+    finally:
+        sock.close()
+
+
+# A progress record is a display line, not a result: a flat dict of a few JSON scalars, small enough
+# that a misbehaving role cannot grow the driver's memory (one record per role, a bounded number of roles).
+PROGRESS_LIMITS = {"roles": 1024, "fields": 32, "key_chars": 40, "text_chars": 200, "bytes": 4096,
+                   "history": 4096}  # records kept in arrival order, so a display polling now and then misses none
+
+
+def progress_problem(data) -> str | None:
+    """Why a PROGRESS message is refused, or None."""
+    if not (isinstance(data, dict) and set(data) == {"role", "record"}):
+        return "PROGRESS needs {'role': str, 'record': {...}}"
+    role, record = data["role"], data["record"]
+    if not isinstance(role, str) or not 0 < len(role) <= PROGRESS_LIMITS["key_chars"]:
+        return f"PROGRESS: role must be a name of 1-{PROGRESS_LIMITS['key_chars']} characters"
+    if not isinstance(record, dict) or len(record) > PROGRESS_LIMITS["fields"]:
+        return f"PROGRESS from {role}: record must be a dict of at most {PROGRESS_LIMITS['fields']} fields"
+    for key, value in record.items():
+        if not isinstance(key, str) or len(key) > PROGRESS_LIMITS["key_chars"]:
+            return f"PROGRESS from {role}: field names are strings of at most {PROGRESS_LIMITS['key_chars']} characters"
+        if value is not None and type(value) not in (bool, int, float, str):
+            return f"PROGRESS from {role}: field {key!r} is a {type(value).__name__}, not a JSON scalar"
+        if isinstance(value, str) and len(value) > PROGRESS_LIMITS["text_chars"]:
+            return f"PROGRESS from {role}: field {key!r} is longer than {PROGRESS_LIMITS['text_chars']} characters"
+    if len(json.dumps(record)) > PROGRESS_LIMITS["bytes"]:
+        return f"PROGRESS from {role}: record larger than {PROGRESS_LIMITS['bytes']} bytes"
+    return None
+
+
 def _malformed(op, data) -> str | None:
     """Why a message cannot be handled, or None; checked before anything is stored."""
-    if op not in ("REG", "QUERY", "QINFO", "RESULT", "REPORTED", "STOP"):
+    if op not in ("REG", "QUERY", "QINFO", "RESULT", "REPORTED", "STOP", "PROGRESS"):
         return f"unknown op {op!r}"
+    if op == "PROGRESS":
+        return progress_problem(data)
     if op == "REG" and not (isinstance(data, dict) and {"executor_id", "host", "port", "job_name"} <= set(data)):
         return "REG needs a node record with executor_id, host, port and job_name"
     if op == "RESULT" and not (isinstance(data, dict) and isinstance(data.get("role"), str) and "result" in data):
@@ -139,6 +180,9 @@ class Server:
         self._lock = threading.Condition()
         self._reservations: list[dict] = []
         self._results: dict[str, Any] = {}
+        self._progress: dict[str, dict] = {}
+        self._progress_log: collections.deque = collections.deque(maxlen=PROGRESS_LIMITS["history"])
+        self._progress_seq = 0
         self._sock: socket.socket | None = None
 
     # -- what TFCluster calls ---------------------------------------------------------------------
@@ -168,6 +212,17 @@ class Server:
     def results(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._results)
+
+    def progress(self) -> dict[str, dict]:
+        """The latest progress record of each role that sent one."""
+        with self._lock:
+            return {role: dict(record) for role, record in self._progress.items()}
+
+    def progress_since(self, seq: int) -> tuple[int, list[tuple[str, dict]]]:
+        """(the newest record's number, [(role, record)] received after record number `seq`, oldest
+        first); records older than the last PROGRESS_LIMITS['history'] are gone."""
+        with self._lock:
+            return self._progress_seq, [(role, dict(record)) for n, role, record in self._progress_log if n > seq]
 
     def wait_for(self, roles: set[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -231,6 +286,16 @@ class Server:
         problem = _malformed(op, data)
         if problem:
             ps_wire.send_message(sock, {"op": "ERR", "data": problem})
+            return
+        if op == "PROGRESS":  # frequent and independent of the rest: no wake-up of the waiters
+            with self._lock:
+                full = len(self._progress) >= PROGRESS_LIMITS["roles"] and data["role"] not in self._progress
+                if not full:
+                    self._progress[data["role"]] = data["record"]
+                    self._progress_seq += 1
+                    self._progress_log.append((self._progress_seq, data["role"], data["record"]))
+            ps_wire.send_message(sock, {"op": "ERR", "data": "PROGRESS: too many roles"} if full
+                                 else {"op": "OK", "data": "OK"})
             return
         with self._lock:
             if op == "REG":

@@ -13,7 +13,8 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
 - "waiting for N reservations" forever: a timeout that names the roles that never registered.
 - Roles that outlive the job: each process TFoS forks dies with its parent (PR_SET_PDEATHSIG), and
   shutdown is bounded, even when a role returned early or raised.
-- Roles return a JSON result to the driver over the same authenticated channel.
+- Roles return a JSON result to the driver over the same authenticated channel, and may send it
+  small progress records on the way (RoleContext.progress, Cluster.progress).
 """
 from __future__ import annotations
 
@@ -129,6 +130,11 @@ def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
     return run
 
 
+PROGRESS_INTERVAL_S = 0.5   # between two progress records of one role, unless one is forced
+PROGRESS_TIMEOUT_S = 2.0    # connect + handshake + reply of one progress record
+PROGRESS_BACKOFF_S = 30.0   # no progress records after one failed, for this long
+
+
 class RoleContext:
     """What a role function sees: its name, the cluster's addresses, its data feed, stop signals."""
 
@@ -140,6 +146,31 @@ class RoleContext:
         self.task_index: int = tfos_ctx.task_index
         self.executor_id: int = tfos_ctx.executor_id
         self.cluster_spec: dict[str, list[str]] = tfos_ctx.cluster_spec
+        self._progress_sent = self._progress_quiet_until = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.job_name}:{self.task_index}"
+
+    def progress(self, force: bool = False, **fields) -> bool:
+        """Tell the driver's display how this role is doing (flat JSON scalars: epoch, accuracy, ...).
+
+        Fire and forget: sends at most one record per PROGRESS_INTERVAL_S unless `force` (an epoch
+        end), never raises, and after a failed send stays quiet for a while, so a slow or gone driver
+        cannot slow training down. True if the record was sent."""
+        now = time.monotonic()
+        if now < self._progress_quiet_until or (not force and now - self._progress_sent < PROGRESS_INTERVAL_S):
+            return False
+        self._progress_sent = now
+        try:
+            record = {k: v.item() if hasattr(v, "item") else v for k, v in fields.items()}  # numpy scalars
+            reservation.send_progress(self._server_addr, self._secret, self.name, record,
+                                      timeout_s=PROGRESS_TIMEOUT_S)
+            return True
+        except Exception as exc:  # noqa: BLE001 -- progress is best effort by design
+            self._progress_quiet_until = now + PROGRESS_BACKOFF_S
+            log.debug("progress from %s not sent: %s", self.name, exc)
+            return False
 
     @property
     def address(self) -> str:
@@ -210,6 +241,15 @@ class Cluster:
 
     def results(self) -> dict[str, Any]:
         return self._server.results()
+
+    def progress(self) -> dict[str, dict]:
+        """The latest progress record of each role that sent one ('job:index' -> record)."""
+        return self._server.progress()
+
+    def progress_since(self, seq: int) -> tuple[int, list[tuple[str, dict]]]:
+        """Every progress record received after record number `seq`, in arrival order (a display that
+        polls now and then sees each epoch end): (newest number, [(role, record)])."""
+        return self._server.progress_since(seq)
 
     def train(self, rdd, epochs: int = 1, feed_timeout_s: float = 600) -> None:
         """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed.

@@ -219,3 +219,72 @@ def test_reported_roles_lists_who_handed_in_a_result(server):
     assert reservation.reported_roles(addr, SECRET) == ["chief:0", "worker:1"]
     with pytest.raises((ps_wire.AuthError, ConnectionError)):
         reservation.reported_roles(addr, "a-wrong-secret-0000000000")
+
+
+# ---------------------------------------------------------------------------------- PROGRESS
+def test_progress_keeps_the_latest_record_per_role(server):
+    srv, addr = server
+    assert srv.progress() == {}
+    reservation.send_progress(addr, SECRET, "worker:0", {"epoch": 1, "epochs": 6, "accuracy": 0.25, "tau": None})
+    reservation.send_progress(addr, SECRET, "worker:1", {"epoch": 1, "what": "W01 domst", "final": False})
+    reservation.send_progress(addr, SECRET, "worker:0", {"epoch": 2, "epochs": 6, "accuracy": 0.5})
+    assert srv.progress() == {"worker:0": {"epoch": 2, "epochs": 6, "accuracy": 0.5},
+                              "worker:1": {"epoch": 1, "what": "W01 domst", "final": False}}
+    assert srv.results() == {}  # progress is not a result: shutdown still waits for the roles
+    # every record in arrival order, for a display that polls now and then
+    seq, received = srv.progress_since(0)
+    assert seq == 3 and [(role, r["epoch"]) for role, r in received] == [("worker:0", 1), ("worker:1", 1),
+                                                                          ("worker:0", 2)]
+    assert srv.progress_since(2) == (3, [("worker:0", {"epoch": 2, "epochs": 6, "accuracy": 0.5})])
+    assert srv.progress_since(3) == (3, [])
+
+
+@pytest.mark.parametrize("role, record, why", [
+    ("worker:0", {"nested": {"a": 1}}, "not a JSON scalar"),
+    ("worker:0", {"list": [1, 2]}, "not a JSON scalar"),
+    ("worker:0", {"blob": b"\x00\x01"}, "not a JSON scalar"),     # tagged bytes decode to bytes
+    ("worker:0", {"what": "x" * 201}, "longer than 200"),
+    ("worker:0", {f"f{i}": i for i in range(33)}, "at most 32 fields"),
+    ("worker:0", {"k" * 41: 1}, "field names"),
+    ("worker:0", [1, 2], "must be a dict"),
+    ("", {"epoch": 1}, "role must be a name"),
+    ("w" * 41, {"epoch": 1}, "role must be a name"),
+])
+def test_progress_refuses_records_that_are_not_small_flat_json(server, role, record, why):
+    srv, addr = server
+    with pytest.raises(RuntimeError, match=why):
+        reservation.send_progress(addr, SECRET, role, record)
+    assert srv.progress() == {}
+
+
+def test_progress_total_size_and_role_count_are_bounded(server, monkeypatch):
+    srv, addr = server
+    big = {f"f{i}": "x" * 190 for i in range(30)}  # each field fits, the record does not
+    with pytest.raises(RuntimeError, match="larger than 4096 bytes"):
+        reservation.send_progress(addr, SECRET, "worker:0", big)
+    monkeypatch.setitem(reservation.PROGRESS_LIMITS, "roles", 2)
+    reservation.send_progress(addr, SECRET, "worker:0", {"epoch": 1})
+    reservation.send_progress(addr, SECRET, "worker:1", {"epoch": 1})
+    with pytest.raises(RuntimeError, match="too many roles"):
+        reservation.send_progress(addr, SECRET, "worker:2", {"epoch": 1})
+    reservation.send_progress(addr, SECRET, "worker:1", {"epoch": 2})  # a known role still updates
+    assert srv.progress() == {"worker:0": {"epoch": 1}, "worker:1": {"epoch": 2}}
+
+
+def test_progress_without_the_secret_is_refused(server):
+    srv, addr = server
+    with pytest.raises((ps_wire.AuthError, ConnectionError)):
+        reservation.send_progress(addr, "not-the-secret", "worker:0", {"epoch": 99}, timeout_s=5)
+    assert srv.progress() == {}
+
+
+def test_progress_history_is_bounded(monkeypatch):
+    monkeypatch.setitem(reservation.PROGRESS_LIMITS, "history", 2)
+    srv = Server(1, secret=SECRET, host=HOST)
+    addr = srv.start()
+    try:
+        for epoch in range(1, 5):
+            reservation.send_progress(addr, SECRET, "worker:0", {"epoch": epoch})
+        assert srv.progress_since(0) == (4, [("worker:0", {"epoch": 3}), ("worker:0", {"epoch": 4})])
+    finally:
+        srv.close()
