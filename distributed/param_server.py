@@ -223,7 +223,8 @@ class ParameterServer:
         if not 0 <= worker < self.num_workers:
             raise _Reject(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
         if op == "push":
-            return {"op": "pushed", "version": self._push(sock, worker, header, arrays)}, ()
+            version, tau = self._push(sock, worker, header, arrays)
+            return {"op": "pushed", "version": version, "tau": tau}, ()
         if op == "report":
             self._report(worker, header)
             return {"op": "ok"}, ()
@@ -232,7 +233,8 @@ class ParameterServer:
             return {"op": "ok"}, ()
         raise _Reject(f"unknown op {op!r:.40}")
 
-    def _push(self, sock, worker: int, header: dict, delta: list) -> int:
+    def _push(self, sock, worker: int, header: dict, delta: list) -> tuple[int, int]:
+        """Buffer one update; returns (the version that applied it, its staleness tau) once applied."""
         read_version = _int_field(header, "read_version")
         with self._cond:
             if self._stopping:
@@ -259,7 +261,7 @@ class ParameterServer:
                 self._cond.wait_for(lambda: entry.applied_version is not None or self._stopping,
                                     timeout=max(0.0, min(remaining, self.heartbeat_s)))
                 if entry.applied_version is not None:
-                    return entry.applied_version
+                    return entry.applied_version, entry.tau
                 if self._stopping or remaining <= 0:
                     self._withdraw(entry)
                     raise _Reject("parameter server is stopping" if self._stopping else

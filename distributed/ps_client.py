@@ -19,6 +19,7 @@ class PSClient:
 
     def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60):
         self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
+        self.last_tau: int | None = None  # staleness of this worker's last applied push
         self._lock = threading.Lock()
         try:
             sock = socket.create_connection(self.address, timeout=timeout_s)
@@ -60,8 +61,10 @@ class PSClient:
         return weights, reply["version"]
 
     def push(self, delta, read_version: int) -> int:
+        """The version that applied this update; its staleness is then in `last_tau`."""
         reply, _ = self._request({"op": "push", "worker": self.worker, "read_version": int(read_version)},
                                  list(delta))
+        self.last_tau = reply.get("tau")
         return reply["version"]
 
     def report(self, epoch: int, metrics: dict) -> None:

@@ -79,9 +79,11 @@ def test_async_s1_scripted_interleaving_logs_the_right_staleness():
         assert v == 1
         assert_weights(w, minus(W0, dA))                  # one fresh delta lands on W_local
         assert c1.push(dB, 0) == 2                        # tau 1 - 0 = 1, lambda 1
+        assert (c0.last_tau, c1.last_tau) == (0, 1)       # each push's reply carries its staleness
         assert c1.pull()[1] == 2
         assert c1.push(dD, 2) == 3                        # tau 0
         assert c0.push(dC, 1) == 4                        # tau 3 - 1 = 2, lambda 1/2
+        assert (c0.last_tau, c1.last_tau) == (2, 0)
         snap = ps.snapshot()
     log = snap["updates"]
     assert [u["worker"] for u in log] == [0, 1, 1, 0]
