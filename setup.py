@@ -34,6 +34,8 @@ setup(
         "raster": ["rasterio>=1.3"],
         # JupyterLab for notebooks/inspect_outputs.ipynb (the Docker image installs the same).
         "notebook": ["jupyterlab>=4,<5"],
+        # Viewing the per-role event files under <output>/tensorboard (writing them needs only TensorFlow).
+        "tensorboard": ["tensorboard>=2.20,<3"],
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
                  "ipykernel>=6.29,<8"],
     },
