@@ -57,3 +57,14 @@ def test_ps_memory_prints_a_positive_ratio():
     # The server holds at least one copy of the weights: its RSS grows by about the model's bytes or more.
     net = float(re.search(r"^net of the interpreter: .* = ([0-9.]+)$", out, re.M).group(1))
     assert net >= 0.9, out
+
+
+def test_ps_scaling_prints_the_rate_at_each_client_count_and_their_ratio():
+    name, value, out = run_bench("ps_scaling.py", "--clients", "1,3", "--seconds", "0.5", "--bands", "100",
+                                 "--classes", "4")
+    assert name == "ps_updates_per_s_3_vs_1_clients"
+    assert value > 0
+    rates = [float(m) for m in re.findall(r"^ *\d+ client\(s\): .* = ([0-9.]+) updates/s", out, re.M)]
+    assert len(rates) == 2 and all(r > 0 for r in rates), out
+    assert abs(value - rates[1] / rates[0]) <= 1e-2 * value  # the printed rates are rounded
+    assert "warning" not in out  # at each count the server applied exactly the updates the clients counted
