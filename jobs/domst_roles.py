@@ -51,14 +51,18 @@ def read_bundle(data: bytes, name: str) -> dict:
     try:
         with h5py.File(io.BytesIO(data), "r") as h5:
             attrs = {k: h5.attrs[k] for k in ("watershed", "site_no", "n_missing", "distance_km", "pixel")}
+        facts = {"watershed": str(attrs["watershed"]), "site_no": str(attrs["site_no"]),
+                 "n_missing": int(attrs["n_missing"]),
+                 "distance_km": np.asarray(attrs["distance_km"], float).reshape(-1),
+                 "pixel": np.asarray(attrs["pixel"], np.int64).reshape(-1)}
     except KeyError as exc:
         raise SchemaError(f"{name}: missing attribute {exc}") from None
-    if len(attrs["distance_km"]) != out["precip"].shape[1]:
-        raise SchemaError(f"{name}: {len(attrs['distance_km'])} distances for {out['precip'].shape[1]} pixels")
+    except (OSError, TypeError, ValueError) as exc:  # a damaged attribute surfaces only when it is read
+        raise SchemaError(f"{name}: unreadable bundle attributes ({type(exc).__name__}: {exc})") from None
+    if len(facts["distance_km"]) != out["precip"].shape[1]:
+        raise SchemaError(f"{name}: {len(facts['distance_km'])} distances for {out['precip'].shape[1]} pixels")
     out["discharge"] = np.where(out["valid"], out["discharge"], np.nan)
-    return {**out, "watershed": str(attrs["watershed"]), "site_no": str(attrs["site_no"]),
-            "n_missing": int(attrs["n_missing"]), "distance_km": np.asarray(attrs["distance_km"], float),
-            "pixel": np.asarray(attrs["pixel"], np.int64)}
+    return {**out, **facts}
 
 
 def prepare_samples(bundle: dict, lookback: int, train_frac: float, val_frac: float) -> dict:

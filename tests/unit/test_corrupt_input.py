@@ -1,8 +1,8 @@
 """Corrupt input, generated: every input format the jobs read, damaged in many ways by hypothesis.
 
 Each case starts from a valid tiny file (redshift HDF5 shard, .npy pair and share part; land-cover RGB
-tile, hyperspectral image, ground truth and patch shard; Dom-ST netCDF, RDB, distance raster and
-watersheds.json), damages it (truncation, flipped bytes, overwritten ranges, an empty file, or a
+tile, hyperspectral image, ground truth and patch shard; Dom-ST netCDF, RDB, distance raster,
+watersheds.json and per-watershed bundle), damages it (truncation, flipped bytes, overwritten ranges, an empty file, or a
 structural change: a dataset/variable/column dropped, wrong shape, wrong dtype, NaN/inf, values out of
 range, garbage text) and hands it to the function an executor calls on those bytes. The outcome must be
 either a successful read whose result still satisfies the format's declared schema, or a SchemaError
@@ -678,6 +678,49 @@ def valid_watersheds(meta) -> str:
 @given(case=damage(WATERSHEDS_JSON, watersheds_structural()))
 def test_domst_watersheds_json(case):
     check_case(lambda data: dr.read_watersheds(data, WATERSHEDS_NAME), valid_watersheds, WATERSHEDS_NAME, case)
+
+
+def _bundle():
+    from jobs.domst_roles import WATERSHED, bundle_bytes
+    days = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-01-21"))
+    q = np.linspace(1.0, 3.0, 20)
+    q[5] = np.nan
+    aligned = dr.align(days, _rng.random((20, 3, 4)).astype(np.float32), [0, 1, 5], days, q, watershed="W01")
+    arrays = WATERSHED.read_h5(bundle_bytes(aligned, np.array([1.0, 2.0, 3.0]), [0, 1, 5], SITE), "W01.h5")
+    return arrays, bundle_bytes(aligned, np.array([1.0, 2.0, 3.0]), [0, 1, 5], SITE)
+
+
+BUNDLE_ARRAYS, BUNDLE = _bundle()
+
+
+def bundle_attribute_damage():
+    def drop(key):
+        return f"attribute {key!r} dropped", h5_edit(BUNDLE, lambda h5: h5.attrs.__delitem__(key)), (key,)
+
+    def retype(args):
+        key, value = args
+        return f"attribute {key!r} = {value!r}", h5_edit(BUNDLE, lambda h5: h5.attrs.__setitem__(key, value)), ()
+
+    keys = st.sampled_from(["watershed", "site_no", "n_missing", "distance_km", "pixel"])
+    values = st.sampled_from(["x", 1.5, -1, np.zeros((2, 2)), np.array([1.0, np.nan, 2.0]), np.arange(5)])
+    return st.one_of(keys.map(drop), st.tuples(keys, values).map(retype))
+
+
+def valid_bundle(out) -> str:
+    t, p = out["precip"].shape if out["precip"].ndim == 2 else (-1, -1)
+    return all_of("" if out["precip"].dtype == np.float32 and t >= 0 else "precip", finite("precip", out["precip"]),
+                  "" if out["discharge"].shape == (t,) and out["valid"].shape == (t,) else "record counts",
+                  "" if (np.isnan(out["discharge"]) == ~out["valid"]).all() else "discharge NaN off the mask",
+                  "" if out["distance_km"].shape == (p,) else f"{out['distance_km'].shape} distances for {p} pixels",
+                  "" if out["pixel"].dtype == np.int64 and isinstance(out["n_missing"], int) else "facts")
+
+
+@CASES
+@given(case=st.one_of(byte_damage(BUNDLE), bundle_attribute_damage(),
+                      h5_structural(BUNDLE, BUNDLE_ARRAYS, ("precip",))))
+def test_domst_watershed_bundle_read_by_a_worker(case):
+    from jobs.domst_roles import read_bundle
+    check_case(lambda data: read_bundle(data, "W01.h5"), valid_bundle, "W01.h5", case)
 
 
 # ------------------------------------------------------------------------------ the harness itself
