@@ -38,6 +38,11 @@ def local_root(root: str, copy_to: str | None = None) -> Path:
     if storage.is_local(root):
         return storage.local_path(root)
     import tempfile
+
+    from pyspark import SparkContext
+    if SparkContext._active_spark_context is None:  # Hadoop's file systems are reached through a JVM
+        from pyspark.sql import SparkSession
+        SparkSession.builder.master("local[1]").appName("scidl-outputs").getOrCreate()
     target = Path(copy_to or tempfile.mkdtemp(prefix="scidl-outputs-"))
     for case in CASES:
         uri = storage.join(root, case)
