@@ -160,6 +160,11 @@ REDSHIFT = (
                        "staleness (TFoS runs only)"),
         Key("epoch_time_s", "{run id: {worker key: [seconds since that worker started, at the end of each "
                             "epoch]}} (TFoS runs only)"),
+        Key("faults", "{run id: [{worker, lost_at_s, at_version, epochs_completed, message, rejoined_at_epoch, "
+                      "samples_not_seen}]}: workers lost during a run; empty when none was",
+            When("when the job records lost workers")),
+        Key("resume", "{finished_before, continued, started}: run ids taken from the earlier run, continued "
+                      "from their checkpoints, or started anew", When("with --resume")),
     ),
     REPORT,
     Output("stable_<N>.csv", "csv", "epochs to a stable training accuracy per cluster and worker, the rows of "
