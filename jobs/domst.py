@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int
     tf_threads: int
     timeout_s: float
+    tensorboard: bool
 
 
 @dataclass
@@ -219,6 +220,7 @@ def build_watersheds(job: Job, uri: str) -> list[dict]:
 def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
     """One TFoS run: `nodes` workers (IP-D) or one (S), each training its watersheds; no ps is needed."""
     from distributed import tfos
+    from jobs import progress
     from jobs.domst_roles import role
     cfg = job.cfg
     nodes = min(cfg.experiments.nodes, len(sheds)) if mode == "ipd" else 1
@@ -228,7 +230,8 @@ def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
             "approaches": list(cfg.experiments.approaches), "assignment": plan, "bundles": job.out("watersheds"),
             "lookback": cfg.data.lookback, "train_frac": cfg.data.train_frac, "val_frac": cfg.data.val_frac,
             "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
-            "index": {s["id"]: i for i, s in enumerate(sheds)}}
+            "index": {s["id"]: i for i, s in enumerate(sheds)},
+            "tensorboard_uri": job.out("tensorboard", mode) if cfg.train.tensorboard else None}
     log.info("%s: %d node(s), watersheds per node %s", mode, nodes, plan)
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=0, workers=nodes), input_mode="tensorflow",
@@ -236,7 +239,9 @@ def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     t_up = time.time()
     try:
-        results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
+        models = len(cfg.experiments.approaches)
+        with progress.shown(cluster, mode, {f"worker:{k}": len(w) * models for k, w in enumerate(plan)}, unit="models"):
+            results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
     except BaseException:
         cluster.abort()
         raise

@@ -124,8 +124,11 @@ def placed_devices(model) -> dict:
             "temporal": _device(model.lstms[0].cell.kernel), "output": _device(model.out.kernel)}
 
 
-def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: int, place=None) -> dict:
-    """Build, fit (early stopping on validation loss, best weights kept) and score one approach."""
+def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: int, place=None,
+              on_epoch=None) -> dict:
+    """Build, fit (early stopping on validation loss, best weights kept) and score one approach.
+
+    `on_epoch(epochs_done, logs)`, if given, hears of each epoch's end (Keras's logs: loss, val_loss)."""
     import keras
 
     from models import domst
@@ -143,9 +146,11 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
               for part in ("train", "val", "test")}
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["patience"],
                                          restore_best_weights=True)
+    callbacks = [stop] + ([keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs or {}))]
+                          if on_epoch else [])
     history = model.fit(inputs["train"], samples["train"]["y"], batch_size=train["batch_size"],
                         epochs=train["epochs"], validation_data=(inputs["val"], samples["val"]["y"]),
-                        shuffle=True, verbose=0, callbacks=[stop])
+                        shuffle=True, verbose=0, callbacks=callbacks)
     pred = model.predict(inputs["test"], batch_size=1024, verbose=0)[:, 0] * samples["y_sd"] + samples["y_mean"]
     obs = samples["test"]["y_raw"]
     val_loss = [float(v) for v in history.history["val_loss"]]
@@ -156,6 +161,35 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
         out["pixcon"] = [float(v) for v in domst.pixcon_weights(model)]
         out["devices"] = placed_devices(model)
     return out
+
+
+class ModelProgress:
+    """A worker's progress over its models (watershed x approach), for the driver's display, and its
+    TensorBoard scalars per epoch (<tensorboard_uri>/worker_<i>/, tags <watershed>/<approach>/loss, ...)."""
+
+    def __init__(self, args: dict, ctx, models: int):
+        from jobs.tb_events import open_writer
+        self.ctx, self.epochs, self.total, self.done = ctx, args["train"]["epochs"], models, 0
+        self.writer = open_writer(args.get("tensorboard_uri"), ctx.name)
+
+    def epoch(self, watershed: str, approach: str, epoch: int, logs: dict) -> None:
+        values = {k: float(logs[k]) for k in ("loss", "val_loss") if k in logs}
+        self.ctx.progress(force=True, what=f"{watershed} {approach}", epoch=epoch, epochs=self.epochs,
+                          done=self.done, total=self.total, **{k: round(v, 4) for k, v in values.items()})
+        if self.writer:
+            self.writer.scalars(epoch, {f"{watershed}/{approach}/{k}": v for k, v in values.items()})
+
+    def model_done(self, watershed: str, score: dict) -> None:
+        self.done += 1
+        nse = score["nse"] if isinstance(score["nse"], float) and np.isfinite(score["nse"]) else None
+        self.ctx.progress(force=True, what=f"{watershed} {score['approach']}", epoch=score["epochs"],
+                          epochs=self.epochs, done=self.done, total=self.total, nse=nse)
+        if self.writer:
+            self.writer.scalars(score["epochs"], {f"{watershed}/{score['approach']}/nse": nse})
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
 
 
 def role(args: dict, ctx) -> dict:
@@ -169,6 +203,7 @@ def role(args: dict, ctx) -> dict:
     mine = args["assignment"][ctx.task_index]
     t_start = time.time()
     watersheds = []
+    progress = ModelProgress(args, ctx, len(mine) * len(args["approaches"]))
     for i, wid in enumerate(mine):
         (path, data), = storage.read_parts(args["bundles"], f"{wid}.", ".h5")
         bundle = read_bundle(data, path)
@@ -178,10 +213,15 @@ def role(args: dict, ctx) -> dict:
                      "pixels": int(bundle["precip"].shape[1]), "distance": bundle["distance_km"].tolist()}
         place = make_place(device_map({"k_groups": k}, n_gpus, n_cpus))
         seed = args["seed"] + args["index"][wid]  # the same seed for a watershed in every mode
-        scores = [train_one(a, model_cfg, samples, args["train"], seed, place) for a in args["approaches"]]
+        scores = []
+        for a in args["approaches"]:
+            scores.append(train_one(a, model_cfg, samples, args["train"], seed, place,
+                                    lambda epoch, logs, a=a: progress.epoch(wid, a, epoch, logs)))
+            progress.model_done(wid, scores[-1])
         watersheds.append({"watershed": wid, "k_groups": k, "pixels": model_cfg["pixels"],
                            "samples": {p: int(len(samples[p]["y"])) for p in ("train", "val", "test")},
                            "n_missing": bundle["n_missing"], "scores": scores})
+    progress.close()
     return {"node": ctx.task_index, "watersheds": watersheds, "t_start": t_start, "t_end": time.time(),
             "startup_s": round(t_start - role_started, 3), "devices": device_names,
             "gpus": n_gpus, "executor_id": ctx.executor_id}

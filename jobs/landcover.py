@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int
     tf_threads: int
     timeout_s: float
+    tensorboard: bool
 
 
 @dataclass
@@ -176,6 +177,7 @@ def prepare_patches(job: Job) -> tuple[dict[int, str], dict]:
 # ------------------------------------------------------------------------------------- training
 def run_model_parallel(job: Job, cells: list[dict]) -> dict:
     from distributed import tfos
+    from jobs import progress
     from jobs.landcover_roles import role
     from models.landcover import load_plans
     cfg = job.cfg
@@ -185,12 +187,14 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
         raise ConfigError(f"experiments.plans: {unknown} not in {cfg.experiments.plans_file} ({sorted(plans)})")
     args = {"model": model_args(cfg), "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
             "timeout_s": cfg.train.timeout_s, "sample_interval_s": cfg.experiments.sample_interval_s,
-            "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells}
+            "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells,
+            "tensorboard_uri": job.out("tensorboard") if cfg.train.tensorboard else None}
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     try:
-        return cluster.shutdown(timeout_s=cfg.train.timeout_s)
+        with progress.shown(cluster, "model parallel", {"chief:0": sum(c["epochs"] for c in cells)}):
+            return cluster.shutdown(timeout_s=cfg.train.timeout_s)
     except BaseException:
         cluster.abort()
         raise
@@ -200,6 +204,7 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     """(d): the same model, data parallel on 3 workers with the redshift study's staleness-aware ps
     (every third patch per worker, per-epoch updates); each role samples itself for the whole run."""
     from distributed import tfos
+    from jobs import progress
     from jobs.redshift_roles import role
     cfg = job.cfg
     workers = 3
@@ -208,18 +213,21 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
             "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "update": "epoch",
             "stop_on": None, "tf_threads": cfg.train.tf_threads, "push_timeout_s": cfg.train.timeout_s,
             "ps_secret": job.secret, "sample_interval_s": cfg.experiments.sample_interval_s}
+    cell_id = f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}"
+    args["tensorboard_uri"] = job.out("tensorboard", cell_id) if cfg.train.tensorboard else None
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=workers), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     try:
-        results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
+        with progress.shown(cluster, cell_id, {f"worker:{w}": cfg.train.epochs for w in range(workers)}):
+            results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
     except BaseException:
         cluster.abort()
         raise
     t1 = time.time()
     w0 = results["worker:0"]
-    cell = {"id": f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}", "plan": "data parallel",
+    cell = {"id": cell_id, "plan": "data parallel",
             "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "dataset": n,
             "loss": w0["loss"], "accuracy": w0["accuracy"],
             "epoch_time_s": [b - a for a, b in zip([0.0] + w0["time"][:-1], w0["time"])],

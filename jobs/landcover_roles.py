@@ -45,8 +45,10 @@ def volumes(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             data["label"].astype(np.int32))
 
 
-def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None) -> dict:
-    """Train one experiment cell from the seed's initial weights; per-epoch loss, accuracy, time."""
+def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None, report=None) -> dict:
+    """Train one experiment cell from the seed's initial weights; per-epoch loss, accuracy, time.
+
+    `report(record, epoch_end)`, if given, hears of every step and of every epoch's end."""
     import keras
 
     from models import landcover
@@ -61,7 +63,8 @@ def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=Non
     history = {"loss": [], "accuracy": [], "epoch_time_s": [], "steps": 0}
     first_loss = None
     bs = cell["batch_size"]
-    for _ in range(cell["epochs"]):
+    steps = -(-len(labels) // bs)
+    for epoch in range(cell["epochs"]):
         started, losses, correct = time.monotonic(), [], 0
         order = rng.permutation(len(labels))
         for start in range(0, len(labels), bs):
@@ -71,10 +74,43 @@ def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=Non
             correct += int(hits)
             first_loss = float(loss) if first_loss is None else first_loss
             history["steps"] += 1
+            if report:
+                report({"epoch": epoch, "epochs": cell["epochs"], "step": start // bs + 1, "steps": steps}, False)
         history["loss"].append(sum(losses) / len(labels))
         history["accuracy"].append(correct / len(labels))
         history["epoch_time_s"].append(round(time.monotonic() - started, 3))
+        if report:
+            report({"epoch": epoch + 1, "epochs": cell["epochs"], "loss": round(history["loss"][-1], 4),
+                    "accuracy": round(history["accuracy"][-1], 4), "epoch_time_s": history["epoch_time_s"][-1]},
+                   True)
     return {**history, "first_step_loss": first_loss}
+
+
+class CellProgress:
+    """The chief's progress in one cell, for the driver's display (steps rate-limited, epoch ends
+    always) and for TensorBoard (<tensorboard_uri>/<cell id>/chief_0/: loss, accuracy, epoch time)."""
+
+    def __init__(self, ctx, tensorboard_uri: str | None, cell: dict, done_before: int):
+        from jobs.tb_events import open_writer
+        from rdd_io import storage
+        self.ctx, self.cell, self.done_before = ctx, cell, done_before
+        self.last: dict = {}
+        self.writer = open_writer(tensorboard_uri and storage.join(tensorboard_uri, cell["id"]), ctx.name)
+
+    def __call__(self, record: dict, epoch_end: bool) -> None:
+        if epoch_end:
+            self.last = {k: record[k] for k in ("loss", "accuracy")}
+            if self.writer:
+                self.writer.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
+        self.ctx.progress(force=epoch_end, what=self.cell["id"], done=self.done_before + record["epoch"],
+                          **{**self.last, **{k: v for k, v in record.items() if k != "epoch_time_s"}})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer:
+            self.writer.close()
 
 
 def chief_role(args: dict, ctx) -> dict:
@@ -87,10 +123,14 @@ def chief_role(args: dict, ctx) -> dict:
     plans = args["plans"]
     cache: dict[str, dict] = {}
     cells = []
+    done = 0  # epochs of all cells, for the driver's overall bar
     for cell in args["cells"]:
         data = cache.setdefault(cell["data_uri"], load_patches(cell["data_uri"]))
         t0 = time.time()
-        out = train_cell(tf, args["model"], cell, data, args["seed"], landcover.make_place(plans[cell["plan"]]))
+        with CellProgress(ctx, args.get("tensorboard_uri"), cell, done) as report:
+            out = train_cell(tf, args["model"], cell, data, args["seed"], landcover.make_place(plans[cell["plan"]]),
+                             report)
+        done += cell["epochs"]
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 

@@ -97,8 +97,11 @@ def _mode(name: str) -> When:
 
 
 DATA_DEPENDENT = When("when there is something to draw (always, in practice)")
-TENSORBOARD = Output("tensorboard/", "folder", "TensorBoard event files, one subfolder per role "
-                     "(`tensorboard --logdir <output>/tensorboard`)", When("when enabled in the config"))
+TENSORBOARD = Output("tensorboard/<run>/<role>/events.out.tfevents.<stamp>", "file",
+                     "TensorBoard event file of one role that trains, scalars per epoch (tags: see train.tensorboard "
+                     "in conf/<case>.yaml); <run>: the run id (redshift), the cell id (land cover) or the mode "
+                     "(Dom-ST); <role>: worker_<i> or chief_0. View with `tensorboard --logdir <output>/tensorboard` "
+                     "(pip install tensorboard)", _flag("train.tensorboard"))
 CHECKPOINTS = Output("checkpoints/", "folder", "checkpoints that `--resume` continues from",
                      When("when the job checkpoints"))
 

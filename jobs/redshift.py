@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int
     tf_threads: int
     push_timeout_s: float
+    tensorboard: bool
 
 
 @dataclass
@@ -168,6 +169,7 @@ def check_shares(run: dict, infos: list[dict], results: dict) -> None:
 
 def run_distributed(job: Job, bundle, run: dict) -> dict:
     from distributed import tfos
+    from jobs import progress
     from jobs.redshift_roles import role
     cfg = job.cfg
     share_uris, infos = materialise(job, bundle, run)
@@ -175,13 +177,15 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
             "schedule": run["schedule"], "max_epochs": cfg.train.max_epochs, "batch_size": cfg.train.batch_size,
             "update": cfg.train.update, "stop_on": cfg.train.stop_on, "tf_threads": cfg.train.tf_threads,
             "push_timeout_s": cfg.train.push_timeout_s, "shares": share_uris, "ps_secret": job.secret,
-            "weights_uri": job.out("weights", f"{run['id']}.weights.h5")}
+            "weights_uri": job.out("weights", f"{run['id']}.weights.h5"),
+            "tensorboard_uri": job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None}
     started = time.monotonic()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     try:
-        results = cluster.shutdown(timeout_s=cfg.train.push_timeout_s * max(1, cfg.train.max_epochs))
+        with progress.shown(cluster, run["id"], {f"worker:{w}": cfg.train.max_epochs for w in range(run["workers"])}):
+            results = cluster.shutdown(timeout_s=cfg.train.push_timeout_s * max(1, cfg.train.max_epochs))
     except BaseException:
         cluster.abort()
         raise

@@ -140,6 +140,46 @@ def ps_role(args: dict, ctx) -> dict:
             "pushes_withdrawn": snap["pushes_withdrawn"], **_sampled(sampler, origin)}
 
 
+class WorkerProgress:
+    """A worker's progress for the driver's display (rate-limited within an epoch, always at its end)
+    and its TensorBoard scalars per epoch: accuracy, loss, staleness, updates per second."""
+
+    def __init__(self, args: dict, ctx, samples: int):
+        from jobs.tb_events import open_writer
+        self.ctx, self.epochs = ctx, args["max_epochs"]
+        self.steps = -(-samples // args["batch_size"]) if args["update"] == "batch" else None
+        self.started, self.pushes, self.step = time.monotonic(), 0, 0
+        self.taus: list[int] = []  # staleness of this epoch's pushes
+        self.record: dict = {"epoch": 0, "epochs": self.epochs, "done": 0}
+        self.writer = open_writer(args.get("tensorboard_uri"), ctx.name)
+
+    def ups(self) -> float:
+        return round(self.pushes / max(time.monotonic() - self.started, 1e-9), 3)
+
+    def pushed(self, tau: int | None) -> None:
+        self.pushes, self.step = self.pushes + 1, self.step + 1
+        self.taus += [] if tau is None else [tau]
+        if self.steps:  # per-batch updates: show the steps of the running epoch
+            self.record.update(step=self.step, steps=self.steps, ups=self.ups(), tau=tau)
+            self.ctx.progress(**self.record)
+
+    def epoch_end(self, epoch: int, accuracy: float, loss: float) -> None:
+        ups, staleness = self.ups(), (float(np.mean(self.taus)) if self.taus else None)
+        self.record = {"epoch": epoch, "epochs": self.epochs, "done": epoch, "accuracy": round(accuracy, 4),
+                       "loss": round(loss, 4), "ups": ups, "tau": self.taus[-1] if self.taus else None}
+        self.ctx.progress(force=True, **self.record)
+        if self.writer:
+            self.writer.scalars(epoch, {"accuracy": accuracy, "loss": loss, "staleness": staleness,
+                                        "updates_per_s": ups})
+        self.taus, self.step = [], 0
+
+    def close(self, epochs_done: int) -> None:
+        if epochs_done < self.epochs:  # stopped early: the overall bar counts what was done
+            self.ctx.progress(force=True, **{**self.record, "total": epochs_done})
+        if self.writer:
+            self.writer.close()
+
+
 def worker_role(args: dict, ctx) -> dict:
     quiet_tensorflow(args["tf_threads"])
     sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
@@ -151,6 +191,7 @@ def worker_role(args: dict, ctx) -> dict:
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
     history = {"accuracy": [], "loss": [], "time": []}
     started = time.monotonic()
+    progress = WorkerProgress(args, ctx, len(y))
     with connect_ps((host, int(port)), args, ctx.task_index) as ps:
 
         def exchange(train):
@@ -159,6 +200,7 @@ def worker_role(args: dict, ctx) -> dict:
             model.set_weights(weights)
             out = train()
             ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
+            progress.pushed(ps.last_tau)
             return out
 
         try:
@@ -171,10 +213,12 @@ def worker_role(args: dict, ctx) -> dict:
                 history["accuracy"].append(acc)
                 history["loss"].append(loss)
                 history["time"].append(round(time.monotonic() - started, 3))
+                progress.epoch_end(epoch + 1, acc, loss)
                 if stopper and stopper.update(acc):
                     break
         finally:
             ps.leave()  # also on error: the ps stops counting on this worker, so no one waits for it
+            progress.close(len(history["accuracy"]))
     return {"samples": int(len(y)), "index_sum": int(index.sum()), "index_min": int(index.min()),
             "index_max": int(index.max()), **history, **_sampled(sampler, origin)}
 

@@ -71,12 +71,16 @@ def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("outputs")
 
 
+TINY_STDOUT: dict[str, str] = {}  # case -> what its tiny run printed (not a terminal: plain progress lines)
+
+
 def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) -> Path:
     out = root / case
     args = [a for key_value in sets for a in ("--set", key_value)]
     proc = run_job(f"{case}.py", "--preset", "tiny", "--master", cluster.state.master_url,
                    "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out), *args, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    TINY_STDOUT[case] = proc.stdout
     return out
 
 

@@ -38,6 +38,27 @@ def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
     assert leftovers(minicluster) == []
 
 
+def test_domst_progress_lines_and_tensorboard_files_per_worker(tiny_domst):
+    import re
+
+    from jobs.tb_events import read_scalars
+    from .conftest import TINY_STDOUT
+    out, log = tiny_domst, TINY_STDOUT["domst"]
+    results = json.loads((out / "results.json").read_text())
+    for mode, plan in results["plans"].items():
+        for node, wids in enumerate(plan):
+            models = 3 * len(wids)
+            assert re.search(rf"progress {mode}: worker:{node}  {wids[-1]} domst  models {models}/{models}  "
+                             rf"epoch \d/2  nse -?[\d.]+", log), log[-3000:]
+            (events,) = (out / "tensorboard" / mode / f"worker_{node}").glob("events.out.tfevents.*")
+            scalars = read_scalars(events)
+            for wid in wids:
+                for approach in ("singlehead", "singlehead_p", "domst"):
+                    assert [step for step, _ in scalars[f"{wid}/{approach}/val_loss"]][:1] == [1]
+                    assert math.isfinite(scalars[f"{wid}/{approach}/nse"][0][1])
+        assert f"progress {mode}: finished [########################] 9/9 models 100%" in log
+
+
 def test_domst_negative_precipitation_fails_naming_the_file(minicluster, tmp_path):
     from rdd_io.domst_sim import PRECIP_FILE, simulate_region, write_region
     region = simulate_region(seed=1, years=1, n_watersheds=2)

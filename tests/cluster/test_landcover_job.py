@@ -41,3 +41,21 @@ def test_per_role_metrics_are_written(landcover_run):
             assert {"ps:0", "chief:0", "worker:0", "worker:1", "worker:2"} <= roles
     assert (out / "plans.csv").exists() and (out / "traffic.png").stat().st_size > 1000
     assert leftovers(cluster) == []
+
+
+def test_chief_progress_lines_and_tensorboard_files_per_cell(landcover_run):
+    import re
+
+    from jobs.tb_events import read_scalars
+    from .conftest import TINY_STDOUT
+    out, summary, _ = landcover_run
+    log = TINY_STDOUT["landcover"]
+    trained = {cid: c for cid, c in summary["cells"].items() if c["plan"] in ("default", "scheme4")}
+    assert len(trained) == 2
+    for cid, cell in trained.items():
+        assert re.search(rf"progress model parallel: chief:0  {cid}  epoch 1/1  acc [\d.]+  loss \S+", log), log[-3000:]
+        (events,) = (out / "tensorboard" / cid / "chief_0").glob("events.out.tfevents.*")
+        scalars = read_scalars(events)
+        assert [step for step, _ in scalars["loss"]] == [1]
+        assert scalars["loss"][0][1] == pytest.approx(cell["loss"][0], rel=1e-5)
+    assert "progress model parallel: finished [########################] 2/2 epochs 100%" in log

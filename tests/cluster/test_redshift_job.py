@@ -32,6 +32,30 @@ def test_redshift_tiny_two_workers_different_data(minicluster, tiny_redshift):
     assert leftovers(minicluster) == []
 
 
+def test_redshift_progress_lines_and_tensorboard_files_per_worker(tiny_redshift):
+    import re
+
+    import pytest
+
+    from jobs.tb_events import read_scalars
+    from .conftest import TINY_STDOUT
+    out, log = tiny_redshift, TINY_STDOUT["redshift"]
+    dist = "600-different-M2-staleness-aware-s1"
+    with h5py.File(out / "redshift.h5", "r") as h5:
+        accuracy = {w: h5[dist]["workers"][f"worker_{w}"]["accuracy"][()] for w in (0, 1)}
+    for w in (0, 1):
+        # stdout is not a terminal: a plain line per epoch end, with accuracy, updates/s and staleness
+        assert re.search(rf"progress {dist}: worker:{w}  epoch 3/3  acc [\d.]+  loss \S+  [\d.]+ upd/s  tau \d+",
+                         log), log[-3000:]
+        (events,) = (out / "tensorboard" / dist / f"worker_{w}").glob("events.out.tfevents.*")
+        scalars = read_scalars(events)
+        assert set(scalars) == {"accuracy", "loss", "staleness", "updates_per_s"}
+        assert [step for step, _ in scalars["accuracy"]] == [1, 2, 3]
+        assert [v for _, v in scalars["accuracy"]] == pytest.approx(list(accuracy[w]), abs=1e-6)
+        assert all(v > 0 for _, v in scalars["updates_per_s"]) and all(v >= 0 for _, v in scalars["staleness"])
+    assert f"progress {dist}: finished [########################] 6/6 epochs 100%" in log
+
+
 def test_parameter_server_refuses_a_client_without_the_secret_while_training(minicluster, tmp_path):
     """A client with a wrong secret is refused mid-run; training goes on and every push is applied."""
     import os
