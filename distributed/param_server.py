@@ -7,6 +7,12 @@ update, and once s_eff = min(s, active workers) updates are buffered applies
 update has been applied, so s = M is synchronous training.  While a push waits the
 server sends 'waiting' heartbeats, so the client's socket timeout detects a dead
 server without limiting how long a synchronous round may take.
+
+A worker whose connection drops without 'leave' (its process died) is *lost*: it stops
+counting towards s_eff, so the others go on, and the server keeps the run open for it,
+because Spark retries the task and the retried worker comes back with 'join'.  Only
+'leave' from every worker ends the run.  ``checkpoint()`` and ``restore()`` carry the
+weights, the version counter and the progress across a restart of the server itself.
 """
 from __future__ import annotations
 
@@ -84,6 +90,7 @@ class _Handler(socketserver.BaseRequestHandler):
             log.exception("parameter server: unexpected error on connection from %s", peer)
         finally:
             ps._unregister(sock)
+            ps._disconnected(sock)
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
@@ -120,6 +127,9 @@ class ParameterServer:
         self._updates: list[dict] = []
         self._metrics: list[list[dict]] = [[] for _ in range(num_workers)]
         self._pushes_received = self._pushes_withdrawn = 0
+        self._owner: dict[int, socket.socket] = {}  # worker -> the connection it last spoke on
+        self._lost: set[int] = set()    # connection dropped without 'leave': may come back with 'join'
+        self._events: list[dict] = []   # workers lost and rejoined, for the run's summary
         self._done = threading.Event()
         self._stopping = False
         self._conns: set[socket.socket] = set()
@@ -206,8 +216,56 @@ class ParameterServer:
                     "metrics": [[dict(r, metrics=dict(r["metrics"])) for r in reports]
                                 for reports in self._metrics],
                     "active_workers": sorted(self._active),
+                    "lost_workers": sorted(self._lost),
+                    "events": [dict(e) for e in self._events],
                     "pushes_received": self._pushes_received,
                     "pushes_withdrawn": self._pushes_withdrawn}
+
+    def checkpoint(self) -> tuple[list[np.ndarray], dict]:
+        """(weights, JSON state) at one instant: what restore() needs to go on from here.
+
+        Updates still buffered are not in it (they were never applied); they are not counted
+        as received either, so received == applied + withdrawn holds after a restore."""
+        with self._cond:
+            weights = [w.copy() for w in self._weights]
+            state = {"version": self._version, "updates": [dict(u) for u in self._updates],
+                     "metrics": [[dict(r, metrics=dict(r["metrics"])) for r in reports]
+                                 for reports in self._metrics],
+                     "pushes_received": self._pushes_received - len(self._buffer),
+                     "pushes_withdrawn": self._pushes_withdrawn,
+                     "events": [dict(e) for e in self._events],
+                     "epochs_reported": [self._epochs_reported(w) for w in range(self.num_workers)],
+                     "num_workers": self.num_workers}
+        return weights, state
+
+    def restore(self, weights, state: dict) -> None:
+        """Go on from checkpoint(): call before start(). Every worker is expected (again)."""
+        if self._server is not None:
+            raise RuntimeError("restore() must come before start()")
+        if state.get("num_workers") != self.num_workers:
+            raise ValueError(f"checkpoint is for {state.get('num_workers')} workers, this server has "
+                             f"{self.num_workers}")
+        if len(weights) != len(self._weights) or any(
+                np.shape(w) != v.shape for w, v in zip(weights, self._weights)):
+            raise ValueError("checkpoint weights do not match the model's shapes")
+        self._weights = [np.array(w, dtype=v.dtype, copy=True) for w, v in zip(weights, self._weights)]
+        self._version = int(state["version"])
+        self._updates = [dict(u) for u in state["updates"]]
+        self._metrics = [[dict(r) for r in reports] for reports in state["metrics"]]
+        self._pushes_received = int(state["pushes_received"])
+        self._pushes_withdrawn = int(state["pushes_withdrawn"])
+        self._events = [dict(e) for e in state.get("events", [])]
+
+    def wait_for_update(self, version: int, timeout: float | None = None) -> int:
+        """Block until the version differs from `version`, the run is done or stopping; the version."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version != version or self._done.is_set() or self._stopping,
+                                timeout=timeout)
+            return self._version
+
+    def _epochs_reported(self, worker: int) -> int:
+        """Caller holds the lock. Epochs this worker has completed, by its reports (0-based epochs)."""
+        return 1 + max((r["epoch"] for r in self._metrics[worker]), default=-1)
 
     def _s_eff(self) -> int:
         return min(self.s, len(self._active))
@@ -215,6 +273,10 @@ class ParameterServer:
     # ---- ops -------------------------------------------------------------------
     def _dispatch(self, sock, header: dict, arrays: list):
         op = header["op"]
+        claimed = header.get("worker")
+        if type(claimed) is int and 0 <= claimed < self.num_workers:
+            with self._cond:  # the connection a worker speaks on: if it drops, the worker is lost
+                self._owner[claimed] = sock
         if op == "pull":
             with self._cond:  # weights are replaced, never mutated: the list is a consistent view
                 weights, version = self._weights, self._version
@@ -231,6 +293,8 @@ class ParameterServer:
         if op == "leave":
             self._leave(worker)
             return {"op": "ok"}, ()
+        if op == "join":
+            return {"op": "joined", **self._join(worker, header)}, ()
         raise _Reject(f"unknown op {op!r:.40}")
 
     def _push(self, sock, worker: int, header: dict, delta: list) -> tuple[int, int]:
@@ -239,6 +303,8 @@ class ParameterServer:
         with self._cond:
             if self._stopping:
                 raise _Reject("parameter server is stopping")
+            if worker in self._lost:
+                raise _Reject(f"worker {worker} was lost; it must 'join' again before it pushes")
             if worker not in self._active:
                 raise _Reject(f"worker {worker} already left; its push is refused")
             if not 0 <= read_version <= self._version:
@@ -308,6 +374,12 @@ class ParameterServer:
 
     def _leave(self, worker: int) -> None:
         with self._cond:
+            if worker in self._lost:  # a lost worker that gives up without joining again
+                self._lost.discard(worker)
+                if not self._active and not self._lost:
+                    self._done.set()
+                self._cond.notify_all()
+                return
             if worker not in self._active:
                 return
             before = self._s_eff()
@@ -318,6 +390,53 @@ class ParameterServer:
             else:
                 log.info("worker %d left; %d still active", worker, len(self._active))
             self._apply_if_ready()  # a smaller s_eff may complete the buffer: nobody waits forever
-            if not self._active:
+            if not self._active and not self._lost:
                 self._done.set()
             self._cond.notify_all()
+
+    def _disconnected(self, sock) -> None:
+        """A connection ended. If an active worker spoke last on it without leaving, it is lost."""
+        with self._cond:
+            gone = [w for w, owner in self._owner.items() if owner is sock]
+            for w in gone:
+                del self._owner[w]
+            if self._stopping:
+                return
+            for w in gone:
+                if w in self._active:
+                    self._lose(w)
+
+    def _lose(self, worker: int) -> None:
+        """Caller holds the lock. The worker's process is gone: the others must not wait for it."""
+        before = self._s_eff()
+        self._active.discard(worker)
+        self._lost.add(worker)
+        after = self._s_eff()
+        message = (f"worker {worker} lost; s shrinks from {before} to {after}" if after < before and self._active
+                   else f"worker {worker} lost; {len(self._active)} still active")
+        log.warning("%s (connection dropped without 'leave'; a retried task may join again)", message)
+        self._events.append({"event": "lost", "worker": worker, "time": time.time(), "version": self._version,
+                             "epochs_reported": self._epochs_reported(worker), "message": message})
+        self._apply_if_ready()
+        self._cond.notify_all()
+
+    def _join(self, worker: int, header: dict) -> dict:
+        """A worker (re)connects: first start, a retried task after a loss, or a resumed run."""
+        epoch = header.get("epoch", 0)
+        if type(epoch) is not int or epoch < 0:
+            raise _Reject(f"field 'epoch' must be an integer >= 0, got {epoch!r:.40}")
+        with self._cond:
+            if self._stopping:
+                raise _Reject("parameter server is stopping")
+            if worker in self._lost:
+                before = self._s_eff()
+                self._lost.discard(worker)
+                self._active.add(worker)
+                message = f"worker {worker} rejoined at epoch {epoch}; s is {self._s_eff()} (was {before})"
+                log.info(message)
+                self._events.append({"event": "rejoined", "worker": worker, "time": time.time(),
+                                     "version": self._version, "epoch": epoch, "message": message})
+            elif worker not in self._active:
+                raise _Reject(f"worker {worker} already left; it cannot join again")
+            return {"version": self._version, "epochs_reported": self._epochs_reported(worker),
+                    "updates_applied": sum(1 for u in self._updates if u["worker"] == worker)}

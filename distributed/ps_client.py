@@ -10,6 +10,13 @@ from distributed.param_server import ParameterServerError
 from distributed.ps_wire import WireError, client_handshake, recv_message, send_message
 
 
+class ParameterServerLost(ConnectionError):
+    """The connection to the parameter server broke mid-run: its process is gone (or unreachable).
+
+    A dead process's socket is closed by the kernel, so a worker learns of it at its next request,
+    or at once when it is blocked in a push, not after a timeout."""
+
+
 class PSClient:
     """One worker's connection. Every failure to reach the server raises ConnectionError.
 
@@ -17,8 +24,9 @@ class PSClient:
     stays alive through the server's heartbeats, so keep timeout_s above heartbeat_s.
     """
 
-    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60):
+    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60, name: str = "parameter server"):
         self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
+        self.name = name  # how errors name the server, e.g. its role 'ps:0'
         self.last_tau: int | None = None  # staleness of this worker's last applied push
         self._lock = threading.Lock()
         try:
@@ -50,8 +58,9 @@ class PSClient:
                     reply, out = recv_message(self._sock)
             except (OSError, WireError) as e:
                 self._close_locked()
-                raise ConnectionError(f"parameter server at {self._where()}: '{header['op']}' failed "
-                                      f"(timeout {self.timeout_s} s): {e}") from e
+                raise ParameterServerLost(f"lost the parameter server {self.name} at {self._where()}: "
+                                          f"'{header['op']}' failed ({type(e).__name__}: {e}; "
+                                          f"timeout {self.timeout_s} s)") from e
         if reply["op"] == "error":
             raise ParameterServerError(reply.get("message", "unspecified error"))
         return reply, out
@@ -70,6 +79,13 @@ class PSClient:
     def report(self, epoch: int, metrics: dict) -> None:
         self._request({"op": "report", "worker": self.worker, "epoch": int(epoch),
                        "metrics": {str(k): float(v) for k, v in metrics.items()}})
+
+    def join(self, epoch: int = 0) -> dict:
+        """Announce this worker (resuming at `epoch`); a worker the server lost is taken back.
+
+        Returns the server's view: version, epochs_reported and updates_applied for this worker."""
+        reply, _ = self._request({"op": "join", "worker": self.worker, "epoch": int(epoch)})
+        return {k: v for k, v in reply.items() if k != "op"}
 
     def leave(self) -> None:
         self._request({"op": "leave", "worker": self.worker})
