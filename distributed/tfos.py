@@ -352,6 +352,8 @@ class Cluster:
                 self._await(worker_names, min(deadline, time.monotonic() + 10.0))
         elif not self._await(worker_names, deadline):
             return
+        if self.failures():  # a worker's result is its error: stop here, the caller aborts the rest
+            return
         for node in self.info:
             if node["job_name"] in ("ps", "evaluator"):
                 manager = TFManager.connect(tuple(node["addr"]), node["authkey"])
