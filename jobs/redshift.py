@@ -6,7 +6,9 @@ staleness-aware updates; same vs different data per worker, 1-3 workers, two ear
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -57,6 +59,7 @@ class TrainConfig:
     seed: int
     tf_threads: int
     push_timeout_s: float
+    checkpoint_every: int
     tensorboard: bool
 
 
@@ -86,6 +89,8 @@ class RedshiftConfig:
             raise ConfigError(f"train.s={self.train.s} must be between 1 and the smallest worker count")
         if not self.data.sizes or min(self.data.sizes) < 1:
             raise ConfigError("data.sizes: at least one positive size")
+        if self.train.checkpoint_every < 0:
+            raise ConfigError("train.checkpoint_every: 0 (only when the ps stops) or a number of updates")
 
     def executors(self) -> int:
         return 1 + max(self.experiments.workers + (self.experiments.ablation_workers if self.experiments.ablation else []))
@@ -178,14 +183,23 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
             "update": cfg.train.update, "stop_on": cfg.train.stop_on, "tf_threads": cfg.train.tf_threads,
             "push_timeout_s": cfg.train.push_timeout_s, "shares": share_uris, "ps_secret": job.secret,
             "weights_uri": job.out("weights", f"{run['id']}.weights.h5"),
+            "checkpoint_dir": cell_folder(job, run["id"]), "checkpoint_every": cfg.train.checkpoint_every,
+            "resume": job.resume,
             "tensorboard_uri": job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None}
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     try:
         with progress.shown(cluster, run["id"], {f"worker:{w}": cfg.train.max_epochs for w in range(run["workers"])}):
             results = cluster.shutdown(timeout_s=cfg.train.push_timeout_s * max(1, cfg.train.max_epochs))
+    except tfos.RoleFailed as exc:
+        cluster.abort()
+        lost = ps_lost_message(run["id"], str(exc), storage.join(cell_folder(job, run["id"]), "ps.h5"))
+        if lost:
+            from distributed.ps_client import ParameterServerLost
+            raise ParameterServerLost(lost) from exc
+        raise
     except BaseException:
         cluster.abort()
         raise
@@ -199,9 +213,82 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
     lambdas = {u["tau"]: u["lambda"] for u in ps["updates"]}
     log.info("%s: %d updates applied, tau max %s, final accuracy %s", run["id"], len(ps["updates"]),
              max(lambdas, default=0), [round(w["accuracy"][-1], 3) for w in per_worker.values()])
+    faults = describe_faults(ps, results, [i["count"] for i in infos], cfg.train.max_epochs, started_at)
+    for fault in faults:
+        log.warning("%s: %s at %.1fs after %d epoch(s); samples not seen: %s", run["id"], fault["message"],
+                    fault["lost_at_s"], fault["epochs_completed"], fault["samples_not_seen"])
     return {**run, "cluster": f"{run['workers']} worker{'s' if run['workers'] > 1 else ''}",
             "per_worker": per_worker, "updates": ps["updates"], "pushes_received": ps["pushes_received"],
+            "faults": faults, "resumed_at_version": ps.get("resumed_at_version"),
             "wall_time_s": round(time.monotonic() - started, 2)}
+
+
+def describe_faults(ps: dict, results: dict, share_sizes: list[int], max_epochs: int,
+                    started_at: float) -> list[dict]:
+    """One record per loss of a worker: when, after how many epochs, and what of its share went unseen.
+
+    A lost worker that Spark's retry brought back ('rejoined') trained its remaining epochs from its
+    checkpoint and handed in its result: nothing went unseen. One that never came back missed its
+    whole share in each epoch it had not finished."""
+    out = []
+    events = ps.get("events", [])
+    for i, e in enumerate(events):
+        if e["event"] != "lost":
+            continue
+        w = e["worker"]
+        back = next((b for b in events[i + 1:] if b["event"] == "rejoined" and b["worker"] == w), None)
+        retrained = back is not None and f"worker:{w}" in results
+        out.append({"worker": f"worker:{w}", "lost_at_s": round(e["time"] - started_at, 2), "at_version": e["version"],
+                    "epochs_completed": e["epochs_reported"], "message": e["message"],
+                    "rejoined_at_epoch": back["epoch"] if back else None,
+                    "samples_not_seen": "none: the share was retrained after the retry" if retrained else
+                    {str(epoch): share_sizes[w] for epoch in range(e["epochs_reported"], max_epochs)}})
+    return out
+
+
+def ps_lost_message(run_id: str, failure: str, ps_checkpoint: str) -> str | None:
+    """The job's error when workers stopped because the parameter server went away, else None."""
+    sections = re.split(r"^--- (\S+) ---$", failure, flags=re.M)
+    stopped = [role for role, text in zip(sections[1::2], sections[2::2]) if "ParameterServerLost" in text]
+    if not stopped:
+        return None
+    reason = next(line.strip() for line in failure.splitlines() if "ParameterServerLost:" in line)
+    try:
+        from distributed import checkpoint
+        found = checkpoint.load_if_present(ps_checkpoint)
+    except Exception as exc:  # noqa: BLE001 -- the message must come out whatever the checkpoint's state
+        found, last = None, f"the checkpoint {ps_checkpoint} cannot be read ({exc})"
+    else:
+        last = "no checkpoint was written before it was lost"
+    if found is not None:
+        last = (f"the last checkpoint is version {found[1]['version']} ({len(found[1]['updates'])} updates) "
+                f"in {ps_checkpoint}; run again with --resume to continue from it")
+    return (f"{run_id}: the parameter server ps:0 was lost; {', '.join(stopped)} stopped "
+            f"({reason.split('ParameterServerLost: ', 1)[-1]}); {last}")
+
+
+def cell_folder(job: Job, cell_id: str) -> str:
+    """<output>/checkpoints/<run id>: the cell's checkpoints, pid records and, once done, result.json."""
+    return job.out("checkpoints", cell_id)
+
+
+def run_cell(job: Job, cell_id: str, compute, resumed: dict) -> dict:
+    """compute() the cell, or with --resume take its result.json if it finished before.
+
+    A fresh run (no --resume) first removes the cell's old checkpoints: they are another run's."""
+    folder = cell_folder(job, cell_id)
+    done_uri = storage.join(folder, "result.json")
+    if job.resume and storage.exists(done_uri):
+        log.info("%s finished before; its result is read from %s", cell_id, done_uri)
+        resumed["finished_before"].append(cell_id)
+        return json.loads(storage.read_text(done_uri))
+    if job.resume:
+        resumed["continued" if storage.exists(storage.join(folder, "ps.h5")) else "started"].append(cell_id)
+    else:
+        storage.remove_tree(folder)
+    result = compute()
+    storage.write_text(done_uri, json.dumps(result))
+    return result
 
 
 def run_baseline(job: Job, bundle, n: int) -> dict:
@@ -235,10 +322,12 @@ def run(job: Job) -> dict:
     cfg = job.cfg
     bundle, total = prepare_data(job)
     grid = experiment_grid(cfg)
-    runs = [run_baseline(job, bundle, n) for n in cfg.data.sizes] if cfg.experiments.baseline else []
+    resumed = {"finished_before": [], "continued": [], "started": []}
+    runs = [run_cell(job, f"{n}-single", lambda n=n: run_baseline(job, bundle, n), resumed)
+            for n in cfg.data.sizes] if cfg.experiments.baseline else []
     for i, cell in enumerate(grid, 1):
         log.info("[%d/%d] %s", i, len(grid), cell["id"])
-        runs.append(run_distributed(job, bundle, cell))
+        runs.append(run_cell(job, cell["id"], lambda cell=cell: run_distributed(job, bundle, cell), resumed))
     results = {"runs": runs, "ablation_ids": [r["id"] for r in grid if r.get("ablation")]}
     files = write_outputs(job, results)
     return {"samples_available": total, "runs": len(runs), "outputs": files,
@@ -251,7 +340,10 @@ def run(job: Job) -> dict:
                         for r in runs if r["workers"]},
             # per worker: seconds since it started training, at the end of each epoch (bench/ reads these)
             "epoch_time_s": {r["id"]: {w: v["time"] for w, v in r["per_worker"].items()}
-                             for r in runs if r["workers"]}}
+                             for r in runs if r["workers"]},
+            # workers lost mid-run: when, after how many epochs, what was not seen (none once retrained)
+            "faults": {r["id"]: r["faults"] for r in runs if r.get("faults")},
+            **({"resume": resumed} if job.resume else {})}
 
 
 if __name__ == "__main__":

@@ -7,9 +7,24 @@ The ps builds the model from the run's seed, serves its weights with the stalene
 (distributed/param_server.py) on the port TFoS reserved for it, and returns the update log. A worker
 reads its share, then per epoch (or per batch) pulls (weights, version), trains locally, and pushes
 dW = W_read - W_local with the version it read. TensorFlow is imported here, on the executors only.
+
+Checkpoints (when args["checkpoint_dir"] is set): the ps writes ps.h5 (weights, version counter,
+update log, epochs reported per worker) every args["checkpoint_every"] applied updates and when it
+stops cleanly; each worker writes worker-<i>.h5 at each epoch end with what only it holds (Keras
+optimizer state, the dropout seed generators' state, epoch, history). Shuffling is derived from
+(seed, epoch), so a resumed worker needs no other RNG state. Each role records its pid in pids/.
+
+A worker's process dies: the ps sees the connection drop, counts the worker as lost and lets the
+others go on (s_eff shrinks). Spark then retries the task (spark.task.maxFailures, 4 by default),
+and TensorFlowOnSpark 2.2.5 re-runs the node function for the same executor id: it finds that
+node's reservation already on the server, registers nothing, and starts this worker role again with
+the same task index. We keep that retry rather than disable it: the retried worker loads its
+checkpoint, joins the ps again (which takes a lost worker back) and trains the epochs it had not
+finished on its own share, so the lost share is trained after all and the job can say exactly that.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from distributed.early_stopping import CRITERIA, EarlyStopper
+
+log = logging.getLogger(__name__)
 
 
 def quiet_tensorflow(threads: int):
@@ -37,6 +54,12 @@ def new_model(model_cfg: dict, seed: int, name: str = "redshift"):
     from models import registry
     keras.utils.set_random_seed(seed)
     return registry.build(name, model_cfg)
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The shuffling of one epoch, from (seed, epoch) alone: a resumed worker needs no RNG state.
+    Each worker has its own seed (run seed + 1 + task index), so this is (seed, worker, epoch)."""
+    return np.random.default_rng([seed, epoch])
 
 
 def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=None) -> tuple[float, float]:
@@ -82,11 +105,10 @@ def _sampled(sampler, origin) -> dict:
 
 def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int, stop_on: int | None = None) -> dict:
     """The single-machine baseline: the same loop, no parameter server."""
-    rng = np.random.default_rng(seed)
     stopper = EarlyStopper(*CRITERIA[stop_on]) if stop_on else None
     history = {"accuracy": [], "loss": []}
-    for _ in range(epochs):
-        acc, loss = train_epoch(model, x, y, batch_size, rng)
+    for epoch in range(epochs):
+        acc, loss = train_epoch(model, x, y, batch_size, epoch_rng(seed, epoch))
         history["accuracy"].append(acc)
         history["loss"].append(loss)
         if stopper and stopper.update(acc):
@@ -102,6 +124,55 @@ def _save_weights(model, uri: str) -> None:
         storage.write_bytes(uri, path.read_bytes())
 
 
+def seed_state(model) -> list:
+    """Variables of the model that are not weights: the dropout layers' seed-generator states."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def save_worker_checkpoint(uri: str, model, state: dict) -> None:
+    """What only the worker holds (optimizer moments, dropout RNG, epoch, history), atomically."""
+    from distributed import checkpoint
+    checkpoint.save(uri, {"optimizer": checkpoint.optimizer_arrays(model.optimizer),
+                          "seeds": [np.asarray(v.numpy()) for v in seed_state(model)]}, state)
+
+
+def restore_worker(uri: str, model) -> dict | None:
+    """Load worker-<i>.h5 into `model` (optimizer and seed state); its JSON state, or None if absent."""
+    from distributed import checkpoint
+    found = checkpoint.load_if_present(uri)
+    if found is None:
+        return None
+    arrays, state = found
+    checkpoint.restore_optimizer(model.optimizer, model.trainable_variables, arrays["optimizer"], uri)
+    seeds = seed_state(model)
+    if len(seeds) != len(arrays["seeds"]):
+        raise checkpoint.CheckpointError(f"{uri}: {len(arrays['seeds'])} seed states, the model has {len(seeds)}")
+    for var, value in zip(seeds, arrays["seeds"]):
+        var.assign(value)
+    return state
+
+
+def save_ps_checkpoint(uri: str, server, final: bool = False) -> int:
+    """ps.h5: the server's weights and state (version, update log, progress); returns its version."""
+    from distributed import checkpoint
+    weights, state = server.checkpoint()
+    checkpoint.save(uri, {"weights": weights}, {**state, "final": final})
+    return state["version"]
+
+
+def _record_pid(args: dict, role: str) -> None:
+    if args.get("checkpoint_dir"):
+        from distributed import pidfile
+        from rdd_io import storage
+        pidfile.write(storage.join(args["checkpoint_dir"], "pids"), role)
+
+
+def _checkpoint_uri(args: dict, name: str) -> str | None:
+    from rdd_io import storage
+    return storage.join(args["checkpoint_dir"], name) if args.get("checkpoint_dir") else None
+
+
 def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
     """The ps listens only once its model is built: retry refused connections for up to wait_s."""
     from distributed.ps_client import PSClient
@@ -109,7 +180,7 @@ def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
     while True:
         try:
             return PSClient(address, bytes.fromhex(args["ps_secret"]), worker=worker,
-                            timeout_s=args["push_timeout_s"] + 30)
+                            timeout_s=args["push_timeout_s"] + 30, name="ps:0")
         except ConnectionError:
             if time.monotonic() > deadline:
                 raise
@@ -117,7 +188,9 @@ def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
 
 
 def ps_role(args: dict, ctx) -> dict:
+    from distributed import checkpoint
     from distributed.param_server import ParameterServer
+    _record_pid(args, "ps:0")
     quiet_tensorflow(args["tf_threads"])
     sampler, origin = _sampling(args, "ps:0")
     model = new_model(args["model"], args["seed"], args.get("model_name", "redshift"))
@@ -125,19 +198,32 @@ def ps_role(args: dict, ctx) -> dict:
     server = ParameterServer(model.get_weights(), bytes.fromhex(args["ps_secret"]), num_workers=args["workers"],
                              s=args["s"], schedule=args["schedule"], host=host, port=int(port),
                              push_timeout_s=args["push_timeout_s"])
+    ps_uri, restored = _checkpoint_uri(args, "ps.h5"), None
+    if ps_uri and args.get("resume"):
+        found = checkpoint.load_if_present(ps_uri)
+        if found is not None:
+            server.restore(found[0]["weights"], found[1])
+            restored = server.version
+            log.info("parameter server resumed from %s at version %d", ps_uri, restored)
     server.start()
+    every = int(args.get("checkpoint_every") or 0)
+    version = saved = server.version
     try:
-        while not server.wait_until_done(1.0):
-            if ctx.should_stop():
-                break
+        while not server.wait_until_done(0) and not ctx.should_stop():
+            version = server.wait_for_update(version, timeout=1.0)
+            if ps_uri and every and version - saved >= every:
+                saved = save_ps_checkpoint(ps_uri, server)
         snap = server.snapshot()
     finally:
         server.stop()
+    if ps_uri:  # a clean stop: the last state, whatever the interval
+        save_ps_checkpoint(ps_uri, server, final=True)
     if args.get("weights_uri"):
         model.set_weights(snap["weights"])
         _save_weights(model, args["weights_uri"])
     return {"version": snap["version"], "updates": snap["updates"], "pushes_received": snap["pushes_received"],
-            "pushes_withdrawn": snap["pushes_withdrawn"], **_sampled(sampler, origin)}
+            "pushes_withdrawn": snap["pushes_withdrawn"], "events": snap["events"],
+            "lost_workers": snap["lost_workers"], "resumed_at_version": restored, **_sampled(sampler, origin)}
 
 
 class WorkerProgress:
@@ -181,18 +267,37 @@ class WorkerProgress:
 
 
 def worker_role(args: dict, ctx) -> dict:
+    _record_pid(args, f"worker:{ctx.task_index}")
     quiet_tensorflow(args["tf_threads"])
     sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
     x, y, index = worker_data(args, ctx.task_index)
     seed = args["seed"] + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
     model = new_model(args["model"], seed, args.get("model_name", "redshift"))
-    rng = np.random.default_rng(seed)
     stopper = EarlyStopper(*CRITERIA[args["stop_on"]]) if args["stop_on"] else None
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
     history = {"accuracy": [], "loss": [], "time": []}
-    started = time.monotonic()
+    facts = {"samples": int(len(y)), "index_sum": int(index.sum()), "index_min": int(index.min()),
+             "index_max": int(index.max())}
+    # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
+    # the last epoch end this worker checkpointed.
+    ckpt_uri = _checkpoint_uri(args, f"worker-{ctx.task_index}.h5")
+    saved = restore_worker(ckpt_uri, model) if ckpt_uri else None
+    first_epoch, resumes, finished = 0, [], False
+    if saved is not None:
+        history, first_epoch, finished = saved["history"], saved["epoch"], saved["done"]
+        resumes = saved["resumes"] + [first_epoch]
+        for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
+            stopper.update(acc)
+        log.info("worker %d resumes from %s at epoch %d", ctx.task_index, ckpt_uri, first_epoch)
+    # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
+    last_epoch = first_epoch if finished else args["max_epochs"]
+    started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
     progress = WorkerProgress(args, ctx, len(y))
     with connect_ps((host, int(port)), args, ctx.task_index) as ps:
+        joined = ps.join(first_epoch)
+        if joined["epochs_reported"] > first_epoch:
+            log.warning("worker %d: the ps has reports up to epoch %d, this worker's checkpoint ends at epoch "
+                        "%d; those epochs are trained again", ctx.task_index, joined["epochs_reported"], first_epoch)
 
         def exchange(train):
             """pull -> train locally -> push dW = W_read - W_local with the version read."""
@@ -204,23 +309,35 @@ def worker_role(args: dict, ctx) -> dict:
             return out
 
         try:
-            for epoch in range(args["max_epochs"]):
+            for epoch in range(first_epoch, last_epoch):
+                rng = epoch_rng(seed, epoch)
                 if args["update"] == "batch":
                     acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
                 else:
                     acc, loss = exchange(lambda: train_epoch(model, x, y, args["batch_size"], rng))
-                ps.report(epoch, {"accuracy": acc, "loss": loss})
                 history["accuracy"].append(acc)
                 history["loss"].append(loss)
                 history["time"].append(round(time.monotonic() - started, 3))
+                stop = bool(stopper and stopper.update(acc))
+                if ckpt_uri:  # once the epoch's push is applied, before its report
+                    save_worker_checkpoint(ckpt_uri, model, {
+                        "epoch": epoch + 1, "done": stop or epoch + 1 == args["max_epochs"],
+                        "history": history, "resumes": resumes})
+                ps.report(epoch, {"accuracy": acc, "loss": loss})
                 progress.epoch_end(epoch + 1, acc, loss)
-                if stopper and stopper.update(acc):
+                if stop:
                     break
+        except BaseException:
+            try:  # also on error: the ps stops counting on this worker, so no one waits for it
+                ps.leave()
+            except ConnectionError:  # the ps itself is what was lost: keep the error that says so
+                pass
+            raise
+        else:
+            ps.leave()
         finally:
-            ps.leave()  # also on error: the ps stops counting on this worker, so no one waits for it
             progress.close(len(history["accuracy"]))
-    return {"samples": int(len(y)), "index_sum": int(index.sum()), "index_min": int(index.min()),
-            "index_max": int(index.max()), **history, **_sampled(sampler, origin)}
+    return {**facts, **history, "resumed_at_epochs": resumes, **_sampled(sampler, origin)}
 
 
 def role(args: dict, ctx) -> dict:

@@ -1,0 +1,161 @@
+"""Damage done for real to the redshift job on the mini-cluster: SIGKILL of the parameter server's
+process, then --resume; SIGKILL of a worker's process mid-run, which Spark retries. Each role's
+process is found by the pid it records under <output>/checkpoints/<run id>/pids/."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import psutil
+
+from distributed import checkpoint, pidfile
+
+from .conftest import ROOT, leftovers, run_job
+
+# 300 spectra, no baseline, no ablation: the smallest run that still has epochs to lose.
+SMALL = ["--preset", "tiny", "--set", "data.sizes=[300]", "--set", "experiments.baseline=false",
+         "--set", "experiments.ablation=false", "--set", "experiments.data_modes=[different]",
+         "--set", "train.checkpoint_every=1", "--set", "train.tf_threads=1", "--set", "train.update=epoch"]
+EPOCHS = 8
+PUSH_TIMEOUT_S = 600
+
+
+def job_args(cluster, out, *sets: str) -> list[str]:
+    return ["--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+            "--output", str(out), *SMALL, "--set", f"train.max_epochs={EPOCHS}",
+            "--set", f"train.push_timeout_s={PUSH_TIMEOUT_S}", *[a for kv in sets for a in ("--set", kv)]]
+
+
+def start(args: list[str], log_path) -> subprocess.Popen:
+    """The job as a user starts it, its output in a file (a pipe nobody reads could fill and block it)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "jobs" / "redshift.py"), *args], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def state_of(uri: str) -> dict | None:
+    try:
+        return checkpoint.load(uri)[1]
+    except checkpoint.CheckpointError:
+        return None  # not written yet
+
+
+def wait_until(proc: subprocess.Popen, log_path, condition, timeout_s: float = 300):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert proc.poll() is None, f"the job ended first (rc {proc.returncode}):\n{log_path.read_text()[-4000:]}"
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"condition not reached in {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+
+
+def kill_role(folder, role: str, cluster) -> int:
+    """SIGKILL the process that runs `role` (its pid record), after checking it is one of the run's."""
+    pid = pidfile.read(folder, role)["pid"]
+    proc = psutil.Process(pid)
+    assert proc.environ().get("SCIDL_RUN_ID") == cluster.state.run_id, f"pid {pid} is not the cluster's"
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def weights(path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_ps_killed_fails_fast_by_name_and_resume_reaches_the_uninterrupted_weights(minicluster, tmp_path):
+    cell = "300-different-M1-staleness-aware-s1"
+    reference, damaged = tmp_path / "reference", tmp_path / "damaged"
+
+    # The run that is not interrupted, and the same run whose parameter server is killed.
+    ref = run_job("redshift.py", *job_args(minicluster, reference, "experiments.workers=[1]"), timeout=400)
+    assert ref.returncode == 0, ref.stdout[-4000:] + ref.stderr[-2000:]
+
+    log_path = tmp_path / "damaged.log"
+    proc = start(job_args(minicluster, damaged, "experiments.workers=[1]"), log_path)
+    folder = damaged / "checkpoints" / cell
+    try:
+        def consistent_cut():
+            """The worker finished epoch e (>= 1) and the ps checkpoint holds exactly its e updates."""
+            worker, ps = state_of(str(folder / "worker-0.h5")), state_of(str(folder / "ps.h5"))
+            return worker and ps and 1 <= worker["epoch"] == ps["version"] < EPOCHS - 1 and worker["epoch"]
+
+        epochs_before = wait_until(proc, log_path, consistent_cut)
+        kill_role(str(folder / "pids"), "ps:0", minicluster)
+        killed_at = time.monotonic()
+        proc.wait(timeout=PUSH_TIMEOUT_S + 60)
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = log_path.read_text()
+    assert proc.returncode == 1, log[-4000:]
+    # The worker saw the closed socket at its next request, not after its push timeout (+30 s).
+    assert stopped_after < PUSH_TIMEOUT_S, f"the job took {stopped_after:.0f}s to stop after the ps died"
+    summary = json.loads((damaged / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("ParameterServerLost: ") and "ps:0 was lost" in summary["error"], summary
+    assert "worker:0 stopped" in summary["error"] and "--resume" in summary["error"], summary["error"]
+    assert leftovers(minicluster) == []
+
+    resumed = run_job("redshift.py", *job_args(minicluster, damaged, "experiments.workers=[1]"), "--resume",
+                      timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    summary = json.loads((damaged / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["resumed"] is True
+    assert summary["resume"]["continued"] == [cell]
+    assert summary["updates"][cell]["applied"] == summary["updates"][cell]["received"] == EPOCHS
+    ref_summary = json.loads((reference / "summary.json").read_text())
+    assert summary["final_accuracy"] == ref_summary["final_accuracy"]
+
+    # Same final weights as the uninterrupted run. The resumed worker gets back its Adam moments and
+    # iteration count, its dropout seed-generator state and the epoch's shuffling (from seed and epoch);
+    # one TF thread makes each step deterministic. The tolerance only allows float32 rounding.
+    want, got = weights(reference / "weights" / f"{cell}.weights.h5"), weights(damaged / "weights" / f"{cell}.weights.h5")
+    assert set(got) == set(want) and want
+    worst = max(float(np.max(np.abs(got[k] - want[k]))) for k in want)
+    print(f"resumed after epoch {epochs_before}: max |w_resumed - w_uninterrupted| = {worst:.3g}")
+    assert worst <= 1e-6, worst
+    assert leftovers(minicluster) == []
+
+
+def test_a_killed_worker_is_lost_then_spark_retries_it_and_the_summary_says_so(minicluster, tmp_path):
+    cell = "300-different-M2-staleness-aware-s2"
+    out, log_path = tmp_path / "worker-killed", tmp_path / "worker-killed.log"
+    proc = start(job_args(minicluster, out, "experiments.workers=[2]", "train.s=2"), log_path)
+    folder = out / "checkpoints" / cell
+    try:
+        first = wait_until(proc, log_path, lambda: (state_of(str(folder / "worker-1.h5")) or {}).get("epoch", 0) >= 1)
+        assert first
+        time.sleep(0.2)  # into the next epoch
+        pid = kill_role(str(folder / "pids"), "worker:1", minicluster)
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = log_path.read_text()
+    assert proc.returncode == 0, log[-5000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    (fault,) = summary["faults"][cell]
+    assert fault["worker"] == "worker:1" and fault["epochs_completed"] >= 1, fault
+    assert fault["message"] == "worker 1 lost; s shrinks from 2 to 1", fault
+    assert fault["samples_not_seen"] == "none: the share was retrained after the retry", fault
+    assert 1 <= fault["rejoined_at_epoch"] <= fault["epochs_completed"] + 1, fault
+    # The retry is a new process that trained the rest of worker 1's share, every epoch accounted for.
+    assert pidfile.read(str(folder / "pids"), "worker:1")["pid"] != pid
+    with h5py.File(out / "redshift.h5", "r") as h5:
+        for worker in ("worker_0", "worker_1"):
+            assert len(h5[cell]["workers"][worker]["accuracy"][()]) == EPOCHS
+            assert h5[cell]["workers"][worker].attrs["samples"] == 150
+    assert "worker 1 lost; s shrinks from 2 to 1" in log
+    assert leftovers(minicluster) == []
