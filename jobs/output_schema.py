@@ -282,11 +282,13 @@ LANDCOVER = (
            keys=(Key("cell", "cell id"), Key("dataset", "patches in the set"),
                  Key("approach", "default (model parallel) or data parallel"), Key("role", "the role"),
                  Key("cpu_percent_mean", "mean CPU, % of one core"), Key("rss_MiB_peak", "peak resident memory"),
-                 Key("in_MiB_per_s", "mean MiB received per second"), Key("out_MiB_per_s", "mean MiB sent per second"))),
+                 Key("in_MiB_per_s", "mean MiB received per second"),
+                 Key("out_MiB_per_s", "mean MiB sent per second"))),
     Output("batch_sizes.csv", "csv", "cluster traffic of the default plan per batch size (thesis Fig. 6.5)",
            keys=(Key("batch_size", "batch size"), Key("epochs", "epochs of the cell"),
                  Key("dataset", "patches in the set"), Key("cluster_out_MiB_per_s", "all roles' MiB sent per second"),
-                 Key("steps", "training steps of the cell"), Key("bytes_per_step_MiB", "MiB sent per step, all roles"))),
+                 Key("steps", "training steps of the cell"),
+                 Key("bytes_per_step_MiB", "MiB sent per step, all roles"))),
     Output("curves.png", "png", "loss and accuracy per epoch, default plan beside the single machine "
            "(thesis Fig. 6.4)", When("when train.epochs > 1", lambda c: _cfg(c, "train.epochs") > 1)),
     Output("traffic.png", "png", "MiB/s in and out per role over time, one panel per plan", DATA_DEPENDENT),
@@ -356,7 +358,8 @@ DOMST = (
     Output("results.json", "json", "everything the report is built from",
            keys=(Key("approaches", "approaches trained"), Key("primary_mode", "the mode scores come from (ipd if run)"),
                  Key("watersheds", "[{id, site_no, pixels, days, start, end, n_missing, k_groups, samples}]"),
-                 Key("scores", "{watershed: {approach: {nse, peak_flow_error, epochs, train_s, devices, pixcon, ...}}}"),
+                 Key("scores", "{watershed: {approach: {nse, peak_flow_error, epochs, train_s, devices, pixcon, "
+                               "...}}}"),
                  Key("times", "as summary.json's times_s"), Key("plans", "{mode: [[watershed ids] per node]}"),
                  Key("node_devices", "{mode: {role: devices the node had}}"),
                  Key("mode_nse_gap", "as in summary.json"), Key("speedups", "as in summary.json"),
@@ -472,7 +475,6 @@ def _check_hdf5(path: Path, out: Output, config: dict | None) -> list[str]:
         groups = [n for n, node in nodes.items() if isinstance(node, h5py.Group)]
         datasets = {n: node for n, node in nodes.items() if isinstance(node, h5py.Dataset)}
         declared = [(d, _pattern(d.path)) for d in out.datasets]
-        group_patterns = [_pattern(g.path) for g in out.groups]
         for name, node in datasets.items():
             match = next((d for d, p in declared if p.match(name)), None)
             if match is None:
@@ -639,8 +641,8 @@ def render() -> str:
                     out += _keys_table(g.attrs, "attribute")
             if o.datasets:
                 out += ["| dataset | dtype | shape | meaning |", "|---|---|---|---|"]
-                out += [f"| `{d.path}` | {d.dtype} | ({', '.join(map(str, d.shape))}{',' if len(d.shape) == 1 else ''}) "
-                        f"| {_cell(d.meaning)} |" for d in o.datasets]
+                out += [f"| `{d.path}` | {d.dtype} | ({', '.join(map(str, d.shape))}"
+                        f"{',' if len(d.shape) == 1 else ''}) | {_cell(d.meaning)} |" for d in o.datasets]
                 out.append("")
     return "\n".join(out).rstrip() + "\n"
 

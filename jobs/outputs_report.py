@@ -163,7 +163,8 @@ def domst_comparisons(folder: Path) -> list[dict]:
         diff = difference(None if ours is None else 100 * ours, None if number is None else 100 * number,
                           " percentage points") if number is not None else \
             ("not run" if ours is None else f"ours {ours:.0%} of watersheds; the paper gives no number")
-        rows.append(_row(f"{label}, share of watersheds", published, "not run" if ours is None else f"{ours:.0%}", diff))
+        rows.append(_row(f"{label}, share of watersheds", published,
+                         "not run" if ours is None else f"{ours:.0%}", diff))
     median = (s.get("median_nse") or {}).get("domst")
     rows.append(_row("Median test NSE, Dom-ST (reference: NeuralHydrology LSTM, CAMELS-US; not the paper)",
                      _num(dr.REFERENCE_MEDIAN_NSE), _num(median, 3), difference(median, dr.REFERENCE_MEDIAN_NSE)))
@@ -177,7 +178,8 @@ COMPARISONS = {"redshift": redshift_comparisons, "landcover": landcover_comparis
 def tables(case: str, folder: Path) -> list[tuple[str, list[dict]]]:
     if case == "redshift":
         out = [("Accuracy and loss per epoch, per run and worker", ov.redshift_workers(folder))]
-        out += [(f"Epochs to stable, {n} samples (stable_{n}.csv)", rows) for n, rows in ov.redshift_stable(folder).items()]
+        out += [(f"Epochs to stable, {n} samples (stable_{n}.csv)", rows)
+                for n, rows in ov.redshift_stable(folder).items()]
         return out + [("Updates at the parameter server", ov.redshift_updates(folder))]
     if case == "landcover":
         return [("Plans: time per epoch, final loss and accuracy", ov.landcover_plans(folder)),
@@ -301,7 +303,8 @@ def _guarded(render, title: str) -> str:
     try:
         return render()
     except (OSError, KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
-        return f'<p class="failed">{html.escape(title)}: cannot be built from these outputs ({html.escape(repr(exc))})</p>'
+        return (f'<p class="failed">{html.escape(title)}: cannot be built from these outputs '
+                f"({html.escape(repr(exc))})</p>")
 
 
 def build(root: str | Path) -> str:
@@ -311,7 +314,7 @@ def build(root: str | Path) -> str:
     overview = [{"case study": case, "outputs": "absent" if folder is None else str(folder),
                  "status": "not run" if folder is None else ov.summary(folder).get("status")}
                 for case, folder in found.items()]
-    body = [f"<h1>Results of the case studies</h1>",
+    body = ["<h1>Results of the case studies</h1>",
             f"<p>Output root <code>{html.escape(str(base.resolve()))}</code>, report built "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Published numbers: thesis and papers via "
             "REFERENCE_NUMBERS.md; our data is simulated and smaller, so compare the shape of each finding "
