@@ -4,6 +4,12 @@ nodes at once (IP-D) and one after another on one node (S); NSE per watershed, S
 
     python jobs/domst.py --preset tiny      # a few minutes, on an embedded mini-cluster
     python jobs/domst.py --preset paper     # 23 watersheds, 6 years, the full models
+    python jobs/domst.py --preset tiny --resume   # continue an interrupted run in the same --output
+
+Each finished (watershed, approach) leaves its scores, and the one in training a checkpoint every
+train.checkpoint_every epochs, under <output>/checkpoints/<mode>/ (layout: jobs/domst_resume.py); --resume
+keeps the finished ones and continues the current one from its epoch. A node whose process dies fails the
+run at once with a message naming the node and the watershed it was training (jobs/resume.py).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from conf import ClusterConfig, ConfigError
+from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -54,6 +61,7 @@ class TrainConfig:
     tf_threads: int
     timeout_s: float
     tensorboard: bool
+    checkpoint_every: int
 
 
 @dataclass
@@ -231,7 +239,8 @@ def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
             "lookback": cfg.data.lookback, "train_frac": cfg.data.train_frac, "val_frac": cfg.data.val_frac,
             "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
             "index": {s["id"]: i for i, s in enumerate(sheds)},
-            "tensorboard_uri": job.out("tensorboard", mode) if cfg.train.tensorboard else None}
+            "tensorboard_uri": job.out("tensorboard", mode) if cfg.train.tensorboard else None,
+            "checkpoints": job.out("checkpoints", mode), "resume": job.resume}
     log.info("%s: %d node(s), watersheds per node %s", mode, nodes, plan)
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=0, workers=nodes), input_mode="tensorflow",
@@ -242,6 +251,12 @@ def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
         models = len(cfg.experiments.approaches)
         with progress.shown(cluster, mode, {f"worker:{k}": len(w) * models for k, w in enumerate(plan)}, unit="models"):
             results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except tfos.RoleFailed as exc:
+        cluster.abort()
+        lost = lost_message(cluster.failures())
+        if lost:  # one line naming the lost node and its watershed; the roles' tracebacks are in the log
+            raise RoleLost(f"{mode}: {lost}") from exc
+        raise
     except BaseException:
         cluster.abort()
         raise
@@ -289,6 +304,8 @@ def run(job: Job) -> dict:
     uri = input_files(job)
     sheds = build_watersheds(job, uri)
     log.info("%d watersheds, %d missing discharge days in all", len(sheds), sum(s["n_missing"] for s in sheds))
+    if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
+        storage.remove_tree(job.out("checkpoints"))
     modes = {m: run_mode(job, m, sheds) for m in cfg.experiments.modes}
     results = domst_report.collect(sheds, modes, list(cfg.experiments.approaches))
     results["pixcon"] = pixcon_correlations(uri, sheds, results["scores"])

@@ -10,6 +10,7 @@ temporal block each sit on their own device. TensorFlow is imported inside the f
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import numpy as np
@@ -125,12 +126,15 @@ def placed_devices(model) -> dict:
 
 
 def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: int, place=None,
-              on_epoch=None) -> dict:
+              on_epoch=None, saved: str | None = None, resume: bool = False) -> dict:
     """Build, fit (early stopping on validation loss, best weights kept) and score one approach.
 
-    `on_epoch(epochs_done, logs)`, if given, hears of each epoch's end (Keras's logs: loss, val_loss)."""
+    `on_epoch(epochs_done, logs)`, if given, hears of each epoch's end (Keras's logs: loss, val_loss).
+    `saved`: a checkpoint URI written every train["checkpoint_every"] epochs; with `resume`, training
+    continues from the checkpoint found there (jobs/domst_resume.py)."""
     import keras
 
+    from jobs import domst_resume
     from models import domst
     from models.domst_metrics import nse, peak_flow_error
     name = APPROACH_MODEL[approach]
@@ -144,19 +148,30 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
         model = (domst.build_singlehead if name == "domst-singlehead" else domst.build_singlehead_p)(cfg)
     inputs = {part: domst.model_inputs(name, samples[part]["x"], samples[part]["p"])
               for part in ("train", "val", "test")}
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["patience"],
-                                         restore_best_weights=True)
-    callbacks = [stop] + ([keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs or {}))]
-                          if on_epoch else [])
-    history = model.fit(inputs["train"], samples["train"]["y"], batch_size=train["batch_size"],
-                        epochs=train["epochs"], validation_data=(inputs["val"], samples["val"]["y"]),
-                        shuffle=True, verbose=0, callbacks=callbacks)
+    state, best = (domst_resume.restore(saved, model) if saved and resume else None) or (None, None)
+    first, before_s = (state["epoch"], state.get("train_s", 0.0)) if state else (0, 0.0)
+    stop = domst_resume.EarlyStopping(train["patience"], state, best)
+    callbacks = [stop]
+    if saved:  # after `stop`, so the checkpoint holds this epoch's early-stopping decision
+        callbacks.append(domst_resume.Checkpointer(saved, train["checkpoint_every"], stop,
+                                                   lambda: before_s + time.monotonic() - started))
+    if on_epoch:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs or {})))
+    if state and (state["stopped"] or first >= train["epochs"]):  # it had finished fitting: only score it
+        if best:
+            model.set_weights(best)
+    else:
+        batches, steps = domst_resume.epoch_batches(inputs["train"], samples["train"]["y"], train["batch_size"],
+                                                    seed, first, train["epochs"])
+        model.fit(batches, steps_per_epoch=steps, epochs=train["epochs"], initial_epoch=first,
+                  validation_data=(inputs["val"], samples["val"]["y"]), shuffle=False, verbose=0,
+                  callbacks=callbacks)
     pred = model.predict(inputs["test"], batch_size=1024, verbose=0)[:, 0] * samples["y_sd"] + samples["y_mean"]
     obs = samples["test"]["y_raw"]
-    val_loss = [float(v) for v in history.history["val_loss"]]
+    val_loss = stop.val_loss
     out = {"approach": approach, "nse": nse(pred, obs), "peak_flow_error": peak_flow_error(pred, obs),
            "epochs": len(val_loss), "best_epoch": int(np.argmin(val_loss)) + 1, "val_loss": val_loss,
-           "train_s": round(time.monotonic() - started, 3)}
+           "train_s": round(before_s + time.monotonic() - started, 3), "resumed_from_epoch": first}
     if name == "domst":
         out["pixcon"] = [float(v) for v in domst.pixcon_weights(model)]
         out["devices"] = placed_devices(model)
@@ -192,14 +207,31 @@ class ModelProgress:
             self.writer.close()
 
 
+def in_progress(args: dict, node: int) -> tuple[str, str]:
+    """(watershed, approach) a node was training: its first without a finished result."""
+    from rdd_io import storage
+    todo = [(w, a) for w in args["assignment"][node] for a in args["approaches"]
+            if not storage.exists(storage.join(args["checkpoints"], w, f"{a}.json"))]
+    return todo[0] if todo else (args["assignment"][node][-1], args["approaches"][-1])
+
+
 def role(args: dict, ctx) -> dict:
     """A worker: every approach on each watershed assigned to it, one watershed after another."""
     role_started = time.time()
+    from distributed import pidfile
+    from jobs.resume import RoleLost, attempt
+    from rdd_io import storage
+    name, tries = f"worker:{ctx.task_index}", attempt()
+    if tries:  # Spark started this node's task again: its first process died mid-watershed
+        wid, approach = in_progress(args, ctx.task_index)
+        raise RoleLost(f"{name} (node {ctx.task_index}, watersheds {', '.join(args['assignment'][ctx.task_index])}) "
+                       f"was lost while training watershed {wid} ({approach}): its process died (Spark started it "
+                       f"again, attempt {tries + 1}); continue with --resume")
+    pidfile.write(storage.join(args["checkpoints"], "pids"), name)
     from jobs.redshift_roles import quiet_tensorflow
     tf = quiet_tensorflow(args["tf_threads"])  # thread settings and the CPU split come before any op
     n_gpus, n_cpus, device_names = node_devices(tf, args["placement"], args["model"]["k_groups"])
     from models.domst import device_map, make_place
-    from rdd_io import storage
     mine = args["assignment"][ctx.task_index]
     t_start = time.time()
     watersheds = []
@@ -215,8 +247,15 @@ def role(args: dict, ctx) -> dict:
         seed = args["seed"] + args["index"][wid]  # the same seed for a watershed in every mode
         scores = []
         for a in args["approaches"]:
-            scores.append(train_one(a, model_cfg, samples, args["train"], seed, place,
-                                    lambda epoch, logs, a=a: progress.epoch(wid, a, epoch, logs)))
+            done_uri = storage.join(args["checkpoints"], wid, f"{a}.json")
+            if args["resume"] and storage.exists(done_uri):  # finished before the run was interrupted
+                scores.append(json.loads(storage.read_text(done_uri)))
+            else:
+                scores.append(train_one(a, model_cfg, samples, args["train"], seed, place,
+                                        lambda epoch, logs, a=a: progress.epoch(wid, a, epoch, logs),
+                                        saved=storage.join(args["checkpoints"], wid, f"{a}.h5"),
+                                        resume=args["resume"]))
+                storage.write_text(done_uri, json.dumps(scores[-1]))
             progress.model_done(wid, scores[-1])
         watersheds.append({"watershed": wid, "k_groups": k, "pixels": model_cfg["pixels"],
                            "samples": {p: int(len(samples[p]["y"])) for p in ("train", "val", "test")},

@@ -4,6 +4,21 @@ memory); the default plan beside the same model on a single machine.
 
     python jobs/landcover.py --preset tiny     # minutes, on an embedded mini-cluster
     python jobs/landcover.py --preset paper    # 8,000 and 2,500 patches, 10 epochs, 5 plans, 3 batch sizes
+    python jobs/landcover.py --preset tiny --resume   # continue an interrupted run in the same --output
+
+Checkpoints of the model-parallel run, under <output>/checkpoints/ (a new run without --resume clears them):
+
+    pids/<job>-<index>.pid    each role's process (distributed.pidfile), written when the role starts
+    <cell id>/chief.h5        every train.checkpoint_every epochs, written by the chief (distributed.checkpoint):
+                              variables/  every unit's variables in models.landcover.UNITS order (weights,
+                                          BN statistics, dropout seed states), read back from the ps
+                              optimizer/  the optimizer's variables (iteration, Adam moments)
+                              state       {"epoch": epochs done, "history": loss, accuracy, epoch times so far}
+    <cell id>/result.json     the finished cell, as the chief reports it
+
+Each epoch's order comes from (train.seed, epoch), so a resumed cell replays the same batches. --resume
+keeps the finished cells and continues the unfinished one from its checkpoint. A role whose process dies
+fails the run at once with a message naming the role and what it held (jobs/resume.py).
 """
 from __future__ import annotations
 
@@ -17,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from conf import CONF_DIR, ClusterConfig, ConfigError
+from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -56,6 +72,7 @@ class TrainConfig:
     tf_threads: int
     timeout_s: float
     tensorboard: bool
+    checkpoint_every: int
 
 
 @dataclass
@@ -188,13 +205,23 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
     args = {"model": model_args(cfg), "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
             "timeout_s": cfg.train.timeout_s, "sample_interval_s": cfg.experiments.sample_interval_s,
             "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells,
-            "tensorboard_uri": job.out("tensorboard") if cfg.train.tensorboard else None}
+            "tensorboard_uri": job.out("tensorboard") if cfg.train.tensorboard else None,
+            "checkpoints": job.out("checkpoints"), "checkpoint_every": cfg.train.checkpoint_every,
+            "resume": job.resume}
+    if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
+        storage.remove_tree(job.out("checkpoints"))
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     try:
         with progress.shown(cluster, "model parallel", {"chief:0": sum(c["epochs"] for c in cells)}):
             return cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except tfos.RoleFailed as exc:
+        cluster.abort()
+        lost = lost_message(cluster.failures())
+        if lost:  # one line naming the lost role; the roles' tracebacks are in the log
+            raise RoleLost(lost) from exc
+        raise
     except BaseException:
         cluster.abort()
         raise

@@ -8,11 +8,17 @@ for the whole run and returns the series with a wall-clock origin, so the driver
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 
+from distributed import pidfile
 from jobs.redshift_roles import quiet_tensorflow
+from jobs.resume import RoleLost, attempt, epoch_order, unreachable_roles
+from rdd_io import storage
+
+CHECKPOINT_FILE, RESULT_FILE = "chief.h5", "result.json"  # per cell, under <output>/checkpoints/<cell id>/
 
 
 def _sampler(role: str, interval_s: float):
@@ -45,10 +51,13 @@ def volumes(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             data["label"].astype(np.int32))
 
 
-def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None, report=None) -> dict:
+def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None, report=None,
+               checkpoint: dict | None = None) -> dict:
     """Train one experiment cell from the seed's initial weights; per-epoch loss, accuracy, time.
 
-    `report(record, epoch_end)`, if given, hears of every step and of every epoch's end."""
+    `report(record, epoch_end)`, if given, hears of every step and of every epoch's end.
+    `checkpoint` {"uri", "every", "resume"}: save the cell's state to `uri` every `every` epochs and,
+    with `resume`, start from the state found there (the result says from which epoch)."""
     import keras
 
     from models import landcover
@@ -59,14 +68,16 @@ def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=Non
         units = landcover.build_units(model_cfg)
         optimizer = landcover.make_optimizer(model_cfg)
         step = landcover.train_step_fn(units, optimizer, place, count_correct=True)
-    rng = np.random.default_rng(seed)
-    history = {"loss": [], "accuracy": [], "epoch_time_s": [], "steps": 0}
-    first_loss = None
+    history = {"loss": [], "accuracy": [], "epoch_time_s": [], "steps": 0, "first_step_loss": None}
+    first = 0
+    if checkpoint and checkpoint["resume"]:
+        history, first = restore_cell(checkpoint["uri"], units, optimizer) or (history, 0)
+    first_loss = history.pop("first_step_loss")
     bs = cell["batch_size"]
     steps = -(-len(labels) // bs)
-    for epoch in range(cell["epochs"]):
+    for epoch in range(first, cell["epochs"]):
         started, losses, correct = time.monotonic(), [], 0
-        order = rng.permutation(len(labels))
+        order = epoch_order(seed, epoch, len(labels))
         for start in range(0, len(labels), bs):
             idx = np.sort(order[start:start + bs])
             loss, hits = step(rgb[idx], hsi[idx], labels[idx])
@@ -83,7 +94,43 @@ def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=Non
             report({"epoch": epoch + 1, "epochs": cell["epochs"], "loss": round(history["loss"][-1], 4),
                     "accuracy": round(history["accuracy"][-1], 4), "epoch_time_s": history["epoch_time_s"][-1]},
                    True)
-    return {**history, "first_step_loss": first_loss}
+        every = checkpoint["every"] if checkpoint else 0
+        if every and (epoch + 1) % every == 0 and epoch + 1 < cell["epochs"]:  # the last one is the result
+            save_cell(checkpoint["uri"], units, optimizer, epoch + 1, {**history, "first_step_loss": first_loss})
+    return {**history, "first_step_loss": first_loss, "resumed_from_epoch": first}
+
+
+# ---------------------------------------------------------------------------- checkpoints, faults
+def save_cell(uri: str, units: dict, optimizer, epochs_done: int, history: dict) -> None:
+    """The chief's checkpoint of a cell (layout: jobs/landcover.py's docstring)."""
+    from distributed import checkpoint
+    from models import landcover
+    checkpoint.save(uri, {"variables": [v.numpy() for v in landcover.unit_variables(units)],
+                          "optimizer": checkpoint.optimizer_arrays(optimizer)},
+                    {"epoch": epochs_done, "history": history})
+
+
+def restore_cell(uri: str, units: dict, optimizer) -> tuple[dict, int] | None:
+    """Put a cell's checkpoint back into freshly built units and optimizer: (history, epochs done),
+    or None when the cell has no checkpoint yet."""
+    from distributed import checkpoint
+    from models import landcover
+    found = checkpoint.load_if_present(uri)
+    if found is None:
+        return None
+    arrays, state = found
+    variables = landcover.unit_variables(units)
+    if len(arrays["variables"]) != len(variables):
+        raise checkpoint.CheckpointError(f"{uri}: {len(arrays['variables'])} variables, the model has "
+                                         f"{len(variables)}: was it written by another model config?")
+    for var, value in zip(variables, arrays["variables"]):
+        if tuple(var.shape) != value.shape:
+            raise checkpoint.CheckpointError(f"{uri}: variable {var.path}: shape {value.shape} in the checkpoint, "
+                                             f"{tuple(var.shape)} in the model")
+        var.assign(value)
+    trainable = [v for name in landcover.UNITS for v in units[name].trainable_variables]
+    checkpoint.restore_optimizer(optimizer, trainable, arrays["optimizer"], uri)
+    return state["history"], int(state["epoch"])
 
 
 class CellProgress:
@@ -125,15 +172,57 @@ def chief_role(args: dict, ctx) -> dict:
     cells = []
     done = 0  # epochs of all cells, for the driver's overall bar
     for cell in args["cells"]:
+        result_uri = storage.join(args["checkpoints"], cell["id"], RESULT_FILE)
+        if args["resume"] and storage.exists(result_uri):  # finished before the run was interrupted
+            cells.append(json.loads(storage.read_text(result_uri)))
+            done += cell["epochs"]
+            continue
         data = cache.setdefault(cell["data_uri"], load_patches(cell["data_uri"]))
         t0 = time.time()
+        saved = {"uri": storage.join(args["checkpoints"], cell["id"], CHECKPOINT_FILE),
+                 "every": args["checkpoint_every"], "resume": args["resume"]}
         with CellProgress(ctx, args.get("tensorboard_uri"), cell, done) as report:
-            out = train_cell(tf, args["model"], cell, data, args["seed"], landcover.make_place(plans[cell["plan"]]),
-                             report)
+            try:
+                out = train_cell(tf, args["model"], cell, data, args["seed"],
+                                 landcover.make_place(plans[cell["plan"]]), report, saved)
+            except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
+                lost = unreachable_roles(ctx.cluster_spec, skip="chief:0")
+                if not lost:
+                    raise
+                line = next((ln for ln in str(exc).splitlines() if ln.strip() and not ln.endswith(":")), "")
+                raise RoleLost("; ".join(f"{describe_role(r, cell['plan'], plans[cell['plan']])} was lost during "
+                                         f"cell {cell['id']} ({type(exc).__name__}: {line.strip()[:200]}); "
+                                         f"continue with --resume" for r in lost)) from None
         done += cell["epochs"]
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
+        storage.write_text(result_uri, json.dumps(cells[-1]))
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
+def describe_role(role: str, plan_name: str, plan: dict) -> str:
+    """'worker:1 (the TF server holding units hsi_* under plan default)', for messages about a lost role."""
+    if role.startswith("chief"):
+        return f"{role} (the process driving the training)"
+    units = ", ".join(map(str, plan.get(role, [])))
+    holds = f"units {units}" if units else "no units"
+    if role == plan.get("variables", "ps:0"):
+        holds = "the variables and the optimizer state" + (f", and units {units}" if units else "")
+    return f"{role} (the TF server holding {holds} under plan {plan_name})"
+
+
+def current_cell(args: dict) -> dict:
+    """The first cell without a result: the one being trained when a role was lost."""
+    return next((c for c in args["cells"]
+                 if not storage.exists(storage.join(args["checkpoints"], c["id"], RESULT_FILE))), args["cells"][-1])
+
+
 def role(args: dict, ctx) -> dict:
+    name = f"{ctx.job_name}:{ctx.task_index}"
+    tries = attempt()
+    if tries:  # Spark started this role again: its first process died, and the TF cluster with it
+        cell = current_cell(args)
+        raise RoleLost(f"{describe_role(name, cell['plan'], args['plans'][cell['plan']])} was lost during cell "
+                       f"{cell['id']}: its process died (Spark started it again, attempt {tries + 1}); "
+                       f"continue with --resume")
+    pidfile.write(storage.join(args["checkpoints"], "pids"), name)
     return chief_role(args, ctx) if ctx.job_name == "chief" else server_role(args, ctx)

@@ -227,6 +227,13 @@ def get_weights(units: dict) -> list:
     return [w for name in UNITS for w in units[name].get_weights()]
 
 
+def unit_variables(units: dict) -> list:
+    """Every variable of every unit, in UNITS order: weights, BN moving statistics and the dropout
+    layers' seed-generator states (Layer.variables; get_weights leaves the seeds out). With the
+    optimizer's variables, all the state a train step reads, so a checkpoint of both resumes exactly."""
+    return [v for name in UNITS for v in units[name].variables]
+
+
 def set_weights(units: dict, weights: list) -> None:
     weights = list(weights)
     for name in UNITS:

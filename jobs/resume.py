@@ -1,0 +1,64 @@
+"""What the land-cover model-parallel run and Dom-ST share to fail fast when a process is lost, and to
+continue with --resume.
+
+A role's process that dies (killed, out of memory, its node gone) fails its Spark task; Spark starts
+the task again. The roles of these two studies cannot carry on from a second start (a TF server's
+graph state, a node's half-trained model are gone with the process), so a second attempt of a role
+reports the loss at once (RoleLost, naming the role and what it held) instead of running again: the
+driver, the chief and the TF servers waiting on the chief learn of it within a second or two, and the
+run continues later from its checkpoints with --resume.
+
+Per-epoch shuffles come from (seed, epoch) alone, so a resumed run needs no random-generator state.
+"""
+from __future__ import annotations
+
+import re
+import socket
+
+import numpy as np
+
+
+class RoleLost(RuntimeError):
+    """A role's process died; the message names the role and what it was doing."""
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of n samples in `epoch` (0-based): the same for a run and for its resumption."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def attempt() -> int:
+    """0 in a role's first start; k after its process died k times and Spark started the task again."""
+    from pyspark import TaskContext
+    context = TaskContext.get()
+    return context.attemptNumber() if context is not None else 0
+
+
+def reachable(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts connections at 'host:port' (a killed TF server's port refuses them)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def unreachable_roles(cluster_spec: dict[str, list[str]], skip: str = "") -> list[str]:
+    """'job:index' of every role in cluster_spec whose address refuses connections (but `skip`)."""
+    return [f"{job}:{i}" for job, addresses in sorted(cluster_spec.items()) for i, address in enumerate(addresses)
+            if f"{job}:{i}" != skip and not reachable(address)]
+
+
+_LOST_LINE = re.compile(r"^(?:[\w.]+\.)?RoleLost: (.+)$", re.MULTILINE)
+
+
+def lost_message(failures: dict[str, str], first: str = "chief:0") -> str | None:
+    """One line per lost role from the roles' error reports (Cluster.failures()), or None if none
+    says a role was lost. A role named by two reports is told once: `first`'s report wins (the
+    chief sees the TensorFlow error, the role's second start only that its process died)."""
+    seen: dict[str, str] = {}
+    for reporter in sorted(failures, key=lambda r: (r != first, r)):
+        for line in _LOST_LINE.findall(failures[reporter] or ""):
+            seen.setdefault(line.split(" ", 1)[0], line.strip())
+    return "; ".join(seen.values()) or None
