@@ -267,6 +267,7 @@ class WorkerProgress:
 
 
 def worker_role(args: dict, ctx) -> dict:
+    from distributed.param_server import ParameterServerError
     _record_pid(args, f"worker:{ctx.task_index}")
     quiet_tensorflow(args["tf_threads"])
     sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
@@ -294,8 +295,13 @@ def worker_role(args: dict, ctx) -> dict:
     started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
     progress = WorkerProgress(args, ctx, len(y))
     with connect_ps((host, int(port)), args, ctx.task_index) as ps:
-        joined = ps.join(first_epoch)
-        if joined["epochs_reported"] > first_epoch:
+        try:
+            joined = ps.join(first_epoch)
+        except ParameterServerError:
+            if not finished:
+                raise
+            joined = None  # this ps saw it leave: the task was retried after the worker had finished
+        if joined and joined["epochs_reported"] > first_epoch:
             log.warning("worker %d: the ps has reports up to epoch %d, this worker's checkpoint ends at epoch "
                         "%d; those epochs are trained again", ctx.task_index, joined["epochs_reported"], first_epoch)
 
