@@ -15,7 +15,7 @@ import numpy as np
 
 from distributed import pidfile
 from jobs.redshift_roles import quiet_tensorflow
-from jobs.resume import RoleLost, attempt, epoch_order, unreachable_roles
+from jobs.resume import RoleLost, attempt, epoch_order, error_line, unreachable_roles
 from rdd_io import storage
 
 CHECKPOINT_FILE, RESULT_FILE = "chief.h5", "result.json"  # per cell, under <output>/checkpoints/<cell id>/
@@ -189,9 +189,9 @@ def chief_role(args: dict, ctx) -> dict:
                 lost = unreachable_roles(ctx.cluster_spec, skip="chief:0")
                 if not lost:
                     raise
-                line = next((ln for ln in str(exc).splitlines() if ln.strip() and not ln.endswith(":")), "")
+                line = error_line(getattr(exc, "message", None) or str(exc))
                 raise RoleLost("; ".join(f"{describe_role(r, cell['plan'], plans[cell['plan']])} was lost during "
-                                         f"cell {cell['id']} ({type(exc).__name__}: {line.strip()[:200]}); "
+                                         f"cell {cell['id']} ({type(exc).__name__}: {line}); "
                                          f"continue with --resume" for r in lost)) from None
         done += cell["epochs"]
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})

@@ -50,6 +50,15 @@ def unreachable_roles(cluster_spec: dict[str, list[str]], skip: str = "") -> lis
             if f"{job}:{i}" != skip and not reachable(address)]
 
 
+def error_line(text: str) -> str:
+    """The line of a TensorFlow error that says what happened ('recvmsg:Connection reset by peer'),
+    not its headings, node names or missing stack traces."""
+    noise = ("<stack traces", "Detected at node", "[[", "Additional GRPC", ":UNKNOWN:")
+    lines = [ln.strip() for ln in text.splitlines()]
+    useful = [ln for ln in lines if ln and not ln.endswith(":") and not ln.startswith(noise)]
+    return useful[0][:200] if useful else ""
+
+
 _LOST_LINE = re.compile(r"^(?:[\w.]+\.)?RoleLost: (.+)$", re.MULTILINE)
 
 

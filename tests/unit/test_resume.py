@@ -31,6 +31,15 @@ def test_a_closed_port_is_unreachable_and_a_listening_one_is_not():
         assert resume.unreachable_roles(spec, skip="chief:0") == ["worker:1"]
 
 
+def test_the_error_line_of_a_grpc_failure_is_what_happened():
+    text = ("Graph execution error:\n\nDetected at node gradients/hsi_b3_bn_1/Mul_1/_204 defined at (most recent "
+            "call last):\n<stack traces unavailable>\nrecvmsg:Connection reset by peer\nAdditional GRPC error "
+            "information from remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/"
+            "RecvTensor:\n:UNKNOWN:Error received from peer  {grpc_status:14}\n\t [[{{node hsi_b3_bn_1/add_1}}]]")
+    assert resume.error_line(text) == "recvmsg:Connection reset by peer"
+    assert resume.error_line("") == ""
+
+
 def test_lost_message_takes_one_line_per_role_and_prefers_the_chiefs():
     failures = {
         "worker:1": "Traceback (most recent call last):\n  File ...\njobs.resume.RoleLost: worker:1 (the TF server) "
