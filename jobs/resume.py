@@ -54,8 +54,9 @@ def error_line(text: str) -> str:
     """The line of a TensorFlow error that says what happened ('recvmsg:Connection reset by peer'),
     not its headings, node names or missing stack traces."""
     noise = ("<stack traces", "Detected at node", "[[", "Additional GRPC", ":UNKNOWN:")
-    lines = [ln.strip() for ln in text.splitlines()]
-    useful = [ln for ln in lines if ln and not ln.endswith(":") and not ln.startswith(noise)]
+    lines = [re.sub(r"^\(\d+\)\s*", "", ln.strip()) for ln in text.splitlines()]  # "(0) UNAVAILABLE: ..."
+    useful = [ln for ln in lines if ln and not ln.endswith(":") and not ln.startswith(noise)
+              and not re.match(r"\d+ root error\(s\) found", ln)]
     return useful[0][:200] if useful else ""
 
 

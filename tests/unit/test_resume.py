@@ -37,6 +37,8 @@ def test_the_error_line_of_a_grpc_failure_is_what_happened():
             "information from remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/"
             "RecvTensor:\n:UNKNOWN:Error received from peer  {grpc_status:14}\n\t [[{{node hsi_b3_bn_1/add_1}}]]")
     assert resume.error_line(text) == "recvmsg:Connection reset by peer"
+    assert resume.error_line("Graph execution error:\n\n2 root error(s) found.\n  (0) UNAVAILABLE: Socket closed\n"
+                             "  (1) CANCELLED: RecvAsync is cancelled.") == "UNAVAILABLE: Socket closed"
     assert resume.error_line("") == ""
 
 
