@@ -15,6 +15,8 @@ Checkpoints of the model-parallel run, under <output>/checkpoints/ (a new run wi
                               optimizer/  the optimizer's variables (iteration, Adam moments)
                               state       {"epoch": epochs done, "history": loss, accuracy, epoch times so far}
     <cell id>/result.json     the finished cell, as the chief reports it
+    <n>-data-parallel-.../    the data-parallel comparison: the redshift study's ps.h5 and worker-<i>.h5
+                              (jobs/redshift_roles.py), every train.checkpoint_every epochs
 
 Each epoch's order comes from (train.seed, epoch), so a resumed cell replays the same batches. --resume
 keeps the finished cells and continues the unfinished one from its checkpoint. A role whose process dies
@@ -241,6 +243,10 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
             "stop_on": None, "tf_threads": cfg.train.tf_threads, "push_timeout_s": cfg.train.timeout_s,
             "ps_secret": job.secret, "sample_interval_s": cfg.experiments.sample_interval_s}
     cell_id = f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}"
+    # The redshift study's ps and worker checkpoints (ps.h5 every few updates, worker-<i>.h5 per epoch):
+    # checkpoint_every counts epochs here, and with per-epoch updates each epoch is one update per worker.
+    args.update(checkpoint_dir=job.out("checkpoints", cell_id), checkpoint_every=cfg.train.checkpoint_every * workers,
+                resume=job.resume)
     args["tensorboard_uri"] = job.out("tensorboard", cell_id) if cfg.train.tensorboard else None
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=workers), input_mode="tensorflow",
