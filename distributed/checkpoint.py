@@ -77,16 +77,22 @@ def optimizer_arrays(optimizer) -> list[np.ndarray]:
     return [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in optimizer.variables]
 
 
+def assign_variables(variables, arrays: list[np.ndarray], name: str, what: str = "variables") -> None:
+    """Assign saved arrays to (Keras or TF) variables in order, after checking count and shapes."""
+    if len(variables) != len(arrays):
+        raise CheckpointError(f"{name}: {what}: {len(arrays)} arrays in the checkpoint, {len(variables)} in the "
+                              f"model: was the checkpoint written by another model config?")
+    for var, value in zip(variables, arrays):
+        if tuple(var.shape) != value.shape:
+            label = getattr(var, "path", None) or var.name
+            raise CheckpointError(f"{name}: {what}: {label}: shape {value.shape} in the checkpoint, "
+                                  f"{tuple(var.shape)} in the model")
+    for var, value in zip(variables, arrays):
+        var.assign(value)
+
+
 def restore_optimizer(optimizer, trainable_variables, arrays: list[np.ndarray], name: str) -> None:
     """Put state saved by optimizer_arrays back into an optimizer for the same variables."""
     if not optimizer.built:
         optimizer.build(trainable_variables)
-    variables = optimizer.variables
-    if len(variables) != len(arrays):
-        raise CheckpointError(f"{name}: optimizer state has {len(arrays)} arrays, the optimizer "
-                              f"{len(variables)}: was the checkpoint written by another model?")
-    for var, value in zip(variables, arrays):
-        if tuple(var.shape) != value.shape:
-            raise CheckpointError(f"{name}: optimizer variable {var.path if hasattr(var, 'path') else var.name}: "
-                                  f"shape {value.shape} in the checkpoint, {tuple(var.shape)} in the model")
-        var.assign(value)
+    assign_variables(optimizer.variables, arrays, name, "optimizer state")

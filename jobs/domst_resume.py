@@ -90,14 +90,6 @@ def restore(uri: str, model) -> tuple[dict, list] | None:
     if found is None:
         return None
     arrays, state = found
-    variables = model.variables
-    if len(arrays["variables"]) != len(variables):
-        raise checkpoint.CheckpointError(f"{uri}: {len(arrays['variables'])} variables, the model has "
-                                         f"{len(variables)}: was it written by another model config?")
-    for var, value in zip(variables, arrays["variables"]):
-        if tuple(var.shape) != value.shape:
-            raise checkpoint.CheckpointError(f"{uri}: variable {var.path}: shape {value.shape} in the checkpoint, "
-                                             f"{tuple(var.shape)} in the model")
-        var.assign(value)
+    checkpoint.assign_variables(model.variables, arrays["variables"], uri)
     checkpoint.restore_optimizer(model.optimizer, model.trainable_variables, arrays["optimizer"], uri)
     return state, arrays["best"]

@@ -119,15 +119,7 @@ def restore_cell(uri: str, units: dict, optimizer) -> tuple[dict, int] | None:
     if found is None:
         return None
     arrays, state = found
-    variables = landcover.unit_variables(units)
-    if len(arrays["variables"]) != len(variables):
-        raise checkpoint.CheckpointError(f"{uri}: {len(arrays['variables'])} variables, the model has "
-                                         f"{len(variables)}: was it written by another model config?")
-    for var, value in zip(variables, arrays["variables"]):
-        if tuple(var.shape) != value.shape:
-            raise checkpoint.CheckpointError(f"{uri}: variable {var.path}: shape {value.shape} in the checkpoint, "
-                                             f"{tuple(var.shape)} in the model")
-        var.assign(value)
+    checkpoint.assign_variables(landcover.unit_variables(units), arrays["variables"], uri)
     trainable = [v for name in landcover.UNITS for v in units[name].trainable_variables]
     checkpoint.restore_optimizer(optimizer, trainable, arrays["optimizer"], uri)
     return state["history"], int(state["epoch"])

@@ -76,7 +76,7 @@ def test_optimizer_state_round_trips_into_a_fresh_model():
     b.train_on_batch(x, y)  # the same Adam moments and step count: the same next step
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-6)
-    with pytest.raises(checkpoint.CheckpointError, match="ck.h5: optimizer state has 1 arrays"):
+    with pytest.raises(checkpoint.CheckpointError, match="ck.h5: optimizer state: 1 arrays in the checkpoint"):
         checkpoint.restore_optimizer(model().optimizer, b.trainable_variables, saved[:1], "ck.h5")
 
 
