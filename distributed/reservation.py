@@ -96,22 +96,22 @@ def install_client(tfos_reservation_module, secret: str) -> None:
     tfos_reservation_module.Client = functools.partial(SecureClient, secret=secret)
 
 
-def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: float = 30) -> None:
-    """Hand a role's JSON-serialisable result to the driver."""
+def _send(server_addr, secret: str, op: str, payload: dict, timeout_s: float) -> None:
     sock = _connect(server_addr, secret, timeout_s)
     try:
-        _request(sock, "RESULT", {"role": role, "result": result})
+        _request(sock, op, payload)
     finally:
         sock.close()
+
+
+def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: float = 30) -> None:
+    """Hand a role's JSON-serialisable result to the driver."""
+    _send(server_addr, secret, "RESULT", {"role": role, "result": result}, timeout_s)
 
 
 def send_progress(server_addr, secret: str, role: str, record: dict, timeout_s: float = 2) -> None:
     """Hand the driver a role's latest progress record (flat JSON scalars, see PROGRESS_LIMITS)."""
-    sock = _connect(server_addr, secret, timeout_s)
-    try:
-        _request(sock, "PROGRESS", {"role": role, "record": record})
-    finally:
-        sock.close()
+    _send(server_addr, secret, "PROGRESS", {"role": role, "record": record}, timeout_s)
 
 
 # A progress record is a display line, not a result: a flat dict of a few JSON scalars, small enough
