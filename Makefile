@@ -10,6 +10,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
 	$(BIN)/python jobs/landcover.py --preset tiny --output $(OUT)/landcover
 	$(BIN)/python jobs/domst.py --preset tiny --output $(OUT)/domst
+	@echo "All three case studies are in $(OUT)/. One HTML report of them all: make report"
 
 # One HTML file with every case study's tables and figures, published numbers beside ours (README).
 report: $(VENV)/.installed
