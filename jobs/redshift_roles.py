@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from distributed.early_stopping import CRITERIA, EarlyStopper
+from jobs.resume import epoch_rng
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ def new_model(model_cfg: dict, seed: int, name: str = "redshift"):
     from models import registry
     keras.utils.set_random_seed(seed)
     return registry.build(name, model_cfg)
-
-
-def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The shuffling of one epoch, from (seed, epoch) alone: a resumed worker needs no RNG state.
-    Each worker has its own seed (run seed + 1 + task index), so this is (seed, worker, epoch)."""
-    return np.random.default_rng([seed, epoch])
 
 
 def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=None) -> tuple[float, float]:
@@ -316,7 +311,7 @@ def worker_role(args: dict, ctx) -> dict:
 
         try:
             for epoch in range(first_epoch, last_epoch):
-                rng = epoch_rng(seed, epoch)
+                rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
                 if args["update"] == "batch":
                     acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
                 else:

@@ -22,9 +22,14 @@ class RoleLost(RuntimeError):
     """A role's process died; the message names the role and what it was doing."""
 
 
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The random generator of one epoch (0-based), from (seed, epoch) alone."""
+    return np.random.default_rng([int(seed), int(epoch)])
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of n samples in `epoch` (0-based): the same for a run and for its resumption."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    """The order of n samples in `epoch`: the same for a run and for its resumption."""
+    return epoch_rng(seed, epoch).permutation(n)
 
 
 def attempt() -> int:

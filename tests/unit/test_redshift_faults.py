@@ -15,8 +15,9 @@ MODEL = {"variant": "thesis", "filters": [4, 8], "kernel_size": 5, "dropout": 0.
 def test_a_worker_checkpoint_resumes_training_bit_for_bit(tmp_path):
     """Optimizer moments, dropout seed state and the epoch's shuffling come back: the next epoch after a
     restore is the epoch the uninterrupted worker trains (one TF thread: deterministic kernels)."""
-    from jobs.redshift_roles import (epoch_rng, new_model, quiet_tensorflow, restore_worker,
+    from jobs.redshift_roles import (new_model, quiet_tensorflow, restore_worker,
                                      save_worker_checkpoint, train_epoch)
+    from jobs.resume import epoch_rng
     quiet_tensorflow(1)
     data = np.random.default_rng(0)
     x, y = data.normal(size=(48, 60)).astype(np.float32), data.integers(0, 5, 48)
