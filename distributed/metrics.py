@@ -176,10 +176,17 @@ def cpu_wait(pid: int, interval_s: float = 0.5) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- sampling
+def _alive(root: psutil.Process) -> bool:
+    try:
+        return root.is_running() and root.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
 def _snapshot(root: psutil.Process, table: list[dict]) -> dict | None:
     """Cumulative counters of a process tree now, keyed so that increment() can difference them."""
     try:
-        if not root.is_running() or root.status() == psutil.STATUS_ZOMBIE:
+        if not _alive(root):
             return None
         procs = [root] + root.children(recursive=True)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -272,8 +279,13 @@ class Sampler:
             raise RuntimeError("Sampler was not started")
         self._stop.set()
         self._thread.join()
-        if time.monotonic() - self._t_prev > self.interval_s / 4:
+        now = time.monotonic()
+        if now - self._t_prev > self.interval_s / 4:
             self._sample_safely()
+        else:  # too soon for a meaningful rate, but a role that exited since the last sample still counts
+            for role in [r for r in self._last if r not in self.meta["vanished"]]:
+                if not _alive(self._roots[role]):
+                    self.meta["vanished"][role] = round(now - self._t0, 3)
         return self.series()
 
     def series(self) -> dict[str, dict[str, list]]:

@@ -232,3 +232,15 @@ def test_figures_and_tables_are_written(tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
     with pytest.raises(ValueError, match="no '/'"):
         mf.write_series_h5({"a/b": {}}, str(tmp_path / "bad.h5"))
+
+
+def test_a_role_that_exits_just_before_stop_is_recorded_as_vanished():
+    """stop() skips a last sample taken too soon after the previous one, but not the role's exit."""
+    role = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = Sampler({"worker0": role.pid}, interval_s=60.0, sockets=False).start()
+    finally:
+        role.kill()
+        role.wait()
+    sampler.stop()  # well within interval_s / 4 of start(): no sample, only the liveness check
+    assert "worker0" in sampler.meta["vanished"]
