@@ -45,6 +45,16 @@ def classes_for_params(params: int, bands: int) -> int:
     return max(1, round((params - fixed) / per_class) + 1)
 
 
+def model_size_args(parser, default_classes: int, classes_help: str):
+    """--bands and the --classes | --params choice the ps benches share; returns the choice's group
+    (a bench may add its own sizes to it). --params is resolved by the caller, after its own presets."""
+    parser.add_argument("--bands", type=int, default=1800, help="spectrum length of the model (default 1800)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--classes", type=int, default=default_classes, help=classes_help)
+    size.add_argument("--params", type=int, help="pick the classes that give about this many parameters")
+    return size
+
+
 def model_bytes(shapes, itemsize: int = 4) -> int:
     return sum(prod(s) for s in shapes) * itemsize
 

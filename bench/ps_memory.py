@@ -53,11 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=4, help="client processes pulling and pushing (default 4)")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long the clients run (default 5)")
-    parser.add_argument("--bands", type=int, default=1800, help="spectrum length of the model (default 1800)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--classes", type=int, default=800,
-                      help="output classes of the thesis CNN (default 800, the paper's: 45.7M parameters)")
-    size.add_argument("--params", type=int, help="pick the classes that give about this many parameters")
+    ps_load.model_size_args(parser, 800,
+                            "output classes of the thesis CNN (default 800, the paper's: 45.7M parameters)")
     parser.add_argument("--quick", action="store_true", help="3 s of load on a 200-class model (11.4M parameters)")
     args = parser.parse_args(argv)
     if args.quick:

@@ -24,11 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32",
                         help="comma-separated client counts, fewest first (default 1,8,32)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring window per count (default 5)")
-    parser.add_argument("--bands", type=int, default=1800, help="spectrum length of the model (default 1800)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--classes", type=int, default=40,
-                      help="output classes of the thesis CNN (default 40: 2.3M parameters, 9 MB)")
-    size.add_argument("--params", type=int, help="pick the classes that give about this many parameters")
+    ps_load.model_size_args(parser, 40, "output classes of the thesis CNN (default 40: 2.3M parameters, 9 MB)")
     parser.add_argument("--pull", action="store_true", help="each update pulls the weights first")
     parser.add_argument("--quick", action="store_true", help="a 3 s window per count")
     args = parser.parse_args(argv)

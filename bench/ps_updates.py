@@ -24,11 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8, help="concurrent client processes (default 8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per side (default 10)")
-    parser.add_argument("--bands", type=int, default=1800, help="spectrum length of the model (default 1800)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--classes", type=int, default=40,
-                      help="output classes of the thesis CNN (default 40: 2.3M parameters, 9 MB)")
-    size.add_argument("--params", type=int, help="pick the classes that give about this many parameters")
+    size = ps_load.model_size_args(parser, 40,
+                                   "output classes of the thesis CNN (default 40: 2.3M parameters, 9 MB)")
     size.add_argument("--full", action="store_true", help=f"the paper's size: {FULL_CLASSES} classes (183 MB)")
     parser.add_argument("--pull", action="store_true",
                         help="each update pulls the weights first (a plain step then sends two messages)")
