@@ -100,6 +100,8 @@ class DomstConfig:
             raise ConfigError(f"data.lookback={d.lookback} is too short for the convolutions in model")
         if self.train.epochs < 1 or self.train.patience < 1:
             raise ConfigError("train.epochs and train.patience must be >= 1")
+        if self.train.checkpoint_every < 0:
+            raise ConfigError("train.checkpoint_every: 0 (no checkpoints) or a number of epochs")
         if self.placement.cpu_devices is not None and self.placement.cpu_devices < 1:
             raise ConfigError("placement.cpu_devices: null or >= 1")
 

@@ -99,6 +99,8 @@ class LandcoverConfig:
         if any(n % 20 for n in self.data.sizes):
             raise ConfigError(f"data.sizes: each set is drawn per class, so sizes must be multiples of 20, "
                               f"got {self.data.sizes}")
+        if self.train.checkpoint_every < 0:
+            raise ConfigError("train.checkpoint_every: 0 (no checkpoints) or a number of epochs")
 
     def executors(self) -> int:
         return len(ROLES)

@@ -231,3 +231,14 @@ def test_job_arguments_contract():
     assert parse_args("smoke", []).set == []  # the append default is not shared between calls
     with pytest.raises(SystemExit):
         parse_args("smoke", ["--unknown"])
+
+
+@pytest.mark.parametrize("case", ["redshift", "landcover", "domst"])
+def test_negative_checkpoint_interval_is_rejected(case):
+    from jobs.domst import DomstConfig
+    from jobs.landcover import LandcoverConfig
+    from jobs.redshift import RedshiftConfig
+    schema = {"redshift": RedshiftConfig, "landcover": LandcoverConfig, "domst": DomstConfig}[case]
+    load(schema, CONF_DIR / f"{case}.yaml", "tiny", ["train.checkpoint_every=0"])
+    with pytest.raises(ConfigError, match="train.checkpoint_every"):
+        load(schema, CONF_DIR / f"{case}.yaml", "tiny", ["train.checkpoint_every=-1"])
