@@ -33,23 +33,17 @@ def default_root() -> str:
 
 def local_root(root: str, copy_to: str | None = None) -> Path:
     """A local folder holding the output root: a path or file:// URI as it is; any other URI (hdfs://)
-    is copied through the active SparkContext (top-level files of each case study only, no bundles)."""
+    is copied to a local folder first, every case study's whole tree (the output check reads them)."""
     from rdd_io import storage
     if storage.is_local(root):
         return storage.local_path(root)
     import tempfile
-
-    from pyspark import SparkContext
-    if SparkContext._active_spark_context is None:  # Hadoop's file systems are reached through a JVM
-        from pyspark.sql import SparkSession
-        SparkSession.builder.master("local[1]").appName("scidl-outputs").getOrCreate()
     target = Path(copy_to or tempfile.mkdtemp(prefix="scidl-outputs-"))
     for case in CASES:
         uri = storage.join(root, case)
-        for name in storage.list_names(uri):
-            if "." in name:  # files; folders (bundles/, patches/, ...) are left behind
-                (target / case).mkdir(parents=True, exist_ok=True)
-                (target / case / name).write_bytes(storage.read_bytes(storage.join(uri, name)))
+        for name in storage.list_tree(uri):
+            (target / case / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / case / name).write_bytes(storage.read_bytes(storage.join(uri, name)))
     return target
 
 

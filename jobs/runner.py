@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from conf import CONF_DIR, ConfigError, dump, load
 from jobs.errors import user_message
+from jobs.output_guard import check_output
 from rdd_io import storage
 
 log = logging.getLogger("jobs")
@@ -73,6 +74,8 @@ def parse_args(case: str, argv: list[str] | None) -> argparse.Namespace:
                                          "loopback mini-cluster started for this run")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its last checkpoints (same config required)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --output that is not an earlier run of this case study")
     return parser.parse_args(argv)
 
 
@@ -186,12 +189,15 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         return 2
     output = storage.to_uri(args.output)
     resolved = dump(cfg, case=case, preset=args.preset)
-    if args.resume:
-        try:  # before anything is started or written: a refused resume leaves the run's outputs as they are
+    try:  # before anything is started or written: a refused run leaves what is in --output as it is
+        if args.resume:
             check_resumable(output, resolved)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        notice = check_output(output, case, args.resume, args.overwrite)
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if notice:
+        print(f"{case}: {notice}")
     executors = cfg.executors()
     master = args.master or _spark_submit_master()
     embedded = master is None
@@ -216,7 +222,7 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
-        storage.makedirs(output)
+        storage.makedirs(output, private=True)
         storage.write_text(job.out("config.yaml"), resolved)
         log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], output)
         summary.update(run(job) or {})

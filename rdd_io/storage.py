@@ -1,18 +1,35 @@
-"""Read and write whole files at a Hadoop-compatible URI, atomically.
+"""Read and write whole files at a Hadoop-compatible URI, atomically, on the driver and on executors.
 
-file:// URIs (and plain paths) are handled in Python. Any other scheme (hdfs://, s3a://, ...) goes
-through the Hadoop FileSystem of the running SparkContext, so whatever Spark can reach, a job can
-write to. Writes go to a temporary name in the same folder and are then renamed, so a reader never
-sees half a file and an interrupted job leaves nothing half-written under the final name.
+file:// URIs (and plain paths) are handled in Python. Every other scheme goes through fsspec; hdfs://
+(and viewfs://) through hdfs-native, a native HDFS client: no JVM, no libhdfs, no TensorFlow file
+system, so executors reach HDFS with nothing but this package. The NameNode comes from the URI
+(hdfs://host:port/...), or for hdfs:///path and HA nameservices from fs.defaultFS and the
+*-site.xml files in HADOOP_CONF_DIR, which hdfs-native reads itself. Spark's own reads (binaryFiles)
+keep using Spark's Hadoop client.
+
+Writes go to a temporary name in the same folder and are then renamed, so a reader never sees half a
+file and an interrupted job leaves nothing half-written under the final name. Nothing is written or
+deleted through a symbolic link. Every error names the URI and what was being done.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+TMP_MARK = "._tmp-"
+# hdfs-native retries a NameNode it cannot reach without end unless told otherwise: a few attempts
+# (about 7 s in all) turn a stopped or unreachable NameNode into an error naming the URI.
+HDFS_OPTIONS = {"dfs.client.failover.max.attempts": "4", "dfs.client.failover.sleep.max.millis": "2000"}
+
+
+class StorageError(OSError):
+    """An operation on a URI failed; the message names the URI and the operation."""
 
 
 def is_local(uri: str) -> bool:
@@ -20,11 +37,12 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> Path:
-    """file:///a/b or /a/b -> Path('/a/b'); relative plain paths resolve against the cwd."""
+    """file:///a/b or /a/b -> Path('/a/b'); relative plain paths resolve against the cwd.
+    Symbolic links are not resolved: a link is refused where it is written or deleted, not followed."""
     parsed = urlparse(str(uri))
     if parsed.scheme not in ("", "file"):
         raise ValueError(f"{uri}: not a local URI")
-    return Path(unquote(parsed.path) if parsed.scheme else str(uri)).resolve()
+    return Path(os.path.abspath(unquote(parsed.path) if parsed.scheme else str(uri)))
 
 
 def to_uri(path_or_uri: str | Path) -> str:
@@ -32,39 +50,49 @@ def to_uri(path_or_uri: str | Path) -> str:
     text = str(path_or_uri)
     if urlparse(text).scheme:
         return text if text.endswith(":///") else text.rstrip("/")
-    return Path(text).resolve().as_uri()
+    return Path(os.path.abspath(text)).as_uri()
 
 
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-class _Hadoop:
-    """The JVM's Hadoop FileSystem, reached through the driver's SparkContext."""
+def _remote(uri: str):
+    """(fsspec file system, path inside it) for a non-local URI."""
+    import fsspec
+    options = HDFS_OPTIONS if urlparse(uri).scheme in ("hdfs", "viewfs") else {}
+    try:
+        return fsspec.core.url_to_fs(uri, **options)
+    except Exception as exc:
+        raise StorageError(f"{uri}: cannot open its file system ({type(exc).__name__}: {exc})") from exc
 
-    def __init__(self, uri: str):
-        from pyspark import SparkContext
-        sc = SparkContext._active_spark_context
-        if sc is None:
-            raise RuntimeError(f"{uri}: a SparkContext is needed to reach non-local URIs")
-        self.jvm = sc._jvm
-        self.path = self.jvm.org.apache.hadoop.fs.Path(uri)
-        self.fs = self.path.getFileSystem(sc._jsc.hadoopConfiguration())
 
-    def put(self, local: str, final_uri: str) -> None:
-        tmp = self.jvm.org.apache.hadoop.fs.Path(f"{final_uri}._tmp-{uuid.uuid4().hex}")
-        self.fs.mkdirs(self.path.getParent())
-        self.fs.copyFromLocalFile(False, True, self.jvm.org.apache.hadoop.fs.Path(local), tmp)
-        self.fs.delete(self.path, False)
-        if not self.fs.rename(tmp, self.path):
-            self.fs.delete(tmp, False)
-            raise OSError(f"{final_uri}: rename from temporary name failed")
+def _failed(uri: str, doing: str, exc: BaseException) -> OSError:
+    """The error to raise for `exc` while `doing` on `uri`: a missing file stays FileNotFoundError."""
+    if isinstance(exc, (FileNotFoundError, StorageError)) and uri in str(exc):
+        return exc
+    text = str(exc).strip()
+    rpc = re.match(r'RPCError\("([\w.$]+)", "(.*?)(\\n|"\)$)', text)  # a Java exception from the NameNode
+    if rpc:
+        detail = f"{rpc[1].rsplit('.', 1)[-1]}: " + rpc[2].replace('\\"', '"')
+    else:
+        detail = text.splitlines()[0][:300] if text else type(exc).__name__
+    kind = FileNotFoundError if isinstance(exc, FileNotFoundError) or (rpc and "FileNotFound" in rpc[1]) else \
+        PermissionError if isinstance(exc, PermissionError) or (rpc and "AccessControl" in rpc[1]) else StorageError
+    return kind(f"{uri}: {doing} failed: {detail}")
+
+
+def _refuse_link(path: Path, uri: str, doing: str) -> None:
+    if path.is_symlink():
+        raise StorageError(f"{uri}: is a symbolic link (to {os.readlink(path)}); not {doing} through it")
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomically replace the file at `uri` with `data`."""
     if is_local(uri):
         target = local_path(uri)
+        _refuse_link(target, uri, "writing")
+        _refuse_link(target.parent, uri, "writing")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
@@ -77,26 +105,21 @@ def write_bytes(uri: str, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
         return
-    if _in_spark_task():  # an executor: no JVM reachable from Python, so TensorFlow's file systems
-        return _gfile_write(uri, data)
-    hadoop = _Hadoop(uri)
-    with tempfile.NamedTemporaryFile(suffix=".upload") as fh:
-        fh.write(data)
-        fh.flush()
-        hadoop.put(fh.name, uri)
-
-
-def _in_spark_task() -> bool:
-    from pyspark import TaskContext
-    return TaskContext.get() is not None
-
-
-def _gfile_write(uri: str, data: bytes) -> None:
-    import tensorflow as tf
-    tmp = f"{uri}._tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(tmp, "wb") as fh:
-        fh.write(data)
-    tf.io.gfile.rename(tmp, uri, overwrite=True)
+    fs, path = _remote(uri)
+    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+    try:
+        fs.makedirs(path.rsplit("/", 1)[0] or "/", exist_ok=True)
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        fs.mv(tmp, path, overwrite=True)
+    except BaseException as exc:
+        try:
+            fs.rm(tmp)
+        except Exception:
+            pass
+        if isinstance(exc, Exception):
+            raise _failed(uri, "write", exc) from exc
+        raise
 
 
 def write_text(uri: str, text: str) -> None:
@@ -106,14 +129,26 @@ def write_text(uri: str, text: str) -> None:
 def read_bytes(uri: str) -> bytes:
     if is_local(uri):
         return local_path(uri).read_bytes()
-    h = _Hadoop(uri)
-    stream = h.fs.open(h.path)
+    fs, path = _remote(uri)
     try:
-        out = h.jvm.java.io.ByteArrayOutputStream()
-        h.jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, out, 1 << 16, False)
-        return bytes(out.toByteArray())
-    finally:
-        stream.close()
+        return fs.cat_file(path)
+    except Exception as exc:
+        raise _failed(uri, "read", exc) from exc
+
+
+def read_range(uri: str, offset: int, length: int) -> bytes:
+    """`length` bytes from `offset` (fewer at the end of the file)."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+    fs, path = _remote(uri)
+    try:
+        with fs.open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+    except Exception as exc:
+        raise _failed(uri, f"read of {length} bytes at {offset}", exc) from exc
 
 
 def read_text(uri: str) -> str:
@@ -123,52 +158,97 @@ def read_text(uri: str) -> str:
 def exists(uri: str) -> bool:
     if is_local(uri):
         return local_path(uri).exists()
-    h = _Hadoop(uri)
-    return bool(h.fs.exists(h.path))
+    fs, path = _remote(uri)
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:
+        raise _failed(uri, "existence check", exc) from exc
+
+
+def _names(uri: str) -> list[str]:
+    """Every name directly under the folder `uri`, temporaries included; [] if it does not exist."""
+    if is_local(uri):
+        folder = local_path(uri)
+        return os.listdir(folder) if folder.is_dir() else []
+    fs, path = _remote(uri)
+    try:
+        try:  # not fs.isdir: it answers False for an unreachable NameNode too
+            if fs.info(path)["type"] != "directory":
+                return []
+        except FileNotFoundError:
+            return []
+        return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    except Exception as exc:
+        raise _failed(uri, "listing", exc) from exc
 
 
 def list_names(uri: str) -> list[str]:
     """Names (not paths) of the entries directly under the folder `uri`, sorted; temporaries left out."""
+    return sorted(n for n in _names(uri) if not n.startswith(".") and TMP_MARK not in n)
+
+
+def list_tree(uri: str) -> list[str]:
+    """Paths (relative, '/'-separated) of every file under the folder `uri`, sorted; temporaries left out.
+    Symbolic links are not followed."""
+    if is_local(uri):
+        root = local_path(uri)
+        found = [os.path.relpath(os.path.join(d, n), root) for d, _, files in os.walk(root) for n in files]
+    else:
+        fs, path = _remote(uri)
+        try:
+            found = [p[len(path.rstrip("/")) + 1:] for p in fs.find(path)] if fs.exists(path) else []
+        except Exception as exc:
+            raise _failed(uri, "listing", exc) from exc
+    return sorted(f.replace(os.sep, "/") for f in found
+                  if TMP_MARK not in f and not any(part.startswith(".") for part in f.split("/")))
+
+
+def glob(uri: str, pattern: str) -> list[str]:
+    """URIs of the entries directly under the folder `uri` whose name matches `pattern` (fnmatch), sorted."""
+    return [join(uri, n) for n in list_names(uri) if fnmatch.fnmatchcase(n, pattern)]
+
+
+def makedirs(uri: str, private: bool = False) -> None:
+    """Create the folder `uri` and its parents; `private`: the folder itself only for its owner (0700)."""
     if is_local(uri):
         folder = local_path(uri)
-        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-    else:
-        h = _Hadoop(uri)
-        names = [s.getPath().getName() for s in h.fs.listStatus(h.path)] if h.fs.exists(h.path) else []
-    return sorted(n for n in names if not n.startswith(".") and "._tmp-" not in n)
-
-
-def makedirs(uri: str) -> None:
-    if is_local(uri):
-        local_path(uri).mkdir(parents=True, exist_ok=True)
-    else:
-        h = _Hadoop(uri)
-        h.fs.mkdirs(h.path)
+        _refuse_link(folder, uri, "creating a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        if private:
+            folder.chmod(0o700)
+        return
+    fs, path = _remote(uri)
+    try:
+        fs.makedirs(path, exist_ok=True)
+        if private:
+            if not hasattr(getattr(fs, "client", None), "set_permission"):
+                raise StorageError(f"{uri}: cannot restrict permissions on this file system")
+            fs.client.set_permission(path, 0o700)
+    except Exception as exc:
+        raise _failed(uri, "creating the folder", exc) from exc
 
 
 def remove_tree(uri: str) -> None:
-    """Delete a folder and everything under it (nothing if it does not exist)."""
+    """Delete a folder and everything under it (nothing if it does not exist). A symbolic link is
+    refused, never followed: what it points to was not made by this job."""
     if is_local(uri):
-        if local_path(uri).exists():
-            shutil.rmtree(local_path(uri))
-    else:
-        h = _Hadoop(uri)
-        h.fs.delete(h.path, True)
+        path = local_path(uri)
+        _refuse_link(path, uri, "deleting")
+        if path.exists():
+            shutil.rmtree(path)  # removes links inside the tree, never what they point to
+        return
+    fs, path = _remote(uri)
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception as exc:
+        raise _failed(uri, "delete", exc) from exc
 
 
 def read_parts(uri: str, prefix: str, suffix: str = ".h5") -> list[tuple[str, bytes]]:
-    """(path, bytes) of every <prefix>*<suffix> file directly under the folder `uri`, sorted by name.
-
-    Runs on executors too: local folders are read directly, other URIs through tf.io.gfile."""
-    if is_local(uri):
-        folder = local_path(uri)
-        names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(suffix)) \
-            if folder.is_dir() else []
-        parts = [(str(folder / n), (folder / n).read_bytes()) for n in names]
-    else:
-        import tensorflow as tf
-        paths = sorted(tf.io.gfile.glob(join(uri, f"{prefix}*{suffix}")))
-        parts = [(p, tf.io.gfile.GFile(p, "rb").read()) for p in paths]
+    """(name, bytes) of every <prefix>*<suffix> file directly under the folder `uri`, sorted by name; the
+    name is a path for a local folder, else the URI. Runs on executors too, for any URI."""
+    parts = [(str(local_path(u)) if is_local(u) else u, read_bytes(u)) for u in glob(uri, f"{prefix}*{suffix}")]
     if not parts:
         raise FileNotFoundError(f"{uri}: no {prefix}*{suffix} files")
     return parts

@@ -125,16 +125,11 @@ def test_to_uri_and_local_path_round_trip_special_characters(tmp_path):
     assert path.read_text() == "x"
 
 
-@pytest.mark.parametrize("call", [
-    lambda uri: storage.write_bytes(uri, b"x"),
-    storage.read_bytes,
-    storage.exists,
-    storage.list_names,
-    storage.makedirs,
-])
-def test_non_local_uri_without_spark_names_the_uri(call):
-    from pyspark import SparkContext
-    assert SparkContext._active_spark_context is None
-    uri = "hdfs://namenode:9000/outputs/run-1/summary.json"
-    with pytest.raises(RuntimeError, match="hdfs://namenode:9000/outputs/run-1/summary.json.*SparkContext"):
+@pytest.mark.parametrize("call", [lambda uri: storage.write_bytes(uri, b"x"), storage.list_names])
+def test_unreachable_namenode_fails_within_bounds_naming_the_uri(call):
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        uri = f"hdfs://127.0.0.1:{s.getsockname()[1]}/outputs/run-1/summary.json"
+    with pytest.raises(storage.StorageError, match=f"{uri}: .*(Connection refused|connect)"):
         call(uri)
