@@ -21,6 +21,9 @@ setup(
         "matplotlib>=3.8,<4",
         "tifffile>=2024.1",  # GeoTIFF: land-cover products, Dom-ST distance rasters
         "netCDF4>=1.7,<2",  # Dom-ST precipitation in the CRU TS layout
+        # Storage at every URI on driver and executors; hdfs:// through a native client (no JVM, no libhdfs).
+        "fsspec>=2024.6",
+        "hdfs-native>=0.14.7,<0.15",
         # TFoS 2.2.5 imports pkg_resources at module level; setuptools 81 removes it.
         "setuptools>=65,<81",
         "packaging>=23",

@@ -1,13 +1,15 @@
 """A real Spark standalone cluster on loopback: one master, N workers, from the pip-installed pyspark.
 
-    python -m distributed.minicluster up --workers 3
+    python -m distributed.minicluster up --workers 3 [--hdfs]
     python -m distributed.minicluster status
     python -m distributed.minicluster down
 
 Everything binds 127.0.0.1 (conf/cluster.yaml `host`). Spark RPC requires the cluster's secret
 (spark.authenticate) and the master and worker web pages require a token signed with it (Spark's
 JWSFilter), so nothing listens unauthenticated. Pid files, logs, the secret and a state file live in
-the run folder; `down` stops exactly the processes this cluster started (see processes.py).
+the run folder; `down` stops exactly the processes this cluster started (see processes.py). With
+--hdfs, a real HDFS (a NameNode and two DataNodes, distributed/hdfs_cluster.py) starts beside it in
+<run folder>/hdfs and stops with it; `status` prints its hdfs:// URI.
 """
 from __future__ import annotations
 
@@ -108,13 +110,21 @@ class ClusterState:
 
 
 class MiniCluster:
-    def __init__(self, cluster_cfg, run_dir: str | Path | None = None, workers: int | None = None):
+    def __init__(self, cluster_cfg, run_dir: str | Path | None = None, workers: int | None = None,
+                 hdfs: bool = False):
         self.cfg = cluster_cfg
+        self.with_hdfs = hdfs
         self.run_dir = Path(run_dir or cluster_cfg.run_dir).resolve()
         self.workers = workers if workers is not None else cluster_cfg.workers
         self.host = cluster_cfg.host
         self.worker_ui_ports = [cluster_cfg.worker_ui_port + i for i in range(self.workers)]
         self.state: ClusterState | None = None
+
+    @property
+    def hdfs(self):
+        """The HDFS of this cluster's run folder (running or not)."""
+        from distributed.hdfs_cluster import HdfsCluster
+        return HdfsCluster(self.run_dir / "hdfs", host=self.host, start_timeout_s=max(self.cfg.start_timeout_s, 300))
 
     @property
     def state_file(self) -> Path:
@@ -146,6 +156,8 @@ class MiniCluster:
         self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
                                   {}, {}, secret)
         try:
+            if self.with_hdfs:
+                self.hdfs.up(run_id)
             self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.cfg.master_port),
                                    "--webui-port", str(self.cfg.master_ui_port)], conf_file)
             self._wait_for_master()
@@ -249,8 +261,10 @@ class MiniCluster:
     def down(self) -> list[int]:
         """Stop every process this cluster started; return their pids. Raises if any survives."""
         state = self.state or self.load_state()
+        hdfs = self.hdfs
+        hdfs_pids = hdfs.down() if hdfs.load_state() else []
         if state is None:
-            return []
+            return hdfs_pids
         import psutil
         started = []
         for name, pid in state.pids.items():
@@ -267,7 +281,7 @@ class MiniCluster:
         for name in state.pids:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
-        return stopped
+        return stopped + hdfs_pids
 
     def status(self) -> dict:
         state = self.state or self.load_state()
@@ -278,9 +292,11 @@ class MiniCluster:
             workers = len(self.alive_workers())
         except OSError:
             workers = 0
+        hdfs = self.hdfs
         return {"running": all(procs.values()), "master_url": state.master_url, "master_ui": state.master_ui,
                 "alive_workers": workers, "processes": procs, "run_dir": str(self.run_dir),
-                "ui_header": f"Authorization: Bearer {ui_token(state.secret)}"}
+                "ui_header": f"Authorization: Bearer {ui_token(state.secret)}",
+                **({"hdfs": hdfs.status()} if hdfs.load_state() else {})}
 
     def __enter__(self) -> "MiniCluster":
         self.up()
@@ -292,27 +308,33 @@ class MiniCluster:
 
 def main(argv: list[str] | None = None) -> int:
     from conf import load_cluster
+    from distributed.hdfs_cluster import HdfsError
     parser = argparse.ArgumentParser(prog="python -m distributed.minicluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--workers", type=int, help="number of workers (default: conf/cluster.yaml)")
     parser.add_argument("--run-dir", help="pid files, logs and secret (default: conf/cluster.yaml run_dir)")
+    parser.add_argument("--hdfs", action="store_true",
+                        help="`up`: also start a NameNode and two DataNodes (Hadoop's jars, fetched by Maven)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a conf/cluster.yaml key, e.g. --set master_port=7078")
     args = parser.parse_args(argv)
-    cluster = MiniCluster(load_cluster(args.set), args.run_dir, args.workers)
+    cluster = MiniCluster(load_cluster(args.set), args.run_dir, args.workers, hdfs=args.hdfs)
     try:
         if args.command == "up":
             state = cluster.up()
             print(f"mini-cluster up: {state.master_url} with {cluster.workers} workers; "
                   f"status page {state.master_ui} (needs the bearer token that `status` prints); "
                   f"run folder {cluster.run_dir}")
+            if args.hdfs:
+                hdfs = cluster.hdfs.load_state()
+                print(f"HDFS up: {hdfs.uri} (NameNode web UI {hdfs.web_ui}); e.g. --output {hdfs.uri}/outputs/redshift")
         elif args.command == "down":
             pids = cluster.down()
             print(f"stopped {len(pids)} processes: {' '.join(map(str, pids)) or '-'}")
         else:
             print(json.dumps(cluster.status(), indent=2))
-    except ClusterError as exc:
+    except (ClusterError, HdfsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,5 @@
-"""A real Spark standalone mini-cluster on loopback, shared by the cluster tests, torn down by pid."""
+"""A real Spark standalone mini-cluster on loopback, shared by the cluster tests, torn down by pid;
+and a real HDFS (NameNode + 2 DataNodes) for the tests marked `hdfs`, also one per session."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import pytest
 
 from conf import load_cluster
 from distributed import processes
+from distributed.hdfs_cluster import HdfsCluster
 from distributed.minicluster import MiniCluster
 from jobs.runner import free_ports
 
@@ -28,7 +30,8 @@ def pytest_collection_modifyitems(items):
 def minicluster(tmp_path_factory):
     cfg = load_cluster()
     master, ui, *worker_uis = free_ports(cfg.host, 2 + WORKERS)
-    cluster = MiniCluster(replace(cfg, master_port=master, master_ui_port=ui),
+    # A busy shared machine can take minutes to start the JVMs: the bound is generous, not a measure.
+    cluster = MiniCluster(replace(cfg, master_port=master, master_ui_port=ui, start_timeout_s=300),
                           tmp_path_factory.mktemp("minicluster"), workers=WORKERS)
     cluster.worker_ui_ports = worker_uis
     cluster.up()
@@ -38,6 +41,23 @@ def minicluster(tmp_path_factory):
     finally:
         cluster.down()
         assert processes.tagged(run_id) == [], "mini-cluster processes outlived `down`"
+
+
+@pytest.fixture(scope="session")
+def hdfs(tmp_path_factory):
+    """A NameNode and two DataNodes on loopback, permissions on; stopped by pid even when a test fails.
+    Without Maven the HDFS tests are skipped on a laptop, but fail under CI (CI=true)."""
+    import shutil
+    if not shutil.which("mvn") and not os.environ.get("CI"):
+        pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS tests")
+    cluster = HdfsCluster(tmp_path_factory.mktemp("hdfs"))
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        if cluster.state:
+            assert processes.tagged(cluster.state.run_id) == [], "HDFS daemons outlived `down`"
 
 
 def cluster_daemons(cluster) -> set[int]:
