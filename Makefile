@@ -56,7 +56,8 @@ check-prereqs:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
 	  [ "$${v:-0}" -ge 17 ] || { echo "error: Spark 4 needs Java 17 or newer; \`java -version\` says $$v."; exit 1; }
 	@command -v mvn >/dev/null 2>&1 || { \
-	  echo "$${CI:+error}$${CI:-note}: Maven (mvn) was not found. It fetches Apache Hadoop's jars for the HDFS tests and make demo-hdfs:"; \
+	  if [ -n "$$CI" ]; then level=error; else level=note; fi; \
+	  echo "$$level: Maven (mvn) was not found. It fetches Apache Hadoop's jars for the HDFS tests and make demo-hdfs:"; \
 	  echo "       Debian/Ubuntu: sudo apt-get install maven;  macOS: brew install maven"; \
 	  if [ -n "$$CI" ]; then exit 1; else echo "       Without it the HDFS tests are skipped; file:// runs need nothing more."; fi; }
 
