@@ -27,15 +27,18 @@ def _links_under(uri: str) -> list[str]:
 
 
 def earlier_case(output: str) -> str | None:
-    """The case study whose config.yaml is in `output`, or None if there is none (or it is not ours)."""
-    uri = storage.join(output, "config.yaml")
-    if not storage.exists(uri):
-        return None
-    try:
-        doc = yaml.safe_load(storage.read_text(uri))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return None
-    return doc.get("case") if isinstance(doc, dict) else None
+    """The case study whose run left config.yaml (or, a run that failed before writing it, summary.json)
+    in `output`; None if there is neither, or it is not a run's."""
+    for name in ("config.yaml", "summary.json"):  # JSON is YAML too
+        uri = storage.join(output, name)
+        if not storage.exists(uri):
+            continue
+        try:
+            doc = yaml.safe_load(storage.read_text(uri))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+        return doc.get("case") if isinstance(doc, dict) else None
+    return None
 
 
 def check_output(output: str, case: str, resume: bool, overwrite: bool) -> str | None:

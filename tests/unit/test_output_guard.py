@@ -94,3 +94,10 @@ def test_unreachable_hdfs_output_fails_before_anything_starts(capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"error: {uri}: listing failed" in err and "Connection refused" in err
+
+
+def test_a_run_that_failed_before_its_config_was_written_counts_as_an_earlier_run(tmp_path):
+    (tmp_path / "summary.json").write_text('{"case": "redshift", "status": "failed", "error": "no Java"}')
+    assert "earlier redshift run" in check_output(storage.to_uri(tmp_path), "redshift", resume=False, overwrite=False)
+    with pytest.raises(ConfigError, match="a redshift run"):
+        check_output(storage.to_uri(tmp_path), "domst", resume=False, overwrite=False)
