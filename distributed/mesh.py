@@ -214,9 +214,9 @@ class Mesh:
     def send(self, dst: int, tag: str, array) -> None:
         if self._failure:
             raise MeshError(f"rank {self.rank}: {self._failure[0]}")
-        array = np.ascontiguousarray(array)
+        array = np.array(array, copy=True, order="C")  # a copy the caller may change; 0-d stays 0-d
         self.counters.add(tag, "sent", array.nbytes, _frame_bytes(tag, array))
-        self._outboxes[dst].put((tag, array.copy()))
+        self._outboxes[dst].put((tag, array))
 
     def recv(self, src: int, tag: str) -> np.ndarray:
         sock = self._socks[src]

@@ -373,7 +373,91 @@ DOMST = (
     TENSORBOARD, CHECKPOINTS,
 )
 
-SCHEMA: dict[str, tuple[Output, ...]] = {"redshift": REDSHIFT, "landcover": LANDCOVER, "domst": DOMST}
+# ---------------------------------------------------------------- space-time
+_CELL = Key("cell", "the cell: <mode>-P<processes> (serial-P1: the one-process run every mode starts from)")
+SPACETIME = (
+    _config("data", "model", "mgrit", "experiments", "modelled", "train"),
+    _summary(
+        Key("cells", "cells run (mode x process count; P = 1 once)"),
+        Key("equal_to_undecomposed", "true when every cell's forward and gradients equal the undecomposed network "
+                                     "within 1e-5 relative at its check's last MGRIT iteration count"),
+        Key("max_forward_rel_diff", "largest relative difference of the logits over the cells"),
+        Key("max_gradient_rel_diff", "largest relative difference of a parameter gradient over the cells"),
+        Key("halo_bytes_measured_over_analytic", "[min, max] over the cells with halos of measured / analytic halo "
+                                                 "bytes (null: no cell had a space neighbour)"),
+        Key("max_loss_rel_diff_vs_serial", "largest relative difference of the final training loss against the same "
+                                           "problem trained on one process (null unless experiments.serial_training)"),
+        Key("step_s", "{cell: seconds per training step}"),
+        Key("bytes_per_step_per_process", "{cell: bytes sent per step per process, mean}"),
+        Key("measured_growth", "{mode: time per step at the largest measured process count / at one process}"),
+        Key("modelled_growth", "{mode: the same, modelled, at 2^modelled.max_exponent processes}"),
+        Key("modelled_max_processes", "the largest modelled process count"),
+        Key("fit", "{a_s, b_s_per_voxel, cells, cores}: the model's per-evaluation time a + b x voxels, fitted to "
+                   "these cells (those with at most `cores` processes)"),
+    ),
+    REPORT,
+    Output("cells.csv", "csv", "one row per cell: its grid and problem, measured time and bytes per step, halo bytes "
+           "measured and analytic, the equality check, the loss beside serial training",
+           keys=(_CELL, Key("mode", "serial, space, depth or spacetime"), Key("processes", "P = P_s x P_t"),
+                 Key("p_s", "sub-volumes (space)"), Key("p_t", "layer groups (depth)"),
+                 Key("volume", "global volume, D x H x W voxels"), Key("layers", "residual layers in all"),
+                 Key("voxels_per_process", "voxels of one process's sub-volume"),
+                 Key("layers_per_process", "layers of one process's group"),
+                 Key("step_s", "seconds per training step: median over the timed steps of the slowest process"),
+                 Key("bytes_per_step_per_process", "bytes sent per step per process (whole frames), mean"),
+                 Key("bytes_per_step_max", "the same, the busiest process"),
+                 Key("halo_bytes_per_step", "halo array bytes received per step, all processes"),
+                 Key("halo_bytes_analytic", "the analytic halo volume per step: grown box clipped to the volume minus "
+                                            "the block, x channels x batch x 4 bytes x exchanges"),
+                 Key("halo_measured_over_analytic", "halo_bytes_per_step / halo_bytes_analytic (empty: no halos)"),
+                 Key("mgrit_bytes_per_step", "MGRIT array bytes sent per step per process, mean"),
+                 Key("check_iterations", "MGRIT iterations of the check reported here (its last)"),
+                 Key("forward_rel_diff", "relative difference of the logits to the undecomposed network"),
+                 Key("gradient_rel_diff", "largest relative difference of a parameter gradient"),
+                 Key("loss", "training loss at the last step"),
+                 Key("serial_loss", "the same problem trained on one process (empty for P = 1)"),
+                 Key("loss_rel_diff_vs_serial", "|loss - serial_loss| / serial_loss"),
+                 Key("modelled_step_s", "the cost model at this cell (fitted a, b; assumed network)"))),
+    Output("weak_scaling.csv", "csv", "measured weak scaling: one row per process count, per mode the problem per "
+           "process, seconds and bytes per step per process (the slides' slide 8 as a table)",
+           keys=(Key("processes", "P"),) + tuple(
+               Key(f"{m}_{col}", f"{meaning}, {m}", When(f"{m} is in experiments.modes",
+                                                         lambda c, m=m: m in _cfg(c, "experiments.modes")))
+               for m in ("space", "depth", "spacetime")
+               for col, meaning in (("problem_per_process", "voxels and layers per process"),
+                                    ("step_s", "seconds per training step"), ("bytes", "bytes sent per step per process")))),
+    Output("modelled.csv", "csv", "MODELLED weak scaling to 2^modelled.max_exponent processes on "
+           "modelled.cores_per_node-core nodes (jobs/spacetime_model.py), not measured",
+           keys=(Key("processes", "P"), Key("nodes", "ceil(P / cores_per_node)")) + tuple(
+               Key(f"{m}_{col}", f"modelled {meaning}, {m}", When(f"{m} is in experiments.modes",
+                                                                  lambda c, m=m: m in _cfg(c, "experiments.modes")))
+               for m in ("space", "depth", "spacetime")
+               for col, meaning in (("step_s", "seconds per step"), ("bytes", "bytes per step per process")))),
+    Output("convergence.csv", "csv", "per cell and MGRIT iteration count: the check against the undecomposed network "
+           "and the residual norms",
+           keys=(_CELL, Key("iteration", "MGRIT iterations"), Key("forward_rel_diff", "logits vs undecomposed"),
+                 Key("gradient_rel_diff", "largest gradient difference vs undecomposed"),
+                 Key("loss_rel_diff", "loss vs undecomposed"),
+                 Key("forward_residual", "forward C-point residual norm after this iteration (empty: no MGRIT)"),
+                 Key("adjoint_residual", "adjoint C-point residual norm after this iteration (empty: no MGRIT)"))),
+    Output("training.csv", "csv", "loss per training step per cell, beside the same problem on one process",
+           keys=(_CELL, Key("step", "training step (0: the untimed warm-up step)"), Key("loss", "mean loss of the step"),
+                 Key("serial_loss", "the one-process run's loss at that step (empty for P = 1 or without "
+                                    "experiments.serial_training)"))),
+    Output("weak_scaling.png", "png", "seconds per step against processes: measured (left), modelled (right)"),
+    Output("mgrit_convergence.png", "png", "gradient difference to the undecomposed network per MGRIT iteration"),
+    Output("training_loss.png", "png", "training loss per step per cell, dotted: on one process"),
+    Output("results.json", "json", "everything the report is built from",
+           keys=(Key("cells", "the rows of cells.csv"), Key("plan", "each cell's grid and problem"),
+                 Key("weak_scaling", "the rows of weak_scaling.csv"), Key("modelled", "the rows of modelled.csv"),
+                 Key("convergence", "the rows of convergence.csv"), Key("training", "the rows of training.csv"),
+                 Key("fit", "as in summary.json"), Key("modes", "experiments.modes"), Key("mgrit", "the mgrit section"),
+                 Key("modelled_config", "the modelled section"), Key("model", "{channels, kernel, batch}"),
+                 Key("roles", "{role: {rank, address, mesh_s}}: seconds to connect the mesh"))),
+)
+
+SCHEMA: dict[str, tuple[Output, ...]] = {"redshift": REDSHIFT, "landcover": LANDCOVER, "domst": DOMST,
+                                            "spacetime": SPACETIME}
 
 
 # ---------------------------------------------------------------- matching
@@ -585,7 +669,7 @@ def check_outputs(outputs: tuple[Output, ...], output_dir: str | Path, case: str
 
 # ---------------------------------------------------------------- Markdown rendering
 TITLES = {"redshift": "Redshift (jobs/redshift.py)", "landcover": "Land cover (jobs/landcover.py)",
-          "domst": "Dom-ST (jobs/domst.py)"}
+          "domst": "Dom-ST (jobs/domst.py)", "spacetime": "Space-time parallelism (jobs/spacetime.py)"}
 
 
 def _cell(text: str) -> str:

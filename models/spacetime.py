@@ -184,6 +184,7 @@ class Process:
         self.first = layout.t * self.n            # global index of this process's first layer
         self._warm_forward: list | None = None    # last step's states: the next step's initial guess
         self._warm_adjoint: list | None = None
+        self.halo_exchanges: dict[int, int] = {}  # channels -> exchanges (and adjoint exchanges) so far
 
     # -------------------------------------------------------------------- ownership
     def owned(self) -> list[str]:
@@ -198,8 +199,16 @@ class Process:
         return value[self.first:self.first + self.n] if name.startswith("res_") else value
 
     # -------------------------------------------------------------------- pieces
+    def _count(self, channels: int) -> None:
+        self.halo_exchanges[channels] = self.halo_exchanges.get(channels, 0) + 1
+
     def _exchange(self, x):
+        self._count(x.shape[-1])
         return halo.exchange(x, self.spec.r, self.layout.nbrs, self.comm)
+
+    def _exchange_adjoint(self, g):
+        self._count(g.shape[-1])
+        return halo.exchange_adjoint(g, self.spec.r, self.layout.nbrs, self.comm)
 
     def _forward_step(self, level: int, j: int, x):
         layer, _, _ = _ops()
@@ -252,7 +261,7 @@ class Process:
             jf = (n // scale - 1 - j) * scale  # the forward step this reversed step linearises
             i = self.first + jf
             g = _np(vjp_input(padded[jf], self.params["res_w"][i], self.params["res_b"][i], w))
-            return w + (spec.dt * scale) * halo.exchange_adjoint(g, spec.r, lay.nbrs, comm)
+            return w + (spec.dt * scale) * self._exchange_adjoint(g)
 
         rev = list(self._warm_adjoint) if (warm and self._warm_adjoint) else list(reversed(lam))
         if lay.t == lay.p_t - 1:

@@ -46,6 +46,9 @@ def test_halo_exchange_over_the_mesh_equals_the_padded_volume_and_counts_its_byt
 
     def fn(mesh):
         padded = halo.exchange(halo.scatter(volume, grid, mesh.rank), r, halo.neighbours(mesh.rank, grid), mesh)
+        mesh.send((mesh.rank + 1) % 4, "scalar", np.array(float(mesh.rank)))
+        scalar = mesh.recv((mesh.rank - 1) % 4, "scalar")
+        assert scalar.shape == () and float(scalar) == (mesh.rank - 1) % 4  # a 0-d array arrives 0-d
         return padded, mesh.counters.snapshot()["halo"]
 
     results, _ = run_mesh(4, fn)

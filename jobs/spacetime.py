@@ -1,0 +1,201 @@
+"""Space-time parallelism (Sandia slides): a residual network of 3D convolutions segmenting blobs in noise,
+split in space (halo exchange, as DistDL), in depth (MGRIT over the layers, as TorchBraid) and both (DTB),
+in the slides' weak scaling: a fixed problem per process as the process count doubles.
+
+    python jobs/spacetime.py --preset tiny      # 8^3 per process, 2 layers per process, 1-4 processes
+    python jobs/spacetime.py --preset paper     # 16^3 per process, 8 layers per process, 1-8 processes
+
+One TensorFlowOnSpark run starts max(experiments.processes) worker roles; they connect pairwise over the
+project's authenticated wire (distributed/mesh.py; TF's gRPC servers have no authentication) and run
+every cell (mode, process count) one after another, the roles a cell does not need waiting. Per cell:
+the equality check (forward and gradients against the undecomposed network, on rank 0, per MGRIT
+iteration), then timed training steps with the bytes each process moved. The driver writes the tables,
+the modelled extension to 2^N processes on 36-core nodes and the report (jobs/spacetime_report.py).
+
+Weak scaling as on the slides' table (problem per process: space, layers), for P = 2^k processes:
+    space      P_s = P, P_t = 1:   side^3 per process, P x layers_per_process layers
+    depth      P_s = 1, P_t = P:   P x side^3 per process, layers_per_process layers
+    spacetime  P_s x P_t = P, P_t = 2^ceil(k/2):   side^3 and layers_per_process per process
+space and depth solve the same global problem (volume P x side^3, P x layers_per_process layers).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from conf import ClusterConfig, ConfigError
+from jobs.runner import Job, run_job
+
+log = logging.getLogger("jobs.spacetime")
+MODES = ("space", "depth", "spacetime")
+
+
+@dataclass
+class DataConfig:
+    seed: int
+    batch: int
+    blobs: int
+    noise: float
+
+
+@dataclass
+class ModelConfig:
+    channels: int
+    kernel: int
+    t_final: float
+    learning_rate: float
+    seed: int
+
+
+@dataclass
+class MgritConfig:
+    coarsening: int
+    levels: int
+    iterations: int
+    fcf: bool
+
+
+@dataclass
+class ExperimentsConfig:
+    modes: list[Literal["space", "depth", "spacetime"]]
+    processes: list[int]
+    side: int
+    layers_per_process: int
+    steps: int
+    check_iterations: int
+    serial_training: bool
+
+
+@dataclass
+class ModelledConfig:
+    max_exponent: int
+    cores_per_node: int
+    side: int
+    layers_per_process: int
+    latency_s: float
+    bandwidth_Bps: float
+
+
+@dataclass
+class TrainConfig:
+    tf_threads: int
+    timeout_s: float
+    mesh_timeout_s: float
+
+
+@dataclass
+class SpacetimeConfig:
+    cluster: ClusterConfig
+    data: DataConfig
+    model: ModelConfig
+    mgrit: MgritConfig
+    experiments: ExperimentsConfig
+    modelled: ModelledConfig
+    train: TrainConfig
+
+    def validate(self) -> None:
+        ex, m, mg = self.experiments, self.model, self.mgrit
+        if m.kernel < 1 or m.kernel % 2 == 0:
+            raise ConfigError(f"model.kernel: an odd size >= 1, got {m.kernel}")
+        if m.channels < 1 or self.data.batch < 1 or ex.steps < 1 or ex.check_iterations < 1:
+            raise ConfigError("model.channels, data.batch, experiments.steps and check_iterations must be >= 1")
+        if not ex.processes or any(p < 1 or p & (p - 1) for p in ex.processes) or len(set(ex.processes)) != len(ex.processes):
+            raise ConfigError(f"experiments.processes: distinct powers of two, got {ex.processes}")
+        if not ex.modes or len(set(ex.modes)) != len(ex.modes):
+            raise ConfigError(f"experiments.modes: a non-empty list without repeats, got {ex.modes}")
+        if ex.side < max(1, (m.kernel - 1) // 2):
+            raise ConfigError(f"experiments.side={ex.side} is thinner than the halo {(m.kernel - 1) // 2}")
+        if mg.coarsening < 2 or mg.levels < 1 or mg.iterations < 1:
+            raise ConfigError("mgrit: coarsening >= 2, levels >= 1, iterations >= 1")
+        step = mg.coarsening ** (mg.levels - 1)
+        if ex.layers_per_process < 1 or ex.layers_per_process % step:
+            raise ConfigError(f"experiments.layers_per_process={ex.layers_per_process} must be a multiple of "
+                              f"coarsening^(levels - 1) = {step} (MGRIT coarsens each process's layers)")
+        if self.modelled.max_exponent < 0 or self.modelled.cores_per_node < 1:
+            raise ConfigError("modelled.max_exponent >= 0 and modelled.cores_per_node >= 1")
+
+    def executors(self) -> int:
+        return max(self.experiments.processes)
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+def split_spacetime(processes: int) -> tuple[int, int]:
+    """(P_s, P_t) of a space x depth run on 2^k processes: P_t = 2^ceil(k/2), P_s = P / P_t."""
+    k = int(math.log2(processes))
+    p_t = 2 ** math.ceil(k / 2)
+    return processes // p_t, p_t
+
+
+def cell(mode: str, processes: int, side: int, layers_per_process: int) -> dict:
+    """One weak-scaling cell: its process grid and global problem (see the module docstring)."""
+    from distributed.halo import grid_for
+    if mode == "space":
+        p_s, p_t = processes, 1
+    elif mode == "depth":
+        p_s, p_t = 1, processes
+    elif mode == "spacetime":
+        p_s, p_t = split_spacetime(processes)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
+    grid = grid_for(p_s)
+    volume_blocks = grid_for(processes) if mode != "spacetime" else grid  # space and depth: P x side^3
+    shape = [side * g for g in volume_blocks]
+    layers = layers_per_process * (processes if mode != "spacetime" else p_t)
+    return {"id": f"{mode}-P{processes}", "mode": mode, "processes": processes, "p_s": p_s, "p_t": p_t,
+            "grid": list(grid), "shape": shape, "layers": layers,
+            "voxels_per_process": int(math.prod(shape)) // p_s, "layers_per_process": layers // p_t}
+
+
+def cells(ex: ExperimentsConfig) -> list[dict]:
+    """Every cell to run, in order; P = 1 is the same serial problem in every mode, run once as 'serial'."""
+    out = []
+    for p in sorted(ex.processes):
+        if p == 1:
+            out.append({**cell("space", 1, ex.side, ex.layers_per_process), "id": "serial-P1", "mode": "serial"})
+            continue
+        out += [cell(mode, p, ex.side, ex.layers_per_process) for mode in ex.modes]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ run
+def run_cells(job: Job, plan: list[dict]) -> dict:
+    """One TFoS run of max(processes) worker roles running every cell; their results by role."""
+    from distributed import tfos
+    from jobs import progress
+    from jobs.spacetime_roles import role
+    cfg = job.cfg
+    args = {"cells": plan, "data": asdict(cfg.data), "model": asdict(cfg.model), "mgrit": asdict(cfg.mgrit),
+            "steps": cfg.experiments.steps, "check_iterations": cfg.experiments.check_iterations,
+            "serial_training": cfg.experiments.serial_training, "tf_threads": cfg.train.tf_threads,
+            "mesh_timeout_s": cfg.train.mesh_timeout_s, "mesh_secret": job.secret}
+    roles = cfg.executors()
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=0, workers=roles), input_mode="tensorflow",
+                       node_host=job.node_host, secret=job.secret,
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    try:
+        with progress.shown(cluster, "spacetime", {f"worker:{r}": sum(r < c["p_s"] * c["p_t"] for c in plan)
+                                                   for r in range(roles)}, unit="cells"):
+            return cluster.shutdown(timeout_s=cfg.train.timeout_s)
+    except BaseException:
+        cluster.abort()
+        raise
+
+
+def run(job: Job) -> dict:
+    from jobs import spacetime_report
+    cfg = job.cfg
+    plan = cells(cfg.experiments)
+    log.info("%d cells on %d processes: %s", len(plan), cfg.executors(), ", ".join(c["id"] for c in plan))
+    started = time.time()
+    results = run_cells(job, plan)
+    log.info("all cells ran in %.1fs", time.time() - started)
+    report = spacetime_report.collect(cfg, plan, results)
+    files = job.publish(lambda folder: spacetime_report.write_all(report, folder))
+    return {**spacetime_report.summary(report), "outputs": files}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job("spacetime", SpacetimeConfig, run))
