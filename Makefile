@@ -10,7 +10,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
 	$(BIN)/python jobs/landcover.py --preset tiny --output $(OUT)/landcover
 	$(BIN)/python jobs/domst.py --preset tiny --output $(OUT)/domst
-	@echo "All three case studies are in $(OUT)/. One HTML report of them all: make report"
+	$(BIN)/python jobs/spacetime.py --preset tiny --output $(OUT)/spacetime
+	@echo "All four case studies are in $(OUT)/. One HTML report of them all: make report"
 
 # The same three case studies with input and outputs on a real HDFS (NameNode + 2 DataNodes from Hadoop's
 # jars, fetched by Maven) beside a Spark mini-cluster; both are stopped by pid at the end, also on failure.

@@ -23,7 +23,7 @@ from typing import Callable
 
 from distributed.metrics import COLUMNS as METRIC_COLUMNS, CUMULATIVE_COLUMNS, RATE_COLUMNS
 
-CASES = ("redshift", "landcover", "domst")
+CASES = ("redshift", "landcover", "domst", "spacetime")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_RECORD_FILES = 3  # record files (bundles, shards) checked per pattern: the first few, by name
 

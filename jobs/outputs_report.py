@@ -22,7 +22,8 @@ from jobs.output_schema import CASES, check
 
 TITLES = {"redshift": "Redshift: asynchronous staleness-aware data parallelism (thesis ch. 5)",
           "landcover": "Land cover: model parallelism across TF workers (thesis ch. 6)",
-          "domst": "Dom-ST: one watershed per node (Dom-ST paper and slides)"}
+          "domst": "Dom-ST: one watershed per node (Dom-ST paper and slides)",
+          "spacetime": "Space-time parallelism: a 3D network split in space and depth (Sandia slides)"}
 MB_PER_MIB = 1024 * 1024 / 1e6
 
 
@@ -171,7 +172,24 @@ def domst_comparisons(folder: Path) -> list[dict]:
     return rows
 
 
-COMPARISONS = {"redshift": redshift_comparisons, "landcover": landcover_comparisons, "domst": domst_comparisons}
+def spacetime_comparisons(folder: Path) -> list[dict]:
+    from jobs import spacetime_report as sr
+    s = ov.summary(folder)
+    measured, modelled = s.get("measured_growth") or {}, s.get("modelled_growth") or {}
+    growth = lambda g, m: "not run" if g.get(m) is None else f"{g[m]:.2f}x"  # noqa: E731
+    claim = {"space": "slows down", "depth": "slows down", "spacetime": "keeps its time per step"}
+    rows = [_row(f"Time per step, most processes over one, {sr.LABELS[m]} (slide 8; problem per process "
+                 f"{sr.SLIDES[m]})", claim[m], f"measured {growth(measured, m)}; MODELLED to "
+                 f"{s.get('modelled_max_processes')} processes {growth(modelled, m)}",
+                 "the slides give curves, no number") for m in sr.SLIDES if m in measured or m in modelled]
+    rows.append(_row("Forward and gradients equal to the undecomposed network (ours: relative, largest over the cells)",
+                     "not reported", f"{s.get('max_forward_rel_diff', 0):.2g}, {s.get('max_gradient_rel_diff', 0):.2g}",
+                     f"equal within {sr.EQUAL_REL:g}: {s.get('equal_to_undecomposed')}"))
+    return rows
+
+
+COMPARISONS = {"redshift": redshift_comparisons, "landcover": landcover_comparisons, "domst": domst_comparisons,
+               "spacetime": spacetime_comparisons}
 
 
 # ---------------------------------------------------------------- tables per case
@@ -185,6 +203,12 @@ def tables(case: str, folder: Path) -> list[tuple[str, list[dict]]]:
         return [("Plans: time per epoch, final loss and accuracy", ov.landcover_plans(folder)),
                 ("Traffic, CPU, wait and memory per role and plan", ov.landcover_roles(folder)),
                 ("Traffic per batch size (default plan)", ov.landcover_batches(folder))]
+    if case == "spacetime":
+        return [("Equality with the undecomposed network, loss beside serial training", ov.spacetime_checks(folder)),
+                ("MGRIT error and residual per iteration", ov.spacetime_convergence(folder)),
+                ("Weak scaling, measured", ov.spacetime_weak(folder)),
+                ("Time, bytes and halo bytes (measured vs analytic) per cell", ov.spacetime_traffic(folder)),
+                ("MODELLED weak scaling to 2^N processes (not measured)", ov.spacetime_modelled(folder))]
     return [("Median and mean test NSE per approach", ov.domst_medians(folder)),
             ("Test NSE per watershed", ov.domst_nse(folder)),
             ("S vs IP-D training time and speedup, the paper's Table 1 beside ours", ov.domst_times(folder))]

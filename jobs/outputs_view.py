@@ -183,3 +183,31 @@ def domst_medians(folder: Path) -> list[dict]:
     s = summary(folder)
     return [{"approach": a, "median_nse": s["median_nse"][a], "mean_nse": s["mean_nse"][a],
              "median_peak_flow_error": s["median_peak_flow_error"][a]} for a in s["median_nse"]]
+
+
+# ---------------------------------------------------------------- space-time
+def spacetime_checks(folder: Path) -> list[dict]:
+    """Per cell: the equality check against the undecomposed network and the loss beside serial training."""
+    keep = ("cell", "p_s", "p_t", "volume", "layers", "check_iterations", "forward_rel_diff", "gradient_rel_diff",
+            "loss", "serial_loss", "loss_rel_diff_vs_serial")
+    return [{k: row.get(k) for k in keep} for row in read_csv(folder / "cells.csv")]
+
+
+def spacetime_traffic(folder: Path) -> list[dict]:
+    """Per cell: seconds and bytes per step, halo bytes measured beside the analytic halo volume."""
+    keep = ("cell", "step_s", "bytes_per_step_per_process", "halo_bytes_per_step", "halo_bytes_analytic",
+            "halo_measured_over_analytic", "mgrit_bytes_per_step", "modelled_step_s")
+    return [{k: row.get(k) for k in keep} for row in read_csv(folder / "cells.csv")]
+
+
+def spacetime_weak(folder: Path) -> list[dict]:
+    return read_csv(folder / "weak_scaling.csv")
+
+
+def spacetime_modelled(folder: Path) -> list[dict]:
+    return read_csv(folder / "modelled.csv")
+
+
+def spacetime_convergence(folder: Path) -> list[dict]:
+    """The layer-parallel cells' error and residual per MGRIT iteration."""
+    return [row for row in read_csv(folder / "convergence.csv") if row.get("forward_residual") is not None]

@@ -128,6 +128,12 @@ def tiny_domst(minicluster, tiny_root) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_outputs(tiny_redshift, tiny_landcover, tiny_domst, tiny_root) -> Path:
-    """The output root holding all three tiny runs."""
+def tiny_spacetime(minicluster, tiny_root) -> Path:
+    """Space, depth and space x depth on 1, 2 and 4 processes (8^3 and 2 layers per process), 2 timed steps."""
+    return _tiny_run(minicluster, tiny_root, "spacetime", "experiments.steps=2", timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_outputs(tiny_redshift, tiny_landcover, tiny_domst, tiny_spacetime, tiny_root) -> Path:
+    """The output root holding all the tiny runs."""
     return tiny_root

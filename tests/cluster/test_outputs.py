@@ -44,7 +44,7 @@ def test_the_notebook_runs_headless_and_shows_every_table_and_figure(tiny_output
                      for o in outputs)
     assert "absent" not in text
     for shown in ("600-different-M2-staleness-aware-s1", "worker:1", "scheme4", "chief:0", "W03", "Singlehead(+P)",
-                  "difference"):
+                  "difference", "spacetime-P4"):
         assert shown in text, shown
 
 
@@ -57,7 +57,7 @@ def test_the_report_embeds_every_figure(tiny_outputs, tmp_path):
     assert page.count("data:image/png;base64,") == len(pngs(tiny_outputs))
     for png in pngs(tiny_outputs):
         assert base64.b64encode(png.read_bytes()).decode() in page, png
-    assert "Absent" not in page and page.count("The folder matches docs/OUTPUTS.md.") == 3
+    assert "Absent" not in page and page.count("The folder matches docs/OUTPUTS.md.") == len(CASES)
     assert 'src="http' not in page and "<link" not in page  # self-contained
 
 
