@@ -32,6 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from models.registry import register
+from rdd_io.storage import name_problem
 
 RGB_BLOCKS, HSI_BLOCKS = 2, 4
 PARTS = ("conv", "pool", "bn")
@@ -256,6 +257,8 @@ def load_plans(path: str | Path = PLANS_FILE) -> dict:
     if not isinstance(plans, dict) or not plans:
         raise ValueError(f"{path}: expected a mapping of plan name -> {{role: [unit patterns]}}")
     for name, plan in plans.items():
+        if name_problem(name):  # a plan's name becomes part of its cells' checkpoint paths
+            raise ValueError(f"{path}: plan name {name_problem(name)}")
         resolve_plan(plan, f"{path}: plan {name!r}")
     return plans
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rdd_io.schema import SchemaError, source_name
+from rdd_io.storage import name_problem, relative_problem
 
 M3S_PER_CFS = 0.028316846592  # exact: 1 ft3 in m3
 MISSING_CODES = frozenset(("Eqp", "Ice", "Ssn", "Bkw", "Dis", "Fld", "Mnt", "Pr", "Rat", "Tst", "ZFl",
@@ -259,8 +260,17 @@ def read_watersheds(data: Any, name: str | None = None) -> dict:
         n_pix = int(meta["grid"]["n_lat"]) * int(meta["grid"]["n_lon"])
         sheds = meta["watersheds"]
         owner: dict[int, str] = {}
-        for shed in sheds:
-            wid = str(shed["id"])
+        for key in ("precip_file", "distance_file"):
+            if key in meta and relative_problem(meta[key]):
+                raise SchemaError(f"{where}: {key}: {relative_problem(meta[key])}")
+        for record, shed in enumerate(sheds):
+            # The id names the watershed's bundle and checkpoints: it becomes a path part.
+            if name_problem(str(shed["id"])):
+                raise SchemaError(f"{where}: watershed record {record}: id {name_problem(str(shed['id']))}")
+            shed["id"] = wid = str(shed["id"])
+            if relative_problem(shed["discharge_file"]):
+                raise SchemaError(f"{where}: watershed {wid} (record {record}): discharge_file "
+                                  f"{relative_problem(shed['discharge_file'])}")
             pixels = np.asarray(shed["pixels"], np.int64).reshape(-1)
             if pixels.size and (pixels.min() < 0 or pixels.max() >= n_pix):
                 raise SchemaError(f"{where}: watershed {wid}: pixel index outside the {n_pix}-pixel grid")

@@ -53,7 +53,34 @@ def to_uri(path_or_uri: str | Path) -> str:
     return Path(os.path.abspath(text)).as_uri()
 
 
+# What a name taken from input or config may be when it becomes part of a path: no separator, no
+# "." or "..", nothing a shell or a URI treats specially.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def name_problem(name) -> str | None:
+    """Why `name` cannot be one part of a path, or None."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        return (f"{str(name)[:80]!r} is not a safe name (1-128 letters, digits, '_', '.', '+', '-'; "
+                f"starting with a letter or digit; no '..')")
+    return None
+
+
+def relative_problem(path) -> str | None:
+    """Why `path` is not a relative path of safe names ('a/b.nc') that stays under its base, or None."""
+    if not isinstance(path, str) or not path:
+        return f"{str(path)[:80]!r} is not a relative path"
+    for part in path.split("/"):
+        if name_problem(part):
+            return f"{path[:120]!r} is not a relative path of safe names: {name_problem(part)}"
+    return None
+
+
 def join(uri: str, *parts: str) -> str:
+    """`uri`/part/...; a part may hold '/' but never a '.' or '..' segment: a join stays under `uri`."""
+    for part in parts:
+        if any(seg in (".", "..") for seg in str(part).split("/")):
+            raise ValueError(f"path part {part!r} would leave {uri}")
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
