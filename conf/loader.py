@@ -4,7 +4,8 @@ A job declares its configuration once, as nested dataclasses (the schema); the v
 under conf/. Loading merges, in order: conf/cluster.yaml (as the `cluster` section), the case file,
 the chosen preset from the case file's `presets:` section, then `--set a.b=value` overrides. The
 result is type-checked against the dataclasses: an unknown key or a missing one is an error that
-names the valid keys, never a warning.
+names the valid keys, never a warning. A number's range is declared with its type
+(`Annotated[int, Range(1)]`, or an alias below) and checked here, the key named in the error.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
@@ -24,22 +25,50 @@ class ConfigError(ValueError):
     """A configuration that does not match its schema."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric value (None: unbounded on that side); NaN is never in range."""
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False  # the bound itself is excluded
+    max_open: bool = False
+
+    def contains(self, x) -> bool:
+        return ((self.min is None or (x > self.min if self.min_open else x >= self.min))
+                and (self.max is None or (x < self.max if self.max_open else x <= self.max)) and x == x)
+
+    def __str__(self) -> str:
+        low = None if self.min is None else f"{'>' if self.min_open else '>='} {self.min:g}"
+        high = None if self.max is None else f"{'<' if self.max_open else '<='} {self.max:g}"
+        return " and ".join(b for b in (low, high) if b) or "a number"
+
+
+# The ranges the schemas use most; a field states its own Range where these do not fit.
+Count = Annotated[int, Range(1)]                     # how many: at least one
+NonNegative = Annotated[int, Range(0)]               # 0 has a meaning (off, none)
+Seed = Annotated[int, Range(0, 2**31 - 1)]           # numpy's range, with room for per-worker offsets
+Port = Annotated[int, Range(0, 65535)]               # 0: a free port
+Seconds = Annotated[float, Range(0, 1e9, min_open=True)]
+Positive = Annotated[float, Range(0, 1e9, min_open=True)]
+Rate = Annotated[float, Range(0, 1, max_open=True)]  # a dropout rate: [0, 1)
+
+
 @dataclasses.dataclass
 class ClusterConfig:
     """The Spark standalone cluster; mirrors conf/cluster.yaml key for key."""
     host: str
-    master_port: int
-    master_ui_port: int
-    worker_ui_port: int
-    workers: int
-    worker_cores: int
+    master_port: Port
+    master_ui_port: Port
+    worker_ui_port: Port
+    workers: Count
+    worker_cores: Count
     worker_memory: str
     executor_memory: str
     default_fs: str
     run_dir: str
-    start_timeout_s: float
-    reservation_timeout_s: float
-    shutdown_timeout_s: float
+    start_timeout_s: Seconds
+    reservation_timeout_s: Seconds
+    shutdown_timeout_s: Seconds
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -90,6 +119,13 @@ def set_path(tree: dict, path: list[str], value: Any) -> None:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *extras = typing.get_args(hint)
+        value = _coerce(value, base, where)
+        for bounds in (e for e in extras if isinstance(e, Range)):
+            if not bounds.contains(value):
+                raise ConfigError(f"{where}: {value!r} is out of range; it must be {bounds}")
+        return value
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
     if origin in (typing.Union, types.UnionType):
@@ -137,7 +173,7 @@ def build(schema: type, data: Any, where: str = "config") -> Any:
     """Turn a nested mapping into the dataclass `schema`, rejecting unknown and missing keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a section (mapping), got {data!r}")
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     fields = [f.name for f in dataclasses.fields(schema)]
     unknown = sorted(set(data) - set(fields))
     if unknown:

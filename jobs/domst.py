@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -31,51 +31,51 @@ APPROACHES = ("singlehead", "singlehead_p", "domst")
 class DataConfig:
     source: Literal["simulate", "files"]
     input: str
-    seed: int
-    years: int
-    start_year: int
-    watersheds: int
-    lookback: int
-    train_frac: float
-    val_frac: float
+    seed: Seed
+    years: Count
+    start_year: Annotated[int, Range(1800, 2200)]
+    watersheds: Count
+    lookback: Count
+    train_frac: Annotated[float, Range(0, 1, min_open=True, max_open=True)]
+    val_frac: Annotated[float, Range(0, 1, min_open=True, max_open=True)]
 
 
 @dataclass
 class ModelConfig:
-    filters: list[int]
-    kernel_size: int
-    lstm_units: list[int]
-    dense_units: list[int]
-    k_groups: int
-    dropout: float
-    learning_rate: float
-    target_units: int
+    filters: list[Count]
+    kernel_size: Count
+    lstm_units: list[Count]
+    dense_units: list[Count]
+    k_groups: Count
+    dropout: Rate
+    learning_rate: Positive
+    target_units: Count
 
 
 @dataclass
 class TrainConfig:
-    epochs: int
-    patience: int
-    batch_size: int
-    seed: int
-    tf_threads: int
-    timeout_s: float
+    epochs: Count
+    patience: Count
+    batch_size: Count
+    seed: Seed
+    tf_threads: NonNegative
+    timeout_s: Seconds
     tensorboard: bool
-    checkpoint_every: int
+    checkpoint_every: NonNegative
 
 
 @dataclass
 class ExperimentsConfig:
     approaches: list[Literal["singlehead", "singlehead_p", "domst"]]
     modes: list[Literal["ipd", "s"]]
-    nodes: int
+    nodes: Count
     assignment: Literal["balanced", "round_robin"]
 
 
 @dataclass
 class PlacementConfig:
     use_gpus: bool
-    cpu_devices: int | None
+    cpu_devices: Count | None
 
 
 @dataclass

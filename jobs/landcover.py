@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from conf import CONF_DIR, ClusterConfig, ConfigError
+from conf import CONF_DIR, ClusterConfig, ConfigError, Count, NonNegative, Positive, Rate, Seconds, Seed
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -46,45 +46,45 @@ ROLES = ("ps:0", "chief:0", "worker:0", "worker:1", "worker:2")
 class DataConfig:
     source: Literal["simulate", "dfc2018"]
     input: str
-    scene_seed: int
-    scene_size: int
-    hsi_bands_in: int
-    bands: list[int]
-    patch: int
-    per_class: int
-    sizes: list[int]
-    shard_size: int
-    seed: int
+    scene_seed: Seed
+    scene_size: Count
+    hsi_bands_in: Count
+    bands: list[NonNegative]
+    patch: Count
+    per_class: Count
+    sizes: list[Count]
+    shard_size: Count
+    seed: Seed
 
 
 @dataclass
 class ModelConfig:
-    rgb_filters: list[int]
-    hsi_filters: list[int]
-    dropout: float
-    dense_units: list[int]
-    learning_rate: float
+    rgb_filters: list[Count]
+    hsi_filters: list[Count]
+    dropout: Rate
+    dense_units: list[Count]
+    learning_rate: Positive
 
 
 @dataclass
 class TrainConfig:
-    epochs: int
-    batch_size: int
-    seed: int
-    tf_threads: int
-    timeout_s: float
+    epochs: Count
+    batch_size: Count
+    seed: Seed
+    tf_threads: NonNegative
+    timeout_s: Seconds
     tensorboard: bool
-    checkpoint_every: int
+    checkpoint_every: NonNegative
 
 
 @dataclass
 class ExperimentsConfig:
     plans_file: str
     single_machine: bool
-    batch_sizes: list[int]
+    batch_sizes: list[Count]
     plans: list[str]
     data_parallel: bool
-    sample_interval_s: float
+    sample_interval_s: Seconds
 
 
 @dataclass

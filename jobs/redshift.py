@@ -11,9 +11,9 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
 from distributed.early_stopping import CRITERIA, epochs_to_stable
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -27,49 +27,49 @@ class DataConfig:
     input: str
     npy_spectra: str
     npy_labels: str
-    sizes: list[int]
-    shard_size: int
-    seed: int
-    bands: int
-    z_min: float
-    z_max: float
-    n_classes: int
-    snr: float
+    sizes: list[Count]
+    shard_size: Count
+    seed: Seed
+    bands: Count
+    z_min: Annotated[float, Range(0, 20)]
+    z_max: Annotated[float, Range(0, 20, min_open=True)]
+    n_classes: Annotated[int, Range(2)]
+    snr: Positive
 
 
 @dataclass
 class ModelConfig:
     variant: Literal["thesis", "paper"]
-    filters: list[int]
-    kernel_size: int
-    dropout: float
-    dense_units: list[int]
+    filters: list[Count]
+    kernel_size: Count
+    dropout: Rate
+    dense_units: list[Count]
     optimizer: Literal["adam", "sgd"]
-    learning_rate: float
+    learning_rate: Positive
 
 
 @dataclass
 class TrainConfig:
-    max_epochs: int
-    batch_size: int
+    max_epochs: Count
+    batch_size: Count
     update: Literal["epoch", "batch"]
-    s: int
+    s: Count
     schedule: Literal["inverse", "constant", "exponential"]
-    stop_on: int | None
-    seed: int
-    tf_threads: int
-    push_timeout_s: float
-    checkpoint_every: int
+    stop_on: Annotated[int, Range(1, 2)] | None  # a criterion of distributed.early_stopping.CRITERIA
+    seed: Seed
+    tf_threads: NonNegative
+    push_timeout_s: Seconds
+    checkpoint_every: NonNegative
     tensorboard: bool
 
 
 @dataclass
 class ExperimentsConfig:
     baseline: bool
-    workers: list[int]
+    workers: list[Count]
     data_modes: list[Literal["same", "different"]]
     ablation: bool
-    ablation_workers: list[int]
+    ablation_workers: list[Count]
 
 
 @dataclass

@@ -9,24 +9,24 @@ import socket
 import time
 from dataclasses import dataclass
 
-from conf import ClusterConfig, ConfigError
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Seconds
 from jobs.runner import Job, run_job
 
 
 @dataclass
 class RolesConfig:
-    ps: int
-    workers: int
+    ps: NonNegative
+    workers: NonNegative
     fail: str  # a role that raises on purpose after its first batch, e.g. "worker:1"; "" for none
 
 
 @dataclass
 class FeedConfig:
-    records: int
-    partitions: int
-    epochs: int
-    batch_size: int
-    feed_timeout_s: float
+    records: Count
+    partitions: Count
+    epochs: Count
+    batch_size: Count
+    feed_timeout_s: Seconds
 
 
 @dataclass
