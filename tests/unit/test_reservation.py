@@ -77,7 +77,7 @@ def test_results_and_wait_for(server):
     assert srv.results() == {"worker:0": {"count": 5, "sum": 10}, "ps:0": {"error": "Traceback ..."}}
     started = time.monotonic()
     assert srv.wait_for({"worker:1"}, timeout_s=0.5) is False
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.5  # waited its time, not returned at once
 
 
 def test_wrong_secret_is_rejected_and_good_clients_still_served(server):
@@ -104,7 +104,7 @@ def test_timeout_names_the_missing_roles(server):
         started = time.monotonic()
         with pytest.raises(ReservationTimeout) as err:
             srv.await_reservations(None, {}, timeout=2)
-        assert 1.5 < time.monotonic() - started < 6
+        assert time.monotonic() - started >= 2
     finally:
         for c in clients:
             c.close()
@@ -130,7 +130,7 @@ def test_error_status_fails_at_once(server):
     with pytest.raises(RuntimeError, match="executor 1 lost") as err:
         srv.await_reservations(None, {"error": "executor 1 lost"}, timeout=60)
     assert not isinstance(err.value, ReservationTimeout)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 30  # at once: not after the 60 s reservation timeout
 
 
 class _Exploit:
@@ -172,30 +172,49 @@ def test_pickle_bytes_are_never_unpickled(server, tmp_path):
     assert srv.results() == {}
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_malformed_request_from_an_authenticated_peer_does_not_kill_the_server(server):
+def _state(srv) -> tuple:
+    return list(srv._reservations), srv.results(), srv.progress()
+
+
+@pytest.mark.parametrize("op, data, why", [
+    ("RESULT", None, "RESULT needs {'role': str, 'result': ...}"),
+    ("RESULT", {"role": 7, "result": 1}, "RESULT needs {'role': str, 'result': ...}"),
+    ("RESULT", {"role": "worker:0"}, "RESULT needs {'role': str, 'result': ...}"),
+    ("REG", None, "REG needs a node record with executor_id, host, port and job_name"),
+    ("REG", {"executor_id": 0, "host": HOST, "port": 1}, "REG needs a node record with executor_id, host, "
+                                                          "port and job_name"),
+    ("REG", [1, 2], "REG needs a node record with executor_id, host, port and job_name"),
+    ("DROP", {}, "unknown op 'DROP'"),
+    ("", None, "unknown op ''"),
+])
+def test_a_malformed_request_gets_its_error_and_changes_nothing(server, op, data, why):
+    """An authenticated peer's bad message is answered with ERR naming what is wrong; nothing is
+    stored, and the same connection (and the server) goes on serving."""
     srv, addr = server
-    bad = _client(addr)
-    bad.sock.settimeout(1)
+    client = _client(addr)
     try:
-        ps_wire.send_message(bad.sock, {"op": "RESULT", "data": None})
-        try:
-            ps_wire.recv_message(bad.sock)
-        except (OSError, ps_wire.WireError):
-            pass  # an error reply or a closed connection are both fine
+        assert client.register(_node(0, "ps")) == "OK"
+        before = _state(srv)
+        ps_wire.send_message(client.sock, {"op": op, "data": to_json(data)})
+        reply, _ = ps_wire.recv_message(client.sock)
+        assert reply == {"op": "ERR", "data": why}
+        assert _state(srv) == before
+        assert [n["executor_id"] for n in client.get_reservations()] == [0]  # same connection still served
     finally:
-        bad.close()
-    good = SecureClient(addr, SECRET, timeout_s=1)
+        client.close()
+    other = _client(addr)  # what a TFoS node sees: the client raises with the server's reason
     try:
-        assert good.register(_node(0, "ps")) == "OK"
+        with pytest.raises(RuntimeError, match=r"^reservation server refused REG: REG needs a node record"):
+            other.register({"executor_id": 1})
     finally:
-        good.close()
+        other.close()
+    assert _state(srv) == before
 
 
 def test_a_silent_connection_does_not_hold_up_other_clients(server):
     _, addr = server
-    with socket.create_connection(addr, timeout=5):  # connects, never answers the challenge
-        time.sleep(0.2)  # let the listener accept it first
+    with socket.create_connection(addr, timeout=5) as silent:  # connects, never answers the challenge
+        assert silent.recv(len(ps_wire.MAGIC)) == ps_wire.MAGIC  # the listener has taken it on
         good = SecureClient(addr, SECRET, timeout_s=3)
         try:
             assert good.register(_node(0, "ps")) == "OK"
