@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def test_a_clean_leave_and_a_refused_connection_are_not_losses():
             c0.leave()
         with pytest.raises(AuthError):
             PSClient(addr, b"not-the-secret-0123456789abcdef!", 1)
-        time.sleep(0.2)
+        # every connection's handler has run its end-of-connection bookkeeping
+        wait_for(lambda: not any(t.is_alive() and "process_request_thread" in t.name for t in threading.enumerate()))
         snap = ps.snapshot()
         assert snap["events"] == [] and snap["lost_workers"] == [] and snap["active_workers"] == [1]
 
@@ -132,7 +134,6 @@ def test_a_worker_blocked_in_a_push_returns_at_once_when_the_ps_process_dies():
             except ParameterServerLost as exc:
                 outcome["error"], outcome["after_s"] = exc, time.monotonic() - started
 
-        import threading
         pusher = threading.Thread(target=push, daemon=True)
         pusher.start()
         time.sleep(0.5)
@@ -144,7 +145,9 @@ def test_a_worker_blocked_in_a_push_returns_at_once_when_the_ps_process_dies():
             server.kill()
         server.wait(timeout=10)
     assert not pusher.is_alive(), "the push still waits after its server died"
-    assert outcome["after_s"] < client.timeout_s, outcome  # the closed socket, not the timeout, ended it
+    # the closed socket ended it, not the client's 630 s timeout (which the 60 s join above could not reach)
+    assert not isinstance(outcome["error"].__cause__, TimeoutError), outcome
+    assert "timed out" not in str(outcome["error"]), outcome
     assert f"lost the parameter server ps:0 at 127.0.0.1:{port}: 'push' failed" in str(outcome["error"])
     with pytest.raises(ConnectionError):  # and the client stays closed
         client.pull()
@@ -161,12 +164,14 @@ def test_checkpoint_holds_weights_version_and_progress_and_restore_goes_on_from_
         c1.report(1, {"accuracy": 0.75})
         weights, state = ps.checkpoint()
         checkpoint.save(uri, {"weights": weights}, state)
-        expected = ps.snapshot()
+    # s = 1, lambda(0) = lambda(1) = 1: W0 - d(1.0) - d(0.5), derived by hand, not read from the server
+    expected = [w - 1.5 for w in W0]
     arrays, state = checkpoint.load(uri)
     assert state["version"] == 2 and state["epochs_reported"] == [1, 2] and state["num_workers"] == 2
     assert [(u["worker"], u["tau"]) for u in state["updates"]] == [(0, 0), (1, 1)]
     assert state["pushes_received"] == 2 and state["pushes_withdrawn"] == 0
-    for got, want in zip(arrays["weights"], expected["weights"]):
+    assert len(arrays["weights"]) == len(expected)
+    for got, want in zip(arrays["weights"], expected):
         np.testing.assert_array_equal(got, want)
 
     restored = ParameterServer(W0, SECRET, 2, s=1)
@@ -177,7 +182,8 @@ def test_checkpoint_holds_weights_version_and_progress_and_restore_goes_on_from_
             assert c0.join(2) == {"version": 2, "epochs_reported": 1, "updates_applied": 1}
             w, v = c0.pull()
             assert v == 2
-            for got, want in zip(w, expected["weights"]):
+            assert len(w) == len(expected)
+            for got, want in zip(w, expected):
                 np.testing.assert_array_equal(got, want)
             assert c0.push(delta(0.0), 2) == 3
         snap = restored.snapshot()
