@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import netCDF4  # a hard dependency (setup.py): a broken install fails here instead of skipping
 import numpy as np
 import pytest
 
@@ -12,7 +13,6 @@ from rdd_io import domst_sim as sim
 from rdd_io.schema import SchemaError
 
 pytestmark = pytest.mark.unit
-netCDF4 = pytest.importorskip("netCDF4")
 
 
 @pytest.fixture(scope="module")

@@ -85,9 +85,17 @@ def test_boundary_tensors_are_the_activations_between_roles():
         ("worker:2", "chief:0", "loss")]
 
 
+# The default model's parameters by hand (3x3x3 kernels, 2x2x2 'same' pooling, 25x25 patches):
+#   conv k*k*k*in*out + out; BN 2*out trainable + 2*out moving statistics; dense in*out + out.
+#   RGB   448 + 64 + 13,856 + 128                                   =  14,496 (flatten 7*7*1*32 = 1,568)
+#   HSI   448 + 64 + 13,856 + 128 + 55,360 + 256 + 110,656 + 256     = 181,024 (flatten 2*2*1*64 =   256)
+#   head  (1,824*256 + 256) + (256*128 + 128) + (128*20 + 20)        = 502,676
+DEFAULT_PARAMS = 14_496 + 181_024 + 502_676  # 698,196
+
+
 def test_variable_bytes_add_up_per_plan():
     per_unit = L.variable_bytes({})
-    total = 4 * sum(t + n for t, n in L.unit_params({}).values())
+    total = 4 * DEFAULT_PARAMS  # float32
     assert sum(per_unit.values()) == total
     for name, plan in L.load_plans().items():
         per_role = L.variable_bytes({}, plan)

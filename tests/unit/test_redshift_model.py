@@ -55,7 +55,7 @@ def test_parameter_count_formula_scales_with_bands_and_classes():
 
 @pytest.mark.parametrize("variant, n_dense", [("thesis", 1), ("paper", 2)])
 def test_variants_build_with_expected_layers_and_shapes(variant, n_dense):
-    keras = pytest.importorskip("keras")
+    import keras
     model = registry.build("redshift", cfg(variant=variant))
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds.count("Conv1D") == (2 if variant == "thesis" else 3)
@@ -71,7 +71,7 @@ def test_variants_build_with_expected_layers_and_shapes(variant, n_dense):
 
 
 def test_one_step_changes_the_weights_and_sgd_is_selectable():
-    keras = pytest.importorskip("keras")
+    import keras
     keras.utils.set_random_seed(1)
     model = registry.build("redshift", cfg(variant="paper", optimizer="SGD", learning_rate=0.01))
     assert isinstance(model.optimizer, keras.optimizers.SGD)
@@ -85,7 +85,7 @@ def test_one_step_changes_the_weights_and_sgd_is_selectable():
 
 @pytest.mark.parametrize("variant", ["thesis", "paper"])
 def test_a_few_epochs_beat_chance(variant):
-    keras = pytest.importorskip("keras")
+    import keras
     keras.utils.set_random_seed(2)
     # A narrow hidden layer keeps the paper variant as quick to train as the thesis one.
     model = registry.build("redshift", cfg(variant=variant,
