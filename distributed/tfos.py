@@ -146,7 +146,7 @@ class RoleContext:
         self.task_index: int = tfos_ctx.task_index
         self.executor_id: int = tfos_ctx.executor_id
         self.cluster_spec: dict[str, list[str]] = tfos_ctx.cluster_spec
-        self._progress_sent = self._progress_quiet_until = 0.0
+        self._progress_sent, self._progress_quiet_until = float("-inf"), 0.0  # the first record always goes
 
     @property
     def name(self) -> str:

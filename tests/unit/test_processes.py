@@ -61,9 +61,9 @@ def test_tagged_finds_exactly_the_tagged_processes_and_stop_ends_them(run_id):
         assert os.getpid() not in pids
 
         started = time.monotonic()
-        stopped = processes.stop(found, grace_s=3)
+        stopped = processes.stop(found, grace_s=120)
         assert set(stopped) == pids
-        assert time.monotonic() - started < 3  # all obeyed SIGTERM: no wait for the grace period
+        assert time.monotonic() - started < 60  # all obeyed SIGTERM: no wait for the (long) grace period
         # psutil reaps our own children and records how they ended (Popen then sees them as gone)
         by_pid = {p.pid: p for p in found}
         for child in (*tagged_children, shell):
@@ -88,7 +88,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(run_id):
         stopped = processes.stop(found, grace_s=0.5)
         elapsed = time.monotonic() - started
         assert set(stopped) == {deaf.pid, polite.pid}
-        assert 0.4 <= elapsed < 5
+        assert elapsed >= 0.5  # the grace period was given; SIGKILL came after it (returncode below)
         by_pid = {p.pid: p for p in found}
         assert by_pid[deaf.pid].returncode == -signal.SIGKILL
         assert by_pid[polite.pid].returncode == -signal.SIGTERM
