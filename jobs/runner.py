@@ -11,6 +11,7 @@ config) and summary.json (key figures, machine-readable) under the output URI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -177,10 +178,43 @@ def _install_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+@contextlib.contextmanager
+def _process_settings():
+    """A run's changes to its process (log lines on stdout when nothing else logs, the SIGTERM handler,
+    Spark's environment variables) last as long as the run: a second run_job in the same process, or
+    the code that called it, finds the process as it was."""
+    root, handler = logging.getLogger(), None
+    level = root.level
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    env = {key: os.environ.get(key) for key in ("SPARK_LOCAL_IP", "PYSPARK_PYTHON")}
+    try:
+        yield
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if sigterm is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, sigterm)
+        if handler is not None:
+            root.removeHandler(handler)
+            root.setLevel(level)
+
+
 def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None = None) -> int:
     """Parse the contract's arguments, run `run(job)` on a cluster, write config.yaml and summary.json."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
+    with _process_settings():
+        return _run_job(case, schema, run, argv)
+
+
+def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None) -> int:
     args = parse_args(case, argv)
     try:
         cfg = load(schema, args.config, args.preset, args.set)

@@ -1,7 +1,6 @@
 """Redshift input through Spark (local mode, no cluster, no TF): the bundle's indices, the two
 partition modes, and bad input failing with one line naming the file and record."""
 import json
-import os
 import re
 import signal
 import sys
@@ -25,15 +24,26 @@ SIM = dict(bands=BANDS, n_classes=N_CLASSES)
 
 
 @pytest.fixture(scope="module")
-def spark():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+def spark_env():
+    """Spark's variables for this module's local sessions, put back afterwards."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYSPARK_PYTHON", sys.executable)
+        env.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        yield
+        from pyspark.sql import SparkSession
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
+
+
+@pytest.fixture
+def spark(spark_env):
+    """A local session: the module's, or a new one if a test (run_job does) stopped it, so no test
+    depends on the order the tests run in."""
     from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[1]").appName("test-redshift-bad-input")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .getOrCreate())
-    yield session
-    session.stop()
+    return (SparkSession.builder.master("local[1]").appName("test-redshift-bad-input")
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .getOrCreate())
 
 
 def good_shards(folder: Path, n: int = 14, shard_size: int = 4) -> Path:
@@ -181,7 +191,7 @@ def test_failed_prepare_leaves_earlier_outputs_intact(spark, tmp_path):
 def test_job_reports_the_executor_error_first(spark, tmp_path, capfd):
     """The whole job contract on bad input: exit 1, summary.json and stderr's last line lead with the
     executor's SchemaError, and the earlier run's other outputs are untouched.
-    Runs last: run_job stops the Spark session it finds (this module's)."""
+    run_job stops the Spark session it finds (this module's); the next test gets a new one."""
     from jobs.redshift import RedshiftConfig, run
     from jobs.runner import run_job
     out = tmp_path / "out"
@@ -189,12 +199,10 @@ def test_job_reports_the_executor_error_first(spark, tmp_path, capfd):
     CASES["label_high"][0](out / "input" / "shard-00001.h5")
     earlier = {k: v for k, v in _snapshot(out).items() if k not in ("summary.json", "config.yaml")}
     handler = signal.getsignal(signal.SIGTERM)
-    try:
-        code = run_job("redshift", RedshiftConfig, run, [
-            "--preset", "tiny", "--master", "local[1]", "--output", str(out), "--set", "data.source=hdf5",
-            "--set", f"data.bands={BANDS}", "--set", f"data.n_classes={N_CLASSES}", "--set", "data.sizes=[8]"])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    code = run_job("redshift", RedshiftConfig, run, [
+        "--preset", "tiny", "--master", "local[1]", "--output", str(out), "--set", "data.source=hdf5",
+        "--set", f"data.bands={BANDS}", "--set", f"data.n_classes={N_CLASSES}", "--set", "data.sizes=[8]"])
+    assert signal.getsignal(signal.SIGTERM) is handler  # run_job puts back what it changed in the process
     assert code == 1
     expected = f"SchemaError: shard-00001.h5: record 1 has label {N_CLASSES}, outside [0, {N_CLASSES - 1}]"
     summary = json.loads((out / "summary.json").read_text())

@@ -133,3 +133,27 @@ def test_unreachable_namenode_fails_within_bounds_naming_the_uri(call):
         uri = f"hdfs://127.0.0.1:{s.getsockname()[1]}/outputs/run-1/summary.json"
     with pytest.raises(storage.StorageError, match=f"{uri}: .*(Connection refused|connect)"):
         call(uri)
+
+
+@pytest.mark.parametrize("content", [[], ["part-00000.h5.tmp-1", "other-00000.h5", "part-00000.npy"]])
+def test_read_parts_of_a_folder_without_parts_names_the_folder(tmp_path, content):
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_bytes(b"x")
+    uri = storage.to_uri(folder)
+    with pytest.raises(FileNotFoundError) as info:
+        storage.read_parts(uri, "part-")
+    assert str(info.value) == f"{uri}: no part-*.h5 files"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(content)  # nothing created or removed
+
+
+def test_read_parts_of_a_missing_folder_names_it(tmp_path):
+    uri = storage.to_uri(tmp_path / "never-written")
+    with pytest.raises(FileNotFoundError, match=r"never-written: no part-\*\.h5 files$"):
+        storage.read_parts(uri, "part-")
+    (tmp_path / "never-written").mkdir()
+    (tmp_path / "never-written" / "part-00001.h5").write_bytes(b"one")
+    (tmp_path / "never-written" / "part-00000.h5").write_bytes(b"zero")
+    assert [(Path(p).name, b) for p, b in storage.read_parts(uri, "part-")] == [("part-00000.h5", b"zero"),
+                                                                               ("part-00001.h5", b"one")]

@@ -1,0 +1,170 @@
+"""The job contract's error paths (jobs/runner.py), end to end where a user meets them: exit 2 for a bad
+config or a refused --resume with nothing written, exit 130 and a summary on SIGTERM, and a summary.json
+that cannot be written never hiding the job's own error; an in-process run leaves the process as it was."""
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def driver(code: str, *args: str, **kw) -> subprocess.Popen:
+    """A job driver as its own process (this repository on its path)."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"), **kw)
+
+
+def smoke(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / "smoke.py"), *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_bad_config_exits_2_naming_the_key_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = smoke("--master", "spark://127.0.0.1:1", "--output", str(out), "--set", "feed.recrods=5")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: config.feed: unknown key(s) recrods; valid keys: "
+                                                    "records, partitions, epochs, batch_size, feed_timeout_s")
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_a_refused_resume_exits_2_and_leaves_the_run_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    proc = smoke("--output", str(out), "--resume")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --resume: {out.as_uri()}/config.yaml does not exist; there is no run to resume in {out.as_uri()}")
+    assert not out.exists()
+
+    from conf import CONF_DIR, dump, load
+    from jobs.smoke import SmokeConfig
+    earlier = dump(load(SmokeConfig, str(CONF_DIR / "smoke.yaml"), None, ["feed.records=7"]), case="smoke",
+                   preset=None)
+    out.mkdir()
+    (out / "config.yaml").write_text(earlier)
+    (out / "summary.json").write_text('{"status": "failed", "error": "earlier"}')
+    before = files(out)
+    proc = smoke("--output", str(out), "--resume", "--master", "spark://127.0.0.1:1")
+    assert proc.returncode == 2
+    assert f"error: --resume: the config differs from the run in {out.as_uri()}" in proc.stderr
+    diff = [line for line in proc.stderr.splitlines() if line[:1] in ("+", "-") and line[:3] not in ("+++", "---")]
+    assert diff == ["-  records: 7", "+  records: 10000"], proc.stderr  # the one difference, shown
+    assert files(out) == before  # no summary.json, no config.yaml written over the earlier run's
+
+
+SLOW_JOB = """
+    import sys, time
+    from jobs.runner import run_job
+    from jobs.smoke import SmokeConfig
+
+    def run(job):
+        print("running", flush=True)
+        time.sleep(600)
+
+    sys.exit(run_job("smoke", SmokeConfig, run, ["--master", "local[1]", "--output", sys.argv[1]]))
+"""
+
+
+def test_sigterm_ends_the_run_with_130_a_summary_and_no_process_left(tmp_path):
+    out = tmp_path / "out"
+    proc = driver(SLOW_JOB, str(out))
+    try:
+        line = ""
+        while line != "running":  # log lines come first; Spark's start-up may take a while
+            line = proc.stdout.readline().strip()
+            assert line or proc.poll() is None, proc.stderr.read()[-3000:]
+        children = psutil.Process(proc.pid).children(recursive=True)  # Spark's JVM among them
+        assert children
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "smoke: interrupted; stopping everything this run started" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "interrupted (signal 15)", summary
+    assert (out / "config.yaml").exists()
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], [(p.pid, p.cmdline()[:3]) for p in alive]
+
+
+class FakeSession:
+    """Stands in for Spark where the runner's own bookkeeping is under test (Spark is not)."""
+    sparkContext = type("Context", (), {"master": "local[1]"})()
+    stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+
+@pytest.fixture
+def no_spark(monkeypatch):
+    from jobs import runner
+    session = FakeSession()
+    monkeypatch.setattr(runner, "_spark_session", lambda *args, **kw: session)
+    return session
+
+
+def test_a_summary_that_cannot_be_written_does_not_hide_the_jobs_error(tmp_path, no_spark, capsys):
+    from jobs.runner import run_job
+    from jobs.smoke import SmokeConfig
+    out = tmp_path / "out"
+
+    def run(job):
+        shutil.rmtree(out)
+        out.write_text("a file where the output folder was")  # summary.json cannot be written now
+        raise RuntimeError("the job's own error")
+
+    assert run_job("smoke", SmokeConfig, run, ["--master", "local[1]", "--output", str(out)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    failed = lines.index("smoke: failed: RuntimeError: the job's own error")
+    assert lines[failed + 1].startswith("smoke: could not write summary.json: "), lines[failed:]
+    assert out.read_text() == "a file where the output folder was"
+    assert no_spark.stopped
+
+
+def test_an_in_process_run_leaves_logging_signals_and_environment_as_they_were(tmp_path, monkeypatch, no_spark):
+    from jobs.runner import run_job
+    from jobs.smoke import SmokeConfig
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a plain script: nothing configured logging yet
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    seen = {}
+
+    def run(job):  # what the run sees: a log handler, the SIGTERM handler that unwinds, Spark's variables
+        seen.update(handlers=list(root.handlers), level=root.level, sigterm=signal.getsignal(signal.SIGTERM))
+        raise RuntimeError("stop here")
+
+    try:  # a loopback master: the runner sets SPARK_LOCAL_IP for the session
+        code = run_job("smoke", SmokeConfig, run, ["--master", "spark://127.0.0.1:7077", "--output",
+                                                   str(tmp_path / "out")])
+        assert code == 1
+        assert len(seen["handlers"]) == 1 and seen["level"] == logging.INFO
+        assert seen["sigterm"] not in (signal.SIG_DFL, previous)
+        assert root.handlers == [] and root.level == logging.WARNING
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert "SPARK_LOCAL_IP" not in os.environ
+    finally:
+        signal.signal(signal.SIGTERM, previous)
