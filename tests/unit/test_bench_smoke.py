@@ -45,8 +45,20 @@ def test_ps_updates_prints_a_positive_ratio():
     name, value, out = run_bench("ps_updates.py", "--clients", "2", "--seconds", "0.5", "--bands", "100",
                                  "--classes", "4")
     assert name == "ps_vs_loopback_updates_per_s"
-    assert value > 0
-    assert "warning" not in out  # the server applied exactly the updates the clients counted
+    # Both sides measured in this run: the ratio is the printed server rate over the printed copy rate,
+    # each rate its count over its window, and the server applied every update the clients counted.
+    plain = re.search(r"^plain loopback copy: (\d+) steps of 1 message\(s\) in ([0-9.]+) s = ([0-9.]+) steps/s.*"
+                      r"per sender \[([0-9, ]+)\]$", out, re.M)
+    ps = re.search(r"^parameter server: +(\d+) updates in ([0-9.]+) s = ([0-9.]+) updates/s .*per client "
+                   r"\[([0-9, ]+)\]; server applied (\d+)$", out, re.M)
+    assert plain and ps, out
+    for side in (plain, ps):
+        count, window, rate = int(side.group(1)), float(side.group(2)), float(side.group(3))
+        assert count > 0 and sum(int(c) for c in side.group(4).split(",")) == count, out
+        assert rate == pytest.approx(count / window, rel=0.01), out  # the window is printed rounded
+    assert int(ps.group(5)) == int(ps.group(1)) + 2  # the window's updates and one warm-up push per client
+    assert value == pytest.approx(float(ps.group(3)) / float(plain.group(3)), rel=0.01)
+    assert "warning" not in out
 
 
 def test_ps_memory_prints_a_positive_ratio():
