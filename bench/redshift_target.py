@@ -3,7 +3,9 @@
 The thesis (ch. 5.3.1) and the TFoS paper report that the sequential CNN passes 75% training
 accuracy at epoch 3 on the 15K set. This bench simulates the same data the job feeds its baseline
 (the conf's data settings, shard by shard with the job's seeds), trains with the job's own loop
-(jobs.redshift_roles.fit_sequential) and prints the accuracy per epoch and the ratio to the target.
+(jobs.redshift_roles.fit_sequential) and prints the accuracy per epoch and its ratio to the published
+target (the denominator is the thesis's 0.75, not a measurement; the ratio's name says so). Beside it,
+with --holdout, a ratio measured on both sides in this run: held-out over training accuracy.
 
     PYTHONPATH=. .venv/bin/python bench/redshift_target.py [--n 15000] [--epochs 3] [--set model.learning_rate=1e-3]
 """
@@ -15,8 +17,17 @@ import time
 
 import numpy as np
 
-TARGET = 0.75
+TARGET = 0.75  # published (thesis ch. 5.3.1), not measured here
 TARGET_EPOCH = 3
+
+
+def verdict(accuracy: list[float]) -> tuple[float, bool | None]:
+    """(training accuracy at the target epoch, whether it reaches the target); with fewer epochs run,
+    (the last epoch's accuracy, None). The verdict and the ratio read the same epoch."""
+    if len(accuracy) >= TARGET_EPOCH:
+        at = accuracy[TARGET_EPOCH - 1]
+        return at, at >= TARGET
+    return accuracy[-1], None
 
 
 # Held-out shards take indices far past any training shard, so their seed streams never overlap.
@@ -90,6 +101,7 @@ def main(argv: list[str] | None = None) -> float:
     for e, (acc, loss) in enumerate(zip(history["accuracy"], history["loss"]), start=1):
         print(f"epoch {e}: accuracy {acc:.4f}  loss {loss:.4f}  time {per_epoch[e - 1]:.0f}s")
     print(f"mean time per epoch: {per_epoch.mean():.0f}s")
+    acc = history["accuracy"]
     if args.holdout:
         # Training accuracy is what the thesis reports; held-out accuracy tells learning from memorising.
         hx, hy = simulate_like_job(d, args.holdout, HOLDOUT_FIRST_SHARD)
@@ -97,17 +109,17 @@ def main(argv: list[str] | None = None) -> float:
         near = np.abs(model.predict(hx, batch_size=256, verbose=0).argmax(1) - hy) <= 1
         print(f"held-out ({len(hx)} fresh spectra): accuracy {out['accuracy']:.4f}  loss {out['loss']:.4f}  "
               f"within +-1 class {near.mean():.4f}")
-    acc = history["accuracy"]
-    if len(acc) >= TARGET_EPOCH:
-        by = acc[TARGET_EPOCH - 1]
-        first = next((i for i, a in enumerate(acc, 1) if a >= TARGET), None)
-        print(f"target: accuracy >= {TARGET} by epoch {TARGET_EPOCH}: {'MET' if max(acc[:TARGET_EPOCH]) >= TARGET else 'MISSED'}"
-              f" (first epoch at or above target: {first})")
+        print(f"measured both sides: held-out / training accuracy at epoch {len(acc)} = "
+              f"{out['accuracy'] / acc[-1]:.4f}")
+    at, met = verdict(acc)
+    if met is None:
+        print(f"only {len(acc)} epoch(s) run: no verdict; the ratio below uses epoch {len(acc)}")
     else:
-        by = acc[-1]
-        print(f"only {len(acc)} epoch(s) run; ratio below uses the last one")
-    print(f"RATIO accuracy_epoch3_over_target = {by / TARGET:.4f}")
-    return by
+        first = next((i for i, a in enumerate(acc, 1) if a >= TARGET), None)
+        print(f"target (published): accuracy >= {TARGET} at epoch {TARGET_EPOCH}: {'MET' if met else 'MISSED'} "
+              f"({at:.4f}; first epoch at or above the target: {first})")
+    print(f"RATIO accuracy_epoch3_over_published_target = {at / TARGET:.4f}")
+    return at
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ RATIO = re.compile(r"^RATIO (\w+) = ([-+0-9.eE]+|nan|inf)$")
 def run_bench(script: str, *args: str) -> tuple[str, float, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)  # a hang guard, not a bound
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     match = RATIO.match(last)
@@ -64,11 +64,25 @@ def test_ps_updates_prints_a_positive_ratio():
 def test_ps_memory_prints_a_positive_ratio():
     name, value, out = run_bench("ps_memory.py", "--clients", "2", "--seconds", "0.5", "--bands", "1800",
                                  "--classes", "40")
-    assert name == "ps_peak_rss_over_model_bytes"
+    assert name == "ps_peak_rss_over_analytic_model_bytes"
     assert value > 0
     # The server holds at least one copy of the weights: its RSS grows by about the model's bytes or more.
     net = float(re.search(r"^net of the interpreter: .* = ([0-9.]+)$", out, re.M).group(1))
     assert net >= 0.9, out
+    peak = float(re.search(r"^peak RSS under load: +([0-9.]+) MiB", out, re.M).group(1))
+    model = float(re.search(r"^model: +([0-9.]+) MiB$", out, re.M).group(1))
+    assert value == pytest.approx(peak / model, rel=0.02)  # the printed MiB are rounded
+    both = float(re.search(r"^measured both sides: peak RSS under load / RSS once the server holds weights = "
+                           r"([0-9.]+)$", out, re.M).group(1))
+    assert both >= 1.0, out  # a peak is at least the level it started from
+
+
+def test_redshift_target_verdict_and_ratio_read_the_same_epoch():
+    from bench.redshift_target import TARGET, verdict
+    assert TARGET == 0.75  # the thesis's figure
+    assert verdict([0.5, 0.8, 0.7]) == (0.7, False)  # past 0.75 at epoch 2 only: MISSED, and the ratio < 1
+    assert verdict([0.5, 0.6, 0.76, 0.9]) == (0.76, True)  # epoch 3, not the best or the last epoch
+    assert verdict([0.5, 0.6]) == (0.6, None)  # too few epochs: no verdict
 
 
 def test_ps_scaling_prints_the_rate_at_each_client_count_and_their_ratio():
