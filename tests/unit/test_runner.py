@@ -29,7 +29,7 @@ def driver(code: str, *args: str, **kw) -> subprocess.Popen:
 
 def smoke(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "jobs" / "smoke.py"), *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          capture_output=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -94,7 +94,7 @@ def test_sigterm_ends_the_run_with_130_a_summary_and_no_process_left(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)  # Spark's JVM among them
         assert children
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
