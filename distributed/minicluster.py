@@ -19,14 +19,16 @@ import hashlib
 import hmac
 import json
 import os
+import logging
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distributed import processes
@@ -34,6 +36,10 @@ from distributed import processes
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 JWS_FILTER = "org.apache.spark.ui.JWSFilter"
+# What a daemon's log says when a port it was given is taken (spark.port.maxRetries=0: it stops).
+PORT_TAKEN = ("java.net.BindException", "Address already in use")
+
+log = logging.getLogger(__name__)
 
 
 class ClusterError(RuntimeError):
@@ -304,6 +310,44 @@ class MiniCluster:
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+def free_ports(host: str, n: int) -> list[int]:
+    """n distinct ports free right now (all held open together, so no two are the same)."""
+    socks = [socket.create_server((host, 0)) for _ in range(n)]
+    try:
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def up_on_free_ports(cluster_cfg, run_dir: str | Path, workers: int, attempts: int = 3) -> MiniCluster:
+    """A mini-cluster on ports that are free when it starts.
+
+    The daemons are JVMs that bind their ports themselves, so a port cannot be held for them until
+    they take it: between free_ports() and the bind, another process may take one. Spark then stops
+    (spark.port.maxRetries=0: it never moves silently to another port), `up` cleans up, and this
+    starts again on new ports, up to `attempts` times; any other failure is raised at once."""
+    attempt = 1
+    while True:
+        master, master_ui, *worker_uis = free_ports(cluster_cfg.host, 2 + workers)
+        cluster = MiniCluster(replace(cluster_cfg, master_port=master, master_ui_port=master_ui), run_dir,
+                              workers=workers)
+        cluster.worker_ui_ports = worker_uis
+        logs = cluster.run_dir / "logs"
+        before = {path: path.stat().st_size for path in logs.glob("*.log")}
+        try:
+            cluster.up()
+            return cluster
+        except ClusterError:
+            said = "".join(path.read_bytes()[before.get(path, 0):].decode(errors="replace")
+                           for path in logs.glob("*.log"))  # what this attempt's daemons logged
+            if attempt >= attempts or not any(sign in said for sign in PORT_TAKEN):
+                raise
+            log.warning("a port of the mini-cluster was taken before it bound it (attempt %d of %d); "
+                        "starting again on new ports", attempt, attempts)
+        attempt += 1
 
 
 def main(argv: list[str] | None = None) -> int:

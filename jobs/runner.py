@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conf import CONF_DIR, ConfigError, dump, load
+from distributed.minicluster import free_ports  # noqa: F401 -- its old home; it lives below jobs now
 from jobs.errors import user_message
 from jobs.output_guard import check_output
 from rdd_io import storage
@@ -96,29 +97,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def free_ports(host: str, n: int) -> list[int]:
-    """n distinct ports free right now (all held open together, so no two are the same)."""
-    socks = [socket.create_server((host, 0)) for _ in range(n)]
-    try:
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _start_embedded(cfg, case: str, executors: int):
     """A mini-cluster on free ports (so it never collides with one started by hand)."""
-    from dataclasses import replace
-    from distributed.minicluster import MiniCluster
+    from distributed.minicluster import up_on_free_ports
     workers = max(executors, 1)
-    master, master_ui, *worker_uis = free_ports(cfg.cluster.host, 2 + workers)
-    cluster_cfg = replace(cfg.cluster, master_port=master, master_ui_port=master_ui)
     run_dir = Path(cfg.cluster.run_dir).resolve() / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    cluster = MiniCluster(cluster_cfg, run_dir, workers=workers)
-    cluster.worker_ui_ports = worker_uis
-    log.info("starting embedded mini-cluster with %d workers in %s", cluster.workers, run_dir)
-    cluster.up()
-    return cluster
+    log.info("starting embedded mini-cluster with %d workers in %s", workers, run_dir)
+    return up_on_free_ports(cfg.cluster, run_dir, workers)
 
 
 def _known_cluster_secret(cfg, master: str) -> str | None:

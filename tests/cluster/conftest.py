@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ import pytest
 from conf import load_cluster
 from distributed import processes
 from distributed.hdfs_cluster import HdfsCluster
-from distributed.minicluster import MiniCluster
-from jobs.runner import free_ports
+from distributed.minicluster import up_on_free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 5  # the land-cover roles need 5 executors; other jobs use fewer
@@ -28,13 +26,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def minicluster(tmp_path_factory):
-    cfg = load_cluster()
-    master, ui, *worker_uis = free_ports(cfg.host, 2 + WORKERS)
     # A busy shared machine can take minutes to start the JVMs: the bound is generous, not a measure.
-    cluster = MiniCluster(replace(cfg, master_port=master, master_ui_port=ui, start_timeout_s=300),
-                          tmp_path_factory.mktemp("minicluster"), workers=WORKERS)
-    cluster.worker_ui_ports = worker_uis
-    cluster.up()
+    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), tmp_path_factory.mktemp("minicluster"),
+                               WORKERS)
     run_id = cluster.state.run_id
     try:
         yield cluster

@@ -89,7 +89,7 @@ def test_namenode_from_hadoop_conf_dir_for_hdfs_uris_without_a_host(hdfs):
 def test_minicluster_cli_up_hdfs_status_down(tmp_path):
     """`python -m distributed.minicluster up --hdfs`: Spark and HDFS up, `status` prints the hdfs:// URI and
     the web UI, `down` stops exactly those pids and leaves no process of the run."""
-    from jobs.runner import free_ports
+    from distributed.minicluster import free_ports
     master, ui, worker_ui = free_ports("127.0.0.1", 3)
     cli = [sys.executable, "-m", "distributed.minicluster"]
     opts = ["--run-dir", str(tmp_path), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",

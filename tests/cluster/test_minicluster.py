@@ -8,9 +8,10 @@ import psutil
 import pytest
 
 from conf import load_cluster
+from distributed import minicluster as mc
 from distributed import processes
 from distributed.minicluster import ClusterError, MiniCluster
-from jobs.runner import free_ports
+from distributed.minicluster import free_ports
 
 from .conftest import WORKERS
 
@@ -52,3 +53,28 @@ def test_up_names_the_worker_that_fails_and_cleans_up(tmp_path):
     assert "worker-2.log" in str(err.value)  # the tail of its log is shown
     assert processes.tagged(cluster.state.run_id) == []
     assert not (tmp_path / "state.json").exists()
+
+
+def test_a_port_taken_before_the_master_binds_it_is_retried_on_new_ports(tmp_path, monkeypatch):
+    cfg = replace(load_cluster(), start_timeout_s=300)
+    chosen, real = [], mc.free_ports
+
+    def taken_in_between(host, n):  # the first choice's master port is taken before the master binds it
+        ports = real(host, n)
+        if not chosen:
+            ports[0] = taken.getsockname()[1]
+        chosen.append(ports)
+        return ports
+
+    monkeypatch.setattr(mc, "free_ports", taken_in_between)
+    with socket.create_server((cfg.host, 0)) as taken:
+        cluster = mc.up_on_free_ports(cfg, tmp_path, workers=1)
+        try:
+            assert len(chosen) == 2 and cluster.cfg.master_port == chosen[1][0] != chosen[0][0]
+            assert cluster.status()["running"] is True and cluster.status()["alive_workers"] == 1
+            first_attempt = (tmp_path / "logs" / "master.log").read_text(errors="replace")
+            assert any(sign in first_attempt for sign in mc.PORT_TAKEN)  # it did collide, and was retried
+        finally:
+            cluster.down()
+    assert processes.tagged(cluster.state.run_id) == []
+

@@ -9,7 +9,7 @@ import pytest
 from distributed import halo
 from distributed.mesh import Mesh, MeshError
 from distributed.ps_wire import MAGIC
-from jobs.runner import free_ports
+from distributed.minicluster import free_ports
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 
 from distributed import ps_wire, reservation, tfos
 from distributed.reservation import ReservationTimeout, SecureClient, Server, from_json, to_json
-from jobs.runner import free_ports
+from distributed.minicluster import free_ports
 
 pytestmark = pytest.mark.unit
 
