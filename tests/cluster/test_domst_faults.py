@@ -4,12 +4,16 @@ finished watershed (not trained again) and continues the interrupted one from it
 import json
 import time
 
+import pytest
+
 from .conftest import leftovers
 from .faults import finish, kill_role, start_job, summary, tail, wait_for
 
 TIMEOUT_S = 300  # train.timeout_s: the bound the job would fall back on if nothing noticed the lost node
 
 
+# Its own limit, above the sum of its waits (each fails with its own message first): 2 runs.
+@pytest.mark.timeout(400 + TIMEOUT_S + 400 + 2 * 30 + 60)
 def test_a_node_lost_mid_watershed_fails_fast_and_resume_skips_finished_watersheds(minicluster, tmp_path):
     out = tmp_path / "domst"
     # One node trains W01 then W02 (one approach, 3 epochs): the kill lands in W02 with W01 done.

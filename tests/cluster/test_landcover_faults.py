@@ -15,6 +15,8 @@ EPOCHS = 2
 TIMEOUT_S = 300  # train.timeout_s: the bound the job would fall back on if nothing noticed a lost role
 
 
+# Its own limit, above the sum of its waits (each fails with its own message first): 3 runs.
+@pytest.mark.timeout((400 + TIMEOUT_S) * 2 + 400 + 3 * 30 + 60)
 def test_lost_worker_then_lost_chief_fail_fast_and_resume_finishes(minicluster, tmp_path):
     if WORKERS < 5:
         pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
