@@ -5,10 +5,12 @@
     python -m distributed.minicluster down
 
 Everything binds 127.0.0.1 (conf/cluster.yaml `host`). Spark RPC requires the cluster's secret
-(spark.authenticate) and the master and worker web pages require a token signed with it (Spark's
-JWSFilter), so nothing listens unauthenticated. Pid files, logs, the secret and a state file live in
-the run folder; `down` stops exactly the processes this cluster started (see processes.py). With
---hdfs, a real HDFS (a NameNode and two DataNodes, distributed/hdfs_cluster.py) starts beside it in
+(spark.authenticate) and is encrypted with a key derived from it (spark.network.crypto), and the master
+and worker web pages require a token signed with it that expires (Spark's JWSFilter), so nothing
+listens unauthenticated. The secret reaches the daemons in an owner-only properties file, never on a
+command line. Pid files, logs, the secret and a state file live in the run folder (owner-only);
+`down` stops exactly the processes this cluster started (see processes.py) and deletes the secret.
+With --hdfs, a real HDFS (a NameNode and two DataNodes, distributed/hdfs_cluster.py) starts beside it in
 <run folder>/hdfs and stops with it; `status` prints its hdfs:// URI.
 """
 from __future__ import annotations
@@ -77,11 +79,16 @@ def spark_home() -> Path:
     return Path(os.environ["SPARK_HOME"])
 
 
-def ui_token(secret: str) -> str:
-    """An HS256 JWS that Spark's JWSFilter accepts for the key derived from `secret`."""
+UI_TOKEN_TTL_S = 3600  # a UI token printed by `status` or sent by a job is good for an hour
+
+
+def ui_token(secret: str, ttl_s: float = UI_TOKEN_TTL_S, now: float | None = None) -> str:
+    """An HS256 JWS that Spark's JWSFilter accepts for the key derived from `secret`, until it
+    expires ttl_s after `now` (JWSFilter's JWT parser refuses a token past its `exp`)."""
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(b"{}")
+    claims = {"exp": int((time.time() if now is None else now) + ttl_s)}
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(claims).encode())
     signature = hmac.new(ui_key(secret), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
 
@@ -95,10 +102,33 @@ def security_conf(secret: str) -> dict[str, str]:
     return {
         "spark.authenticate": "true",
         "spark.authenticate.secret": secret,
+        # AES-GCM on every RPC connection: task closures carry the job's secret and TFoS's authkeys.
+        "spark.network.crypto.enabled": "true",
         "spark.ui.filters": JWS_FILTER,
         f"spark.{JWS_FILTER}.param.secretKey": base64.urlsafe_b64encode(ui_key(secret)).decode(),
         "spark.master.rest.enabled": "false",
     }
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to a file only its owner can read (created 0600, never world-readable on the way)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def properties(settings: dict[str, str]) -> str:
+    """A Spark properties file (the values here are hex, base64 and class names: nothing to escape)."""
+    return "".join(f"{k} {v}\n" for k, v in settings.items())
+
+
+def make_private_dir(path: Path) -> Path:
+    """A folder (and its missing parents) only its owner can enter."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 @dataclass
@@ -136,6 +166,10 @@ class MiniCluster:
     def state_file(self) -> Path:
         return self.run_dir / "state.json"
 
+    @property
+    def conf_file(self) -> Path:
+        return self.run_dir / "spark-defaults.conf"
+
     def load_state(self) -> ClusterState | None:
         if not self.state_file.exists():
             return None
@@ -149,14 +183,12 @@ class MiniCluster:
         if previous and any(processes.alive(p, previous.create_times.get(n)) for n, p in previous.pids.items()):
             raise ClusterError(f"a mini-cluster from {self.run_dir} is already running "
                                f"({previous.master_url}); run `down` first")
-        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.run_dir)
+        make_private_dir(self.run_dir / "logs")
         secret = secrets.token_hex(32)
-        conf_file = self.run_dir / "spark-defaults.conf"
-        conf_file.touch(mode=0o600)
-        conf_file.chmod(0o600)
         # No silent move to the next port: a taken port fails start-up with the log shown.
         settings = {**security_conf(secret), "spark.port.maxRetries": "0"}
-        conf_file.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
+        conf_file = write_private(self.conf_file, properties(settings))
         run_id = uuid.uuid4().hex
         master_url = f"spark://{self.host}:{self.cfg.master_port}"
         self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
@@ -168,8 +200,7 @@ class MiniCluster:
                                    "--webui-port", str(self.cfg.master_ui_port)], conf_file)
             self._wait_for_master()
             for i in range(1, self.workers + 1):
-                work_dir = self.run_dir / f"worker-{i}"
-                work_dir.mkdir(exist_ok=True)
+                work_dir = make_private_dir(self.run_dir / f"worker-{i}")
                 self._spawn(f"worker-{i}", [WORKER_CLASS, master_url, "--host", self.host,
                                             "--cores", str(self.cfg.worker_cores),
                                             "--memory", self.cfg.worker_memory,
@@ -194,11 +225,13 @@ class MiniCluster:
         return env
 
     def _spawn(self, name: str, args: list[str], conf_file: Path) -> None:
-        log = open(self.run_dir / "logs" / f"{name}.log", "ab")
+        log = os.fdopen(os.open(self.run_dir / "logs" / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                0o600), "ab")
         cmd = [str(spark_home() / "bin" / "spark-class"), *args, "--properties-file", str(conf_file)]
-        # spark-class execs java, so this pid is the JVM itself.
+        # spark-class execs java, so this pid is the JVM itself. umask 077: every file the daemons,
+        # their executors and the roles create (executor logs, work folders) is the owner's only.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self._env(), start_new_session=True)
+                                env=self._env(), start_new_session=True, umask=0o077)
         log.close()
         import psutil
         self.state.pids[name] = proc.pid
@@ -207,10 +240,7 @@ class MiniCluster:
         self._save()
 
     def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(self.state.to_json())
-        os.replace(tmp, self.state_file)
+        os.replace(write_private(self.state_file.with_suffix(".tmp"), self.state.to_json()), self.state_file)
 
     def master_json(self, timeout_s: float = 5.0) -> dict:
         req = urllib.request.Request(f"{self.state.master_ui}/json/",
@@ -286,7 +316,9 @@ class MiniCluster:
             raise ClusterError(f"processes of run {state.run_id} still alive: {left}")
         for name in state.pids:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        # The logs stay for reading; the secret goes with the cluster.
         self.state_file.unlink(missing_ok=True)
+        self.conf_file.unlink(missing_ok=True)
         return stopped + hdfs_pids
 
     def status(self) -> dict:

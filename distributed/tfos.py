@@ -10,6 +10,11 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
 - TFoS finds a node's address by asking the routing table for the default interface: on the
   loopback mini-cluster that is wrong, so the node address is the configured host.
 - The ps manager listens on all interfaces: it binds the node address instead.
+- TFoS logs the managers' authkeys at INFO, on the driver and into the executor logs: its loggers
+  keep warnings and errors only, on both sides.
+- TensorFlow's gRPC servers (roles started with tf_servers=True) have no authentication and bind
+  every interface: on a cluster of this machine the roles run them in a private network of the run's
+  own (netns.py), made before the roles start and deleted by name when they end or fail.
 - "waiting for N reservations" forever: a timeout that names the roles that never registered.
 - Roles that outlive the job: each process TFoS forks dies with its parent (PR_SET_PDEATHSIG), and
   shutdown is bounded, even when a role returned early or raised.
@@ -25,7 +30,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from distributed import reservation
+from distributed import netns, reservation
 from distributed.reservation import ReservationTimeout
 
 __all__ = ["Cluster", "ReservationTimeout", "RoleContext", "RoleFailed", "Roles", "run"]
@@ -78,6 +83,12 @@ def check_assignment(roles: Roles, cluster_info: list[dict]) -> None:
         raise RoleFailed(f"two roles share one host:port: {nodes}")
 
 
+def quiet_tfos_logging() -> None:
+    """TFoS logs every node record at INFO, the manager's authkey included (TFCluster on the driver,
+    TFSparkNode on the executors, into the executor logs): only its warnings and errors are kept."""
+    logging.getLogger("tensorflowonspark").setLevel(logging.WARNING)
+
+
 def _tfos():
     import warnings
     with warnings.catch_warnings():
@@ -102,6 +113,7 @@ def _patch_executor(node_host: str | None, secret: str) -> None:
     """Install the workarounds in this Python worker (idempotent; runs before any TFoS code)."""
     import multiprocessing
     _, TFManager, _, _, util, tfos_reservation = _tfos()
+    quiet_tfos_logging()
     reservation.install_client(tfos_reservation, secret)
     if node_host:
         util.get_ip_address = lambda: node_host
@@ -138,9 +150,10 @@ PROGRESS_BACKOFF_S = 30.0   # no progress records after one failed, for this lon
 class RoleContext:
     """What a role function sees: its name, the cluster's addresses, its data feed, stop signals."""
 
-    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None):
+    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None, network: str | None = None):
         self._ctx = tfos_ctx
         self._secret, self._server_addr = secret, server_addr
+        self._network = network
         self.args = args
         self.job_name: str = tfos_ctx.job_name
         self.task_index: int = tfos_ctx.task_index
@@ -151,6 +164,11 @@ class RoleContext:
     @property
     def name(self) -> str:
         return f"{self.job_name}:{self.task_index}"
+
+    def private_network(self):
+        """Context: run TensorFlow's servers and clients in the run's private network, if the run has
+        one (see netns.py); wrap what must reach the driver or storage in netns.outside()."""
+        return netns.entered(self._network)
 
     def progress(self, force: bool = False, **fields) -> bool:
         """Tell the driver's display how this role is doing (flat JSON scalars: epoch, accuracy, ...).
@@ -164,8 +182,9 @@ class RoleContext:
         self._progress_sent = now
         try:
             record = {k: v.item() if hasattr(v, "item") else v for k, v in fields.items()}  # numpy scalars
-            reservation.send_progress(self._server_addr, self._secret, self.name, record,
-                                      timeout_s=PROGRESS_TIMEOUT_S)
+            with netns.outside():
+                reservation.send_progress(self._server_addr, self._secret, self.name, record,
+                                          timeout_s=PROGRESS_TIMEOUT_S)
             return True
         except Exception as exc:  # noqa: BLE001 -- progress is best effort by design
             self._progress_quiet_until = now + PROGRESS_BACKOFF_S
@@ -186,7 +205,8 @@ class RoleContext:
     def should_stop(self) -> bool:
         """True once the driver has stopped this node (ps) or its manager is gone."""
         try:
-            return str(self._ctx.mgr.get("state")).strip("'") in ("stopped", "terminating")
+            with netns.outside():
+                return str(self._ctx.mgr.get("state")).strip("'") in ("stopped", "terminating")
         except Exception:  # the manager died with its executor
             return True
 
@@ -198,7 +218,9 @@ class RoleContext:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                if set(roles) <= set(reservation.reported_roles(self._server_addr, self._secret)):
+                with netns.outside():
+                    reported = reservation.reported_roles(self._server_addr, self._secret)
+                if set(roles) <= set(reported):
                     return True
             except OSError:  # the driver closed the server: the job is over
                 return True
@@ -208,10 +230,10 @@ class RoleContext:
         return False
 
 
-def _role_main(role_fn: Callable, secret: str, server_addr) -> Callable:
+def _role_main(role_fn: Callable, secret: str, server_addr, network: str | None) -> Callable:
     def main(args, tfos_ctx):
         _die_with_parent()
-        ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr)
+        ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr, network)
         name = f"{ctx.job_name}:{ctx.task_index}"
         try:
             result = role_fn(ctx.args, ctx)
@@ -226,8 +248,10 @@ def _role_main(role_fn: Callable, secret: str, server_addr) -> Callable:
 class Cluster:
     """A running TFoS cluster: its roles' addresses, data feeding, results, and a bounded shutdown."""
 
-    def __init__(self, sc, tfos_cluster, server, roles: Roles, node_host, secret, input_mode):
+    def __init__(self, sc, tfos_cluster, server, roles: Roles, node_host, secret, input_mode,
+                 network: str | None = None):
         self.sc = sc
+        self.network = network  # the roles' private network (netns.py), deleted when they end
         self._cluster = tfos_cluster
         self._server = server
         self.roles = roles
@@ -314,7 +338,7 @@ class Cluster:
             raise RoleFailed("; ".join(errors + ([f"no result from {', '.join(silent)}"] if silent else []))
                              + ("; " if failed and (errors or silent) else "")
                              + (self._describe(failed) if failed else ""))
-        self._server.close()
+        self._close()
         return self.results()
 
     def abort(self) -> None:
@@ -324,7 +348,13 @@ class Cluster:
         try:
             self.sc.cancelAllJobs()
         finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
             self._server.close()
+        finally:
+            _remove_network(self.network)
 
     def _workers(self) -> list[dict]:
         return [n for n in self.info if n["job_name"] not in ("ps", "evaluator")]
@@ -367,23 +397,28 @@ class Cluster:
 
 def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Roles, *,
         input_mode: str = "spark", node_host: str | None = None, secret: str,
-        reservation_timeout_s: float = 120) -> Cluster:
+        reservation_timeout_s: float = 120, tf_servers: bool = False) -> Cluster:
     """Start `roles` on the executors of `sc`, each running role_fn(args, ctx) in its TFoS role.
 
-    role_fn returns a JSON-serialisable result (or None); Cluster.shutdown() collects them."""
+    role_fn returns a JSON-serialisable result (or None); Cluster.shutdown() collects them.
+    tf_servers: the roles run TensorFlow's gRPC servers (no authentication): on a cluster of this
+    machine they get a private network (RoleContext.private_network), deleted when they end."""
     TFCluster, _, _, TFSparkNode, _, tfos_reservation = _tfos()
     mode = {"spark": TFCluster.InputMode.SPARK, "tensorflow": TFCluster.InputMode.TENSORFLOW}[input_mode]
     TFCluster.tf_status.clear()  # module-level in TFoS: would leak an old error into this run
-    # TFCluster logs every node record at INFO, the manager's authkey included; the roles are
-    # logged below without it.
-    logging.getLogger("tensorflowonspark.TFCluster").setLevel(logging.WARNING)
-    server = reservation.Server(roles.total, secret=secret, host=node_host, sc=sc, describe=roles,
-                                missing=missing_roles)
+    quiet_tfos_logging()  # the roles are logged below without their authkeys
+    network = _private_network(node_host) if tf_servers else None
+    try:
+        server = reservation.Server(roles.total, secret=secret, host=node_host, sc=sc, describe=roles,
+                                    missing=missing_roles)
+    except BaseException:
+        _remove_network(network)
+        raise
     original_server, original_run = tfos_reservation.Server, TFSparkNode.run
     tfos_reservation.Server = lambda count: server
 
     def node_run(fn, tf_args, cluster_meta, *rest, **kw):
-        inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"]),
+        inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"], network),
                              tf_args, cluster_meta, *rest, **kw)
         return _on_executor(inner, node_host, secret)
 
@@ -395,16 +430,57 @@ def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Role
     except BaseException:
         sc.cancelAllJobs()
         server.close()
+        _remove_network(network)
         raise
     finally:
         tfos_reservation.Server, TFSparkNode.run = original_server, original_run
-    cluster = Cluster(sc, tfos_cluster, server, roles, node_host, secret, mode)
+    cluster = Cluster(sc, tfos_cluster, server, roles, node_host, secret, mode, network)
     try:
         check_assignment(roles, cluster.info)
     except RoleFailed:
-        sc.cancelAllJobs()
-        server.close()
+        cluster.abort()
         raise
-    log.info("TFoS roles up: %s", ", ".join(f"{n['job_name']}:{n['task_index']}@{n['host']}:{n['port']}"
-                                            for n in cluster.info))
+    log.info("TFoS roles up: %s%s", ", ".join(f"{n['job_name']}:{n['task_index']}@{n['host']}:{n['port']}"
+                                              for n in cluster.info),
+             f"; their TF servers in private network {network}" if network else "")
+    if tf_servers and not network:
+        _warn_exposed(cluster.info)
     return cluster
+
+
+def _private_network(node_host: str | None) -> str | None:
+    """A private network for TF servers when every role runs on this machine, else None (warned)."""
+    if node_host is None:
+        return None  # roles on several machines: the cluster's own network must be private (README)
+    reason = netns.unavailable()
+    if reason is None:
+        try:
+            return netns.create()
+        except netns.NetnsError as exc:
+            reason = str(exc)
+    log.warning("no private network for this run's TensorFlow servers (%s): they listen on every "
+                "interface of this machine without authentication while the run lasts", reason)
+    return None
+
+
+def _remove_network(network: str | None) -> None:
+    if network:
+        try:
+            netns.remove(network)
+        except netns.NetnsError as exc:  # the next run's sweep deletes it
+            log.warning("could not delete private network %s: %s", network, exc)
+
+
+def _warn_exposed(info: list[dict]) -> None:
+    """TF servers bind every interface: say so, naming any role whose address is public."""
+    import ipaddress
+    public = []
+    for n in info:
+        try:
+            if ipaddress.ip_address(n["host"]).is_global:
+                public.append(f"{n['job_name']}:{n['task_index']}@{n['host']}")
+        except ValueError:  # a host name: cannot tell
+            continue
+    log.warning("TensorFlow's servers have no authentication and listen on every interface of their "
+                "machines: the cluster's network must admit only its own machines (README, Security)%s",
+                f"; public addresses: {', '.join(public)}" if public else "")

@@ -32,6 +32,8 @@ esac
   {
     echo "spark.authenticate true"
     echo "spark.authenticate.secret $secret"
+    # RPC encrypted (AES-GCM): task closures carry each job's secret and TFoS's authkeys.
+    echo "spark.network.crypto.enabled true"
     # The REST submission server would accept jobs outside the authenticated RPC channel.
     echo "spark.master.rest.enabled false"
     if [ -n "$default_fs" ]; then

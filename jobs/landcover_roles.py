@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from distributed import pidfile
+from distributed import netns, pidfile
 from jobs.redshift_roles import quiet_tensorflow
 from jobs.resume import RoleLost, attempt, epoch_order, error_line, unreachable_roles
 from rdd_io import storage
@@ -41,7 +41,8 @@ def load_patches(uri: str) -> dict[str, np.ndarray]:
     """Every shard-*.h5 of a patch set, concatenated (runs on executors)."""
     from rdd_io import storage
     from rdd_io.landcover_patches import LANDCOVER_PATCHES
-    parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
+    with netns.outside():
+        parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
     return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "hsi", "label")}
 
 
@@ -105,9 +106,10 @@ def save_cell(uri: str, units: dict, optimizer, epochs_done: int, history: dict)
     """The chief's checkpoint of a cell (layout: jobs/landcover.py's docstring)."""
     from distributed import checkpoint
     from models import landcover
-    checkpoint.save(uri, {"variables": [v.numpy() for v in landcover.unit_variables(units)],
-                          "optimizer": checkpoint.optimizer_arrays(optimizer)},
-                    {"epoch": epochs_done, "history": history})
+    arrays = {"variables": [v.numpy() for v in landcover.unit_variables(units)],
+              "optimizer": checkpoint.optimizer_arrays(optimizer)}
+    with netns.outside():
+        checkpoint.save(uri, arrays, {"epoch": epochs_done, "history": history})
 
 
 def restore_cell(uri: str, units: dict, optimizer) -> tuple[dict, int] | None:
@@ -115,7 +117,8 @@ def restore_cell(uri: str, units: dict, optimizer) -> tuple[dict, int] | None:
     or None when the cell has no checkpoint yet."""
     from distributed import checkpoint
     from models import landcover
-    found = checkpoint.load_if_present(uri)
+    with netns.outside():
+        found = checkpoint.load_if_present(uri)
     if found is None:
         return None
     arrays, state = found
@@ -134,13 +137,15 @@ class CellProgress:
         from rdd_io import storage
         self.ctx, self.cell, self.done_before = ctx, cell, done_before
         self.last: dict = {}
-        self.writer = open_writer(tensorboard_uri and storage.join(tensorboard_uri, cell["id"]), ctx.name)
+        with netns.outside():
+            self.writer = open_writer(tensorboard_uri and storage.join(tensorboard_uri, cell["id"]), ctx.name)
 
     def __call__(self, record: dict, epoch_end: bool) -> None:
         if epoch_end:
             self.last = {k: record[k] for k in ("loss", "accuracy")}
             if self.writer:
-                self.writer.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
+                with netns.outside():
+                    self.writer.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
         self.ctx.progress(force=epoch_end, what=self.cell["id"], done=self.done_before + record["epoch"],
                           **{**self.last, **{k: v for k, v in record.items() if k != "epoch_time_s"}})
 
@@ -149,7 +154,8 @@ class CellProgress:
 
     def __exit__(self, *exc):
         if self.writer:
-            self.writer.close()
+            with netns.outside():
+                self.writer.close()
 
 
 def chief_role(args: dict, ctx) -> dict:
@@ -165,8 +171,10 @@ def chief_role(args: dict, ctx) -> dict:
     done = 0  # epochs of all cells, for the driver's overall bar
     for cell in args["cells"]:
         result_uri = storage.join(args["checkpoints"], cell["id"], RESULT_FILE)
-        if args["resume"] and storage.exists(result_uri):  # finished before the run was interrupted
-            cells.append(json.loads(storage.read_text(result_uri)))
+        with netns.outside():
+            finished = storage.read_text(result_uri) if args["resume"] and storage.exists(result_uri) else None
+        if finished:  # finished before the run was interrupted
+            cells.append(json.loads(finished))
             done += cell["epochs"]
             continue
         data = cache.setdefault(cell["data_uri"], load_patches(cell["data_uri"]))
@@ -187,7 +195,8 @@ def chief_role(args: dict, ctx) -> dict:
                                          f"continue with --resume" for r in lost)) from None
         done += cell["epochs"]
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
-        storage.write_text(result_uri, json.dumps(cells[-1]))
+        with netns.outside():
+            storage.write_text(result_uri, json.dumps(cells[-1]))
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
@@ -217,4 +226,5 @@ def role(args: dict, ctx) -> dict:
                        f"{cell['id']}: its process died (Spark started it again, attempt {tries + 1}); "
                        f"continue with --resume")
     pidfile.write(storage.join(args["checkpoints"], "pids"), name)
-    return chief_role(args, ctx) if ctx.job_name == "chief" else server_role(args, ctx)
+    with ctx.private_network():  # TensorFlow's servers have no authentication: none but the run's roles reach them
+        return chief_role(args, ctx) if ctx.job_name == "chief" else server_role(args, ctx)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -134,11 +135,36 @@ def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret
     }
     if host:
         settings.update({"spark.driver.host": host, "spark.driver.bindAddress": host})
-    if cluster_secret:
-        settings.update(security_conf(cluster_secret))
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    if not cluster_secret:
+        return builder.getOrCreate()
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit's JVM runs already: set in memory, over py4j
+        for key, value in security_conf(cluster_secret).items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+    with _secret_properties(security_conf(cluster_secret)):
+        return builder.getOrCreate()
+
+
+@contextlib.contextmanager
+def _secret_properties(settings: dict[str, str]):
+    """Start the driver's JVM with `settings` in an owner-only properties file, not as --conf
+    arguments (any local user reads a command line in `ps`). The JVM reads the file at start; it is
+    deleted right after. (Spark's spark.authenticate.secret.file is refused outside Kubernetes.)"""
+    import tempfile
+    from distributed.minicluster import properties, write_private
+    with tempfile.TemporaryDirectory(prefix="scidl-driver-") as tmp:  # created 0700
+        conf = write_private(Path(tmp) / "secret.conf", properties(settings))
+        before = os.environ.get("PYSPARK_SUBMIT_ARGS")
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(str(conf))} " + (before or "pyspark-shell")
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
+            else:
+                os.environ["PYSPARK_SUBMIT_ARGS"] = before
 
 
 def check_resumable(output: str, resolved: str) -> None:

@@ -2,9 +2,11 @@
 and a real HDFS (NameNode + 2 DataNodes) for the tests marked `hdfs`, also one per session."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from distributed import processes
 from distributed.hdfs_cluster import HdfsCluster
 from distributed.minicluster import up_on_free_ports
 
+from .sniff import LoopbackSniffer
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 5  # the land-cover roles need 5 executors; other jobs use fewer
+MASTER_TRAFFIC: list[list[bytes]] = []  # TCP payloads to and from the master port during `up` (root only)
 
 
 def pytest_collection_modifyitems(items):
@@ -28,8 +33,12 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def minicluster(tmp_path_factory):
     # A busy shared machine can take minutes to start the JVMs: the bound is generous, not a measure.
-    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), tmp_path_factory.mktemp("minicluster"),
-                               WORKERS)
+    with contextlib.ExitStack() as stack:
+        sniffer = stack.enter_context(LoopbackSniffer()) if os.geteuid() == 0 else None  # an eavesdropper
+        cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300),
+                                   tmp_path_factory.mktemp("minicluster"), WORKERS)
+    if sniffer:  # what went to and from the master while the workers registered
+        MASTER_TRAFFIC.append(sniffer.payloads(cluster.cfg.master_port))
     run_id = cluster.state.run_id
     try:
         yield cluster
@@ -87,15 +96,62 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 TINY_STDOUT: dict[str, str] = {}  # case -> what its tiny run printed (not a terminal: plain progress lines)
+TINY_CMDLINES: dict[str, set[str]] = {}  # case -> every command line of its processes seen while it ran
+
+
+def job_cmdlines(job_pid: int, run_id: str) -> set[str]:
+    """Command lines (what any local user reads in `ps`) of a job's driver and its children, and of
+    every process of the cluster's run (executors, Python workers, TFoS managers and roles)."""
+    import psutil
+    try:
+        driver = psutil.Process(job_pid)
+        procs = [driver, *driver.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    seen = set()
+    for proc in procs + processes.tagged(run_id):
+        try:
+            seen.add(" ".join(proc.cmdline()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return seen
 
 
 def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) -> Path:
     out = root / case
     args = [a for key_value in sets for a in ("--set", key_value)]
-    proc = run_job(f"{case}.py", "--preset", "tiny", "--master", cluster.state.master_url,
-                   "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out), *args, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-    TINY_STDOUT[case] = proc.stdout
+    cmd = [sys.executable, str(ROOT / "jobs" / f"{case}.py"), "--preset", "tiny", "--master",
+           cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen: set[str] = set()
+    stdout: list[str] = []
+    stderr: list[str] = []
+    done = threading.Event()
+
+    def watch():  # while the job runs, as an attacker polling `ps` would
+        while not done.wait(1.0):
+            seen.update(job_cmdlines(proc.pid, cluster.state.run_id))
+
+    threads = [threading.Thread(target=watch), threading.Thread(target=lambda: stdout.extend(proc.stdout)),
+               threading.Thread(target=lambda: stderr.extend(proc.stderr))]
+    for t in threads:
+        t.daemon = True
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass  # reported below with what the job printed
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in threads:
+            t.join(timeout=180)
+    text, errors = "".join(stdout), "".join(stderr)
+    assert proc.returncode == 0, f"exit {proc.returncode} (-9: killed after {timeout:.0f}s)\n" + text[-5000:] + errors[-3000:]
+    TINY_STDOUT[case], TINY_CMDLINES[case] = text, seen
     return out
 
 

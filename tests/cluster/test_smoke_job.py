@@ -1,7 +1,9 @@
 """The TFoS smoke job on the real mini-cluster: 1 ps + 2 workers, InputMode.SPARK, 10,000 records."""
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -84,6 +86,11 @@ def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and "interrupted" in summary["error"]
     assert _run_dir_processes(run_dir) == []
+    # The finished run's folder is the owner's only and keeps its logs but not its secret.
+    folders = [p for p in run_dir.iterdir() if p.is_dir()]
+    assert folders and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in folders)
+    holding = [str(p) for p in run_dir.rglob("*") if p.is_file() and re.search(rb"[0-9a-f]{64}", p.read_bytes())]
+    assert holding == []
 
 
 def test_same_arguments_through_spark_submit(minicluster, tmp_path):

@@ -197,6 +197,7 @@ def test_spark_entrypoint_turns_authentication_on():
     assert settings.get("spark.authenticate") == "true"
     assert settings.get("spark.authenticate.secret") == "$secret"
     assert settings.get("spark.master.rest.enabled") == "false"
+    assert settings.get("spark.network.crypto.enabled") == "true"
 
 
 def test_secrets_are_not_baked_into_the_image(dockerfile):

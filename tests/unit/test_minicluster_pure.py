@@ -35,12 +35,18 @@ def test_ui_token_is_a_valid_hs256_jws():
 
 
 def test_ui_token_depends_on_the_secret():
-    assert ui_token(SECRET) == ui_token(SECRET)
-    other = ui_token(SECRET + "x")
-    assert other.rsplit(".", 1)[0] == ui_token(SECRET).rsplit(".", 1)[0]  # same header and claims
-    assert other != ui_token(SECRET)                                      # different signature
+    assert ui_token(SECRET, now=1000) == ui_token(SECRET, now=1000)
+    other = ui_token(SECRET + "x", now=1000)
+    assert other.rsplit(".", 1)[0] == ui_token(SECRET, now=1000).rsplit(".", 1)[0]  # same header and claims
+    assert other != ui_token(SECRET, now=1000)                                      # different signature
     assert len(ui_key(SECRET)) == 32 and ui_key(SECRET) != ui_key(SECRET + "x")
     assert SECRET.encode() not in ui_key(SECRET)
+
+
+def test_ui_token_expires():
+    claims = json.loads(_b64decode(ui_token(SECRET, ttl_s=60, now=1000).split(".")[1]))
+    assert claims == {"exp": 1060}
+    assert json.loads(_b64decode(ui_token(SECRET).split(".")[1]))["exp"] > 0
 
 
 def test_security_conf_turns_authentication_on():
@@ -52,6 +58,7 @@ def test_security_conf_turns_authentication_on():
     assert base64.urlsafe_b64decode(key) == ui_key(SECRET)
     assert len(ui_key(SECRET)) * 8 >= 256  # HS256 keys must be at least 256 bits
     assert conf["spark.master.rest.enabled"] == "false"
+    assert conf["spark.network.crypto.enabled"] == "true"
     assert all(isinstance(v, str) for v in conf.values())  # written straight into spark-defaults.conf
 
 
