@@ -84,10 +84,21 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+_HDFS_PID: int | None = None  # the process that started hdfs-native's runtime, if any
+
+
 def _remote(uri: str):
     """(fsspec file system, path inside it) for a non-local URI."""
     import fsspec
+    global _HDFS_PID
     options = HDFS_OPTIONS if urlparse(uri).scheme in ("hdfs", "viewfs") else {}
+    if options:
+        # Measured: hdfs-native's runtime does not survive fork(); a child of a process that used it
+        # blocks forever on its first call. Fail at once, naming the URI, instead of hanging.
+        if _HDFS_PID is not None and _HDFS_PID != os.getpid():
+            raise StorageError(f"{uri}: this process ({os.getpid()}) was forked from one that had used the HDFS "
+                               f"client (pid {_HDFS_PID}); hdfs-native cannot be used after fork()")
+        _HDFS_PID = os.getpid()
     try:
         return fsspec.core.url_to_fs(uri, **options)
     except Exception as exc:

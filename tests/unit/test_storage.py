@@ -157,3 +157,10 @@ def test_read_parts_of_a_missing_folder_names_it(tmp_path):
     (tmp_path / "never-written" / "part-00000.h5").write_bytes(b"zero")
     assert [(Path(p).name, b) for p, b in storage.read_parts(uri, "part-")] == [("part-00000.h5", b"zero"),
                                                                                ("part-00001.h5", b"one")]
+
+
+def test_hdfs_in_a_child_forked_after_use_fails_at_once_naming_the_uri(monkeypatch):
+    """hdfs-native's runtime does not survive fork(): a forked child would block forever, so it is refused."""
+    monkeypatch.setattr(storage, "_HDFS_PID", os.getpid() + 1)  # as if a parent process had used the client
+    with pytest.raises(storage.StorageError, match="hdfs://nn:9000/x/y.h5: .*forked.*hdfs-native cannot be used"):
+        storage.read_bytes("hdfs://nn:9000/x/y.h5")
