@@ -25,6 +25,7 @@ from rdd_io import storage
 
 log = logging.getLogger("jobs.domst")
 APPROACHES = ("singlehead", "singlehead_p", "domst")
+ABLATION = ("singlehead_p_wide", "singlehead_p_means", "domst_projection", "domst_uniform", "domst_k1")
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ModelConfig:
     dropout: Rate
     learning_rate: Positive
     target_units: Count
+    head_input: Literal["pixels", "weighted_sum"]
+    partition: Literal["distance", "dynamic"]
 
 
 @dataclass
@@ -68,8 +71,10 @@ class TrainConfig:
 class ExperimentsConfig:
     approaches: list[Literal["singlehead", "singlehead_p", "domst"]]
     modes: list[Literal["ipd", "s"]]
-    nodes: Count
+    nodes: Count | None
     assignment: Literal["balanced", "round_robin"]
+    ablation: list[Literal["singlehead_p_wide", "singlehead_p_means", "domst_projection", "domst_uniform",
+                           "domst_k1"]]
 
 
 @dataclass
@@ -89,11 +94,13 @@ class DomstConfig:
 
     def validate(self) -> None:
         ex, d = self.experiments, self.data
-        if ex.nodes < 1:
-            raise ConfigError(f"experiments.nodes: {ex.nodes} must be >= 1")
+        if ex.nodes is not None and ex.nodes < 1:
+            raise ConfigError(f"experiments.nodes: {ex.nodes} must be >= 1 (or null: one node per watershed)")
         for key, values in (("approaches", ex.approaches), ("modes", ex.modes)):
             if not values or len(set(values)) != len(values):
                 raise ConfigError(f"experiments.{key}: a non-empty list without repeats, got {values}")
+        if len(set(ex.ablation)) != len(ex.ablation):
+            raise ConfigError(f"experiments.ablation: a list without repeats, got {ex.ablation}")
         if not (0 < d.train_frac and 0 < d.val_frac and d.train_frac + d.val_frac < 1):
             raise ConfigError(f"data.train_frac={d.train_frac}, val_frac={d.val_frac}: both positive, sum below 1")
         if d.lookback - len(self.model.filters) * (self.model.kernel_size - 1) < 1:
@@ -102,11 +109,30 @@ class DomstConfig:
             raise ConfigError("train.epochs and train.patience must be >= 1")
         if self.train.checkpoint_every < 0:
             raise ConfigError("train.checkpoint_every: 0 (no checkpoints) or a number of epochs")
+        if self.model.partition == "dynamic" and self.model.head_input != "weighted_sum":
+            raise ConfigError("model.partition: dynamic re-cuts the groups, which needs model.head_input: "
+                              "weighted_sum (with pixels, a head's channels are its pixels)")
         if self.placement.cpu_devices is not None and self.placement.cpu_devices < 1:
             raise ConfigError("placement.cpu_devices: null or >= 1")
 
     def executors(self) -> int:
-        return self.experiments.nodes if "ipd" in self.experiments.modes else 1
+        """IP-D nodes: experiments.nodes, at most one per watershed (null: one per watershed)."""
+        if "ipd" not in self.experiments.modes:
+            return 1
+        n = self.watershed_count()
+        return n if self.experiments.nodes is None else max(1, min(self.experiments.nodes, n))
+
+    def watershed_count(self) -> int:
+        """Watersheds of the region: simulated, or listed in the input's region file."""
+        if self.data.source == "simulate":
+            return self.data.watersheds
+        from rdd_io.domst_read import read_watersheds
+        from rdd_io.domst_sim import WATERSHEDS_FILE
+        try:
+            uri = storage.join(storage.to_uri(self.data.input), WATERSHEDS_FILE)
+            return max(1, len(read_watersheds(storage.read_bytes(uri), uri)["watersheds"]))
+        except Exception:  # unreadable here: the job's own read reports it, naming the file
+            return self.data.watersheds
 
 
 # ---------------------------------------------------------------------------------- pure helpers
@@ -146,14 +172,14 @@ def assign(costs: dict[str, float], nodes: int, how: str = "balanced") -> list[l
     return plan
 
 
-def mode_times(results: dict, approaches: list[str]) -> dict:
-    """Role-measured times of one mode: the training phase (first node's start to last node's end) and,
-    per approach, the busiest node's seconds on it (what the phase would take for that approach alone)."""
+def run_times(results: dict) -> dict:
+    """Role-measured times of one run: the training phase (first node's start to last node's end: the
+    total training time of all its watersheds), the busiest node's seconds inside train_one, and the
+    slowest node's start-up (Python worker to first watershed)."""
     nodes = [r for r in results.values() if r["watersheds"]]
-    per_approach = {a: max(sum(s["train_s"] for w in r["watersheds"] for s in w["scores"] if s["approach"] == a)
-                           for r in nodes) for a in approaches}
+    busy = max(sum(s["train_s"] for w in r["watersheds"] for s in w["scores"]) for r in nodes)
     return {"phase_s": max(r["t_end"] for r in nodes) - min(r["t_start"] for r in nodes),
-            "per_approach_s": per_approach, "nodes_used": len(nodes),
+            "busiest_node_s": busy, "nodes_used": len(nodes),
             "startup_s": max(r["startup_s"] for r in results.values())}
 
 
@@ -227,31 +253,33 @@ def build_watersheds(job: Job, uri: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------- training
-def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
-    """One TFoS run: `nodes` workers (IP-D) or one (S), each training its watersheds; no ps is needed."""
+def run_mode(job: Job, mode: str, sheds: list[dict], approaches: list[str], label: str) -> dict:
+    """One TFoS run of `approaches`: `nodes` workers (IP-D) or one (S), each training its watersheds one
+    at a time; no ps is needed. `label` names the run's TensorBoard folder (<mode>_<label>)."""
     from distributed import tfos
     from jobs import progress
     from jobs.domst_roles import role
     cfg = job.cfg
-    nodes = min(cfg.experiments.nodes, len(sheds)) if mode == "ipd" else 1
+    nodes = min(cfg.executors(), len(sheds)) if mode == "ipd" else 1
     costs = {s["id"]: estimated_cost(s["pixels"], cfg.model, cfg.data.lookback) for s in sheds}
     plan = assign(costs, nodes, cfg.experiments.assignment)
     args = {"model": asdict(cfg.model), "train": asdict(cfg.train), "placement": asdict(cfg.placement),
-            "approaches": list(cfg.experiments.approaches), "assignment": plan, "bundles": job.out("watersheds"),
+            "approaches": list(approaches), "assignment": plan, "bundles": job.out("watersheds"),
             "lookback": cfg.data.lookback, "train_frac": cfg.data.train_frac, "val_frac": cfg.data.val_frac,
             "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
             "index": {s["id"]: i for i, s in enumerate(sheds)},
-            "tensorboard_uri": job.out("tensorboard", mode) if cfg.train.tensorboard else None,
+            "tensorboard_uri": job.out("tensorboard", f"{mode}_{label}") if cfg.train.tensorboard else None,
             "checkpoints": job.out("checkpoints", mode), "resume": job.resume}
-    log.info("%s: %d node(s), watersheds per node %s", mode, nodes, plan)
+    log.info("%s %s: %d node(s), watersheds per node %s", mode, label, nodes, plan)
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=0, workers=nodes), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
     t_up = time.time()
     try:
-        models = len(cfg.experiments.approaches)
-        with progress.shown(cluster, mode, {f"worker:{k}": len(w) * models for k, w in enumerate(plan)}, unit="models"):
+        models = len(approaches)
+        with progress.shown(cluster, f"{mode} {label}", {f"worker:{k}": len(w) * models for k, w in enumerate(plan)},
+                            unit="models"):
             results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
     except tfos.RoleFailed as exc:
         cluster.abort()
@@ -266,37 +294,62 @@ def run_mode(job: Job, mode: str, sheds: list[dict]) -> dict:
     for node, wids in enumerate(plan):  # each node trained exactly the watersheds it was given
         got = [w["watershed"] for w in results[f"worker:{node}"]["watersheds"]]
         if got != wids:
-            raise RuntimeError(f"{mode}: worker {node} trained {got}, was assigned {wids}")
-    times = mode_times(results, list(cfg.experiments.approaches))
+            raise RuntimeError(f"{mode} {label}: worker {node} trained {got}, was assigned {wids}")
+    times = run_times(results)
     times.update(nodes=nodes, driver_s=round(t_end - t_up, 2), driver_total_s=round(t_end - t0, 2))
-    log.info("%s: training phase %.1fs (driver: %.1fs after the roles were up)", mode, times["phase_s"],
+    log.info("%s %s: training phase %.1fs (driver: %.1fs after the roles were up)", mode, label, times["phase_s"],
              times["driver_s"])
-    return {"mode": mode, "plan": plan, "times": times, "nodes": results}
+    return {"mode": mode, "label": label, "approaches": list(approaches), "plan": plan, "times": times,
+            "nodes": results}
+
+
+def run_all(job: Job, sheds: list[dict]) -> list[dict]:
+    """Table 1 the paper's way: each approach in its own S run and its own IP-D run; then the ablation's
+    variants together in one run of the primary mode (IP-D when it is asked for), for their NSE only."""
+    ex = job.cfg.experiments
+    primary = "ipd" if "ipd" in ex.modes else ex.modes[0]
+    runs = []
+    for mode in sorted(ex.modes, key=lambda m: m != primary):  # one mode's runs together: fewer executor changes
+        runs += [run_mode(job, mode, sheds, [a], a) for a in ex.approaches]
+        if mode == primary and ex.ablation:
+            runs.append(run_mode(job, mode, sheds, ex.ablation, "ablation"))
+    return runs
 
 
 def pixcon_correlations(uri: str, sheds: list[dict], scores: dict) -> dict:
     """Per watershed, the learned Pix-Con weights against the runoff coefficients the simulator planted
-    (truth.npz; read here only, for the report). Empty when there is no truth file."""
+    (truth.npz; read here only, for the report): over the watershed, inside each distance group (what K
+    heads leave identifiable), and the weights against distance to water. Empty without a truth file."""
     import io
 
     import numpy as np
 
-    from models.domst_metrics import correlation
-    from rdd_io.domst_read import read_watersheds
+    from models.domst import partition
+    from models.domst_metrics import correlation, within_groups
+    from rdd_io.domst_read import read_distance, read_watersheds
     from rdd_io.domst_sim import TRUTH_FILE, WATERSHEDS_FILE
     truth_uri = storage.join(uri, TRUTH_FILE)
     if not storage.exists(truth_uri):
         return {}
     coef = np.load(io.BytesIO(storage.read_bytes(truth_uri)))["runoff_coef"].reshape(-1)
-    pixels = {s["id"]: s["pixels"] for s in read_watersheds(storage.read_bytes(storage.join(uri, WATERSHEDS_FILE)),
-                                                            WATERSHEDS_FILE)["watersheds"]}
+    meta = read_watersheds(storage.read_bytes(storage.join(uri, WATERSHEDS_FILE)), WATERSHEDS_FILE)
+    dist = read_distance(storage.read_bytes(storage.join(uri, meta["distance_file"])), meta["distance_file"])[2]
+    dist = dist.reshape(-1)
+    pixels = {s["id"]: s["pixels"] for s in meta["watersheds"]}
     out = {}
     for shed in sheds:
         learned = scores.get(shed["id"], {}).get("domst", {}).get("pixcon")
+        p = pixels[shed["id"]]
         try:
-            out[shed["id"]] = correlation(coef[pixels[shed["id"]]], learned) if learned else None
+            found = correlation(coef[p], learned) if learned else None
         except ValueError:  # fewer than 3 pixels, or constant weights: undefined
-            out[shed["id"]] = None
+            found = None
+        if found:
+            d = dist[p]
+            found["spearman_within_groups"] = within_groups(coef[p], learned, partition(d, shed.get("k_groups") or 1))
+            found["spearman_vs_distance"] = correlation(d, learned)["spearman"] if np.ptp(d) > 0 else None
+            found["planted_vs_distance"] = correlation(d, coef[p])["spearman"] if np.ptp(d) > 0 else None
+        out[shed["id"]] = found
     return out
 
 
@@ -308,9 +361,10 @@ def run(job: Job) -> dict:
     log.info("%d watersheds, %d missing discharge days in all", len(sheds), sum(s["n_missing"] for s in sheds))
     if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
         storage.remove_tree(job.out("checkpoints"))
-    modes = {m: run_mode(job, m, sheds) for m in cfg.experiments.modes}
-    results = domst_report.collect(sheds, modes, list(cfg.experiments.approaches))
-    results["pixcon"] = pixcon_correlations(uri, sheds, results["scores"])
+    runs = run_all(job, sheds)
+    results = domst_report.collect(sheds, runs, list(cfg.experiments.approaches), list(cfg.experiments.ablation))
+    results["pixcon"] = pixcon_correlations(uri, results["watersheds"], results["scores"])
+    results["pixcon_design"] = {"head_input": cfg.model.head_input, "partition": cfg.model.partition}
     files = job.publish(lambda folder: domst_report.write_all(results, folder))
     return {**domst_report.summary(results), "outputs": files}
 

@@ -1,6 +1,7 @@
 """Outputs of the Dom-ST study: NSE per watershed for each approach (the paper's Figure 3, as a table and a
 PNG), the shares of watersheds where one approach beats another, S vs IP-D training times with speedups
-beside the paper's Table 1, the Pix-Con weights against the planted runoff coefficients, report.md.
+beside the paper's Table 1, the paper's per-watershed figures and the ablation (jobs/domst_paper.py), the
+Pix-Con weights against the planted runoff coefficients, report.md.
 Pure functions of the results dict the job assembles; files are written to a local folder."""
 from __future__ import annotations
 
@@ -8,57 +9,56 @@ import json
 import os
 import statistics
 
+from jobs.domst_paper import (LABELS, ablation_rows, fmt, gain_rows, paper_rows, per_watershed, speedups,
+                              time_rows)
 from jobs.output_files import pyplot, save_png, write_csv, write_text
 from models.domst_metrics import share_best, share_better
 
-LABELS = {"singlehead": "Singlehead", "singlehead_p": "Singlehead(+P)", "domst": "Dom-ST (Distributed-Multihead(+P))"}
-# REFERENCE_NUMBERS.md, Dom-ST Table 1: hours for 23 watersheds (S, IP-D, speedup), and the shares.
-PAPER_TIMES_H = {"singlehead_p": (9.96, 1.18, 8.5), "domst": (5.49, 0.44, 12.6)}
 PAPER_SHARES = {"singlehead_p_beats_singlehead": "91%", "domst_beats_both": "almost all"}
 TARGETS = {"median_nse_domst": 0.7, "singlehead_p_beats_singlehead": 0.8, "domst_beats_both": 0.5}
-PAPER_OVERALL_SPEEDUP = 22.7  # slides: S of Singlehead(+P) over IP-D of Dom-ST
 REFERENCE_MEDIAN_NSE = 0.73  # NeuralHydrology LSTM on CAMELS-US (Kratzert et al. 2019), not the paper
 
 
-def collect(sheds: list[dict], modes: dict, approaches: list[str]) -> dict:
-    """Gather the roles' results of each mode into one dict: scores per watershed from IP-D when it ran
-    (else S), times per mode, where Dom-ST's units sat, and how far the two modes' NSE differ."""
-    per_mode = {}
-    for mode, run in modes.items():
-        per_mode[mode] = {w["watershed"]: w for node in run["nodes"].values() for w in node["watersheds"]}
-    primary = "ipd" if "ipd" in modes else next(iter(modes))
-    scores, facts = {}, {s["id"]: dict(s) for s in sheds}
-    for wid, w in per_mode[primary].items():
-        scores[wid] = {s["approach"]: s for s in w["scores"]}
-        facts[wid].update(k_groups=w["k_groups"], samples=w["samples"])
+def collect(sheds: list[dict], runs: list[dict], approaches: list[str], ablation: list[str] = ()) -> dict:
+    """Gather the runs (one per approach and mode, and the ablation's) into one dict: scores per watershed
+    from the IP-D runs when they ran (else S), each run's times, each approach's training seconds per
+    watershed per mode, where Dom-ST's units sat, and how far the two modes' NSE differ."""
+    primary = "ipd" if any(r["mode"] == "ipd" for r in runs) else runs[0]["mode"]
+    facts = {s["id"]: dict(s) for s in sheds}
+    by_run: dict[tuple[str, str], dict] = {}  # (mode, approach) -> {watershed: score}
+    for run in runs:
+        for node in run["nodes"].values():
+            for w in node["watersheds"]:
+                if w.get("unscored"):
+                    facts[w["watershed"]]["unscored"] = w["unscored"]
+                else:
+                    facts[w["watershed"]].update(k_groups=w["k_groups"], samples=w["samples"])
+                for score in w["scores"]:
+                    by_run.setdefault((run["mode"], score["approach"]), {})[w["watershed"]] = score
+    scores = {s["id"]: {a: got[s["id"]] for (m, a), got in by_run.items() if m == primary and s["id"] in got}
+              for s in sheds}
+    train_s: dict = {}
+    for (mode, a), got in by_run.items():
+        if a in approaches:
+            train_s.setdefault(mode, {})[a] = {w: s["train_s"] for w, s in got.items()}
+    times: dict = {}
+    for run in runs:
+        if run["label"] != "ablation":
+            times.setdefault(run["mode"], {})[run["label"]] = run["times"]
     gap = None
-    if len(per_mode) == 2:  # both modes train the same models from the same seeds
-        gap = {a: max(abs(_nse(per_mode["ipd"], w, a) - _nse(per_mode["s"], w, a)) for w in per_mode["s"])
-               for a in approaches}
-    times = {m: run["times"] for m, run in modes.items()}
-    return {"approaches": approaches, "primary_mode": primary, "watersheds": [facts[s["id"]] for s in sheds],
-            "scores": scores, "times": times, "plans": {m: run["plan"] for m, run in modes.items()},
-            "node_devices": {m: {k: n["devices"] for k, n in run["nodes"].items()} for m, run in modes.items()},
+    if {"ipd", "s"} <= set(times):  # both modes train the same models from the same seeds
+        gap = {a: max((abs(by_run[("ipd", a)][w]["nse"] - s["nse"]) for w, s in by_run.get(("s", a), {}).items()
+                       if w in by_run.get(("ipd", a), {})), default=None) for a in approaches}
+    return {"approaches": approaches, "ablation": list(ablation), "primary_mode": primary,
+            "watersheds": [facts[s["id"]] for s in sheds], "scores": scores, "train_s": train_s, "times": times,
+            "plans": {r["mode"]: r["plan"] for r in runs},
+            "node_devices": {r["mode"]: {k: n["devices"] for k, n in r["nodes"].items()} for r in runs},
             "mode_nse_gap": gap, "speedups": speedups(times, approaches)}
 
 
-def _nse(by_wid: dict, wid: str, approach: str) -> float:
-    return next(s["nse"] for s in by_wid[wid]["scores"] if s["approach"] == approach)
-
-
-def speedups(times: dict, approaches: list[str]) -> dict | None:
-    """S over IP-D per approach and for the whole phase; parallel efficiency = T_S / (T_IPD x nodes used)."""
-    if not {"s", "ipd"} <= set(times):
-        return None
-    s, ipd = times["s"], times["ipd"]
-    out = {a: s["per_approach_s"][a] / ipd["per_approach_s"][a] for a in approaches}
-    out["phase"] = s["phase_s"] / ipd["phase_s"]
-    out["parallel_efficiency"] = s["phase_s"] / (ipd["phase_s"] * ipd["nodes_used"])
-    return out
-
-
-def column(results: dict, approach: str, key: str = "nse") -> list[float]:
-    return [results["scores"][w["id"]][approach][key] for w in results["watersheds"]]
+def column(results: dict, approach: str, key: str = "nse") -> list[float | None]:
+    """One value per watershed; None where the watershed was not scored."""
+    return [(results["scores"][w["id"]].get(approach) or {}).get(key) for w in results["watersheds"]]
 
 
 def shares(results: dict) -> dict:
@@ -84,23 +84,35 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def _fmean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
 def summary(results: dict) -> dict:
     a = results["approaches"]
     pix = results.get("pixcon") or {}
     out = {"watersheds": len(results["watersheds"]),
            "median_nse": {x: _median(column(results, x)) for x in a},
-           "mean_nse": {x: statistics.fmean(column(results, x)) for x in a},
+           "mean_nse": {x: _fmean(column(results, x)) for x in a},
            "median_peak_flow_error": {x: _median(column(results, x, "peak_flow_error")) for x in a},
            "shares": shares(results), "times_s": results["times"], "speedups": results["speedups"],
            "mode_nse_gap": results["mode_nse_gap"],
            "missing_days": {w["id"]: w["n_missing"] for w in results["watersheds"]},
-           "missing_days_total": sum(w["n_missing"] for w in results["watersheds"])}
+           "missing_days_total": sum(w["n_missing"] for w in results["watersheds"]),
+           "unscored": {w["id"]: w["unscored"] for w in results["watersheds"] if w.get("unscored")},
+           "per_watershed": per_watershed(gain_rows(results))}
+    if results.get("ablation"):
+        out["ablation"] = {r["approach"]: {k: r[k] for k in ("median_params", "median_nse", "beats_singlehead",
+                                                              "beats_singlehead_p", "beats_domst")}
+                           for r in ablation_rows(results)}
     if "domst" in a:
         out["domst_heads_on_separate_devices"] = heads_apart(results)
-        out["domst_devices"] = {w: s["domst"]["devices"] for w, s in results["scores"].items()}
+        out["domst_devices"] = {w: s["domst"]["devices"] for w, s in results["scores"].items() if "domst" in s}
     if pix:
-        out["pixcon_correlation_median"] = {k: _median([c[k] if c else None for c in pix.values()])
-                                            for k in ("pearson", "spearman")}
+        out["pixcon_correlation_median"] = {k: _median([c.get(k) if c else None for c in pix.values()])
+                                            for k in ("pearson", "spearman", "spearman_within_groups",
+                                                      "spearman_vs_distance", "planted_vs_distance")}
     out["targets"] = {"median_nse_domst": out["median_nse"].get("domst"), **out["shares"]}
     return out
 
@@ -112,23 +124,13 @@ def nse_rows(results: dict) -> list[dict]:
         row = {"watershed": w["id"], "site_no": w["site_no"], "pixels": w["pixels"], "k_groups": w.get("k_groups"),
                "missing_days": w["n_missing"]}
         for x in results["approaches"]:
-            s = results["scores"][w["id"]][x]
-            row.update({f"nse_{x}": s["nse"], f"peak_error_{x}": s["peak_flow_error"], f"epochs_{x}": s["epochs"]})
+            s = results["scores"][w["id"]].get(x) or {}
+            row.update({f"nse_{x}": s.get("nse"), f"peak_error_{x}": s.get("peak_flow_error"),
+                        f"epochs_{x}": s.get("epochs")})
         c = pix.get(w["id"])
         row["pixcon_spearman"] = c["spearman"] if c else None
+        row["unscored"] = w.get("unscored")
         rows.append(row)
-    return rows
-
-
-def time_rows(results: dict) -> list[dict]:
-    t, sp = results["times"], results["speedups"] or {}
-    rows = []
-    for x in results["approaches"] + ["phase"]:
-        get = (lambda m: t[m]["phase_s"]) if x == "phase" else (lambda m: t[m]["per_approach_s"][x])
-        paper = PAPER_TIMES_H.get(x, (None, None, None))
-        rows.append({"approach": "all approaches (training phase)" if x == "phase" else LABELS[x],
-                     "S_s": get("s") if "s" in t else None, "IPD_s": get("ipd") if "ipd" in t else None,
-                     "speedup": sp.get(x), "paper_S_h": paper[0], "paper_IPD_h": paper[1], "paper_speedup": paper[2]})
     return rows
 
 
@@ -146,7 +148,8 @@ def figure3(results: dict, path: str) -> str:
     ids = [w["id"] for w in results["watersheds"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(ids) + 2), 4))
     for x, marker in zip(results["approaches"], "os^"):
-        ax.scatter(range(len(ids)), [max(v, -1.0) for v in column(results, x)], marker=marker, label=LABELS[x])
+        ax.scatter(range(len(ids)), [max(v, -1.0) if v is not None else float("nan") for v in column(results, x)],
+                   marker=marker, label=LABELS[x])
     ax.set_xticks(range(len(ids)), ids, rotation=90)
     ax.set_ylabel("test NSE (clipped at -1)")
     ax.set_title("NSE per watershed (paper Figure 3)")
@@ -155,14 +158,45 @@ def figure3(results: dict, path: str) -> str:
     return save_png(fig, path)
 
 
+PIXCON_WHY = {
+    "pixels": "Each head's first convolution has one kernel slice per pixel: scaling a pixel's weight by c and "
+              "its slice by 1/c computes the same, so the convolutions can absorb any weight and only the "
+              "target-day path constrains them (and, with K heads, only inside a group).",
+    "weighted_sum": "Each head takes its group's Pix-Con-weighted mean as one channel, so no layer can undo one "
+                    "pixel's weight; but every layer after a head has weights of its own for that head (and ReLU "
+                    "is positively homogeneous), so one common scale per group is still absorbed: with K > 1 only "
+                    "the order inside a group is identifiable, and distance-quantile groups make the distance trend "
+                    "of the weights exactly the part that is not.",
+}
+
+
+def pixcon_lines(c: dict, design: dict) -> list[str]:
+    """The Pix-Con finding: medians over watersheds, the design, and why the weights can or cannot be read."""
+    num = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
+    head, part = design.get("head_input", "pixels"), design.get("partition", "distance")
+    return [f"Design: heads take {'each pixel as a channel' if head == 'pixels' else 'the weighted group mean'}; "
+            f"groups {'fixed by distance quantiles' if part == 'distance' else 're-cut every epoch from the weights'}.",
+            "", f"Median over watersheds, Spearman of the learned weights with the planted coefficients: "
+            f"{num(c.get('spearman'))} (goal >= 0.6); inside each distance group: {num(c.get('spearman_within_groups'))}; "
+            f"learned weights vs distance to water: {num(c.get('spearman_vs_distance'))}, planted vs distance: "
+            f"{num(c.get('planted_vs_distance'))}; Pearson {num(c.get('pearson'))}. Per watershed in "
+            "nse_per_watershed.csv.", "", PIXCON_WHY.get(head, ""),
+            "bench/domst_pixcon.py trains the designs side by side (README: the measured figures)."]
+
+
 def report_md(results: dict, summ: dict) -> str:
     pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     sh, t = summ["shares"], results["times"]
     lines = ["# Dom-ST: NSE per watershed, S vs IP-D", "",
-             f"{summ['watersheds']} watersheds; scores from the {results['primary_mode'].upper()} run; "
-             f"{summ['missing_days_total']} missing discharge days in all (masked, never trained on).", "",
-             "## Median test NSE", ""]
-    lines += [f"- {LABELS[x]}: median {summ['median_nse'][x]:.3f}, mean {summ['mean_nse'][x]:.3f}"
+             f"{summ['watersheds']} watersheds; scores from the {results['primary_mode'].upper()} runs; "
+             f"{summ['missing_days_total']} missing discharge days in all (masked, never trained on).", ""]
+    if summ["unscored"]:
+        lines += ["## Watersheds that could not be scored", "",
+                  *(f"- {w}: {why}" for w, why in summ["unscored"].items()), "",
+                  "They are left out of every median, mean and share below; the others were trained as usual.", ""]
+    lines += ["## Median test NSE", ""]
+    lines += [f"- {LABELS[x]}: median {num(summ['median_nse'][x])}, mean {num(summ['mean_nse'][x])}"
               for x in results["approaches"]]
     lines += ["", f"Target: Dom-ST median >= {TARGETS['median_nse_domst']}; reference: NeuralHydrology LSTM "
               f"(CAMELS-US) median about {REFERENCE_MEDIAN_NSE}.", "", "## Shares of watersheds", "",
@@ -170,21 +204,35 @@ def report_md(results: dict, summ: dict) -> str:
               f"paper {PAPER_SHARES['singlehead_p_beats_singlehead']} (target >= 80%)",
               f"- Dom-ST beats both: ours {pct(sh.get('domst_beats_both'))}, paper {PAPER_SHARES['domst_beats_both']}",
               "", "## Training time, S vs IP-D (paper Table 1 beside ours)", "",
-              "Ours in seconds on this cluster, measured inside the roles (model build, fit, test prediction); "
-              "per approach: the busiest node's seconds; phase: first node's start to last node's end. "
-              "The paper's figures are hours on 23 GPU nodes.", "", markdown(time_rows(results), 2)]
+              "Each approach ran in its own S run (every watershed on one node) and its own IP-D run (the "
+              "watersheds spread over the nodes, each node one watershed at a time), as the paper times them. "
+              "S_s and IPD_s: that run's training phase in seconds, measured inside the roles (first node's start to "
+              "last node's end: reading each bundle, building, fitting and scoring every watershed); *_with_startup_s: "
+              "the driver's time including TensorFlowOnSpark's start-up. The paper's figures are hours on 23 GPU "
+              "nodes; ours are seconds on this cluster's CPU nodes, where Dom-ST's heads share the node's cores "
+              "(the paper puts each head on its own GPU), so Dom-ST is not faster than Singlehead(+P) here.", "",
+              markdown(time_rows(results), 2)]
     if results["speedups"]:
-        lines.append(f"IP-D on {t['ipd']['nodes_used']} node(s): parallel efficiency T_S / (T_IPD x nodes) = "
-                     f"{results['speedups']['parallel_efficiency']:.2f}; driver-seen time after the roles were up: "
-                     f"S {t['s']['driver_s']:.1f}s, IP-D {t['ipd']['driver_s']:.1f}s.")
+        lines.append(f"All approaches: S {results['speedups']['all_approaches']:.2f}x faster under IP-D; parallel "
+                     f"efficiency T_S / (T_IPD x nodes) = {results['speedups']['parallel_efficiency']:.2f}.")
     if results["mode_nse_gap"]:
         lines.append("Largest NSE difference of a watershed between S and IP-D (same seeds): "
-                     + ", ".join(f"{LABELS[x]} {v:.3g}" for x, v in results["mode_nse_gap"].items()) + ".")
+                     + ", ".join(f"{LABELS[x]} {num(v, 3)}" for x, v in results["mode_nse_gap"].items()) + ".")
+    lines += ["", "## The paper's per-watershed figures beside ours", "",
+              "The paper names each figure in one sentence; the quantity we read it as and how ours is computed are "
+              "in the last column (jobs/domst_paper.py says why).", "",
+              markdown([{"figure": r["figure"], "paper": fmt(r["paper"], r["unit"]), "ours": fmt(r["ours"], r["unit"]),
+                         "ours: how": r["how"]} for r in paper_rows(summ)]),
+              "Per watershed: gains_per_watershed.csv.", ""]
+    if results.get("ablation"):
+        lines += ["## Ablation: what makes the difference", "",
+                  "Each variant changes one thing; the variants ran together in one run of the "
+                  f"{results['primary_mode'].upper()} mode, on the same watersheds and seeds. beats_X: share of "
+                  "the scored watersheds where its test NSE is above X's.", "",
+                  markdown([{k: v for k, v in r.items() if k != "approach"} for r in ablation_rows(results)], 2)]
     if "pixcon_correlation_median" in summ:
-        c = summ["pixcon_correlation_median"]
         lines += ["", "## Pix-Con weights vs planted runoff coefficients", "",
-                  f"Median over watersheds: Spearman {c['spearman']:.2f}, Pearson {c['pearson']:.2f} "
-                  "(per watershed in nse_per_watershed.csv)."]
+                  *pixcon_lines(summ["pixcon_correlation_median"], results.get("pixcon_design") or {})]
     if "domst_heads_on_separate_devices" in summ:
         lines += ["", "## Placement", "", f"Dom-ST heads and temporal block on separate devices in every "
                   f"watershed: {summ['domst_heads_on_separate_devices']}."]
@@ -194,11 +242,15 @@ def report_md(results: dict, summ: dict) -> str:
 
 def write_all(results: dict, folder: str) -> list[str]:
     summ = summary(results)
-    write_csv(nse_rows(results), os.path.join(folder, "nse_per_watershed.csv"))
+    files = {"nse_per_watershed.csv": nse_rows(results), "times.csv": time_rows(results),
+             "gains_per_watershed.csv": gain_rows(results),
+             "paper_figures.csv": paper_rows(summ)}
+    if results.get("ablation"):
+        files["ablation.csv"] = ablation_rows(results)
+    for name, rows in files.items():
+        write_csv(rows, os.path.join(folder, name))
     write_text(markdown(nse_rows(results)), os.path.join(folder, "nse_per_watershed.md"))
-    write_csv(time_rows(results), os.path.join(folder, "times.csv"))
     figure3(results, os.path.join(folder, "figure3_nse.png"))
     write_text(report_md(results, summ), os.path.join(folder, "report.md"))
     write_text(json.dumps(results, indent=1, default=str), os.path.join(folder, "results.json"))
-    return ["nse_per_watershed.csv", "nse_per_watershed.md", "times.csv", "figure3_nse.png", "report.md",
-            "results.json"]
+    return [*files, "nse_per_watershed.md", "figure3_nse.png", "report.md", "results.json"]

@@ -23,7 +23,32 @@ WATERSHED = Schema("domst-watershed", [
     Field("valid", np.bool_, (N,)),                # discharge observed that day
     Field("day", np.int32, (N,)),                  # days since 1970-01-01, gap-free
 ])
-APPROACH_MODEL = {"singlehead": "domst-singlehead", "singlehead_p": "domst-singlehead-p", "domst": "domst"}
+# approach -> (model, changes to the model config): the paper's three, then the ablation's variants
+APPROACHES = {
+    "singlehead": ("domst-singlehead", {}),
+    "singlehead_p": ("domst-singlehead-p", {}),
+    "domst": ("domst", {}),
+    "singlehead_p_wide": ("domst-singlehead-p", {"widen_to": "domst"}),   # Dom-ST's parameter count
+    "singlehead_p_means": ("domst-singlehead-p", {"target_input": "group_means"}),  # +P as Dom-ST takes it
+    "domst_projection": ("domst", {"target_input": "projection"}),        # +P as Singlehead(+P) takes it
+    "domst_uniform": ("domst", {"pixcon": False}),                        # no Pix-Con: every weight 1
+    "domst_k1": ("domst", {"k_groups": 1}),                               # one head
+}
+
+
+class Unscorable(ValueError):
+    """A watershed whose training or test period cannot be scored (too few observed days, no variance)."""
+
+
+def model_config(approach: str, model_cfg: dict) -> tuple[str, dict]:
+    """(registered model name, its config) of an approach on one watershed."""
+    from models.domst import count_params, widened_filters
+    name, changes = APPROACHES[approach]
+    cfg = {**model_cfg, **changes}
+    target = cfg.pop("widen_to", None)
+    if target:
+        cfg["filters"] = widened_filters(cfg, count_params(APPROACHES[target][0], model_cfg), name)
+    return name, cfg
 EPOCH = np.datetime64("1970-01-01", "D")
 
 
@@ -80,8 +105,14 @@ def prepare_samples(bundle: dict, lookback: int, train_frac: float, val_frac: fl
     x_sd = float(bundle["precip"][:tr.stop + lookback].std())
     y_obs = y[tr][mask[tr]]
     if y_obs.size < 2 or x_sd == 0 or float(y_obs.std()) == 0:
-        raise ValueError(f"watershed {wid}: the train period has {y_obs.size} observed days, precipitation "
-                         f"sd {x_sd:g}: too little signal to train on")
+        raise Unscorable(f"watershed {wid}: the training period has {y_obs.size} observed discharge days, "
+                         f"discharge sd {float(y_obs.std()) if y_obs.size else 0:g}, precipitation sd {x_sd:g}: "
+                         f"too little signal to train on")
+    te = parts["test"]
+    y_test = y[te][mask[te]]
+    if y_test.size < 2 or float(y_test.std()) == 0:
+        raise Unscorable(f"watershed {wid}: the test period has {y_test.size} observed discharge days"
+                         + (f", all {y_test[0]:g} m3/s" if y_test.size else "") + ": NSE is undefined there")
     y_mean, y_sd = float(y_obs.mean()), float(y_obs.std())
     out = {"x_scale": x_sd, "y_mean": y_mean, "y_sd": y_sd, "n_samples": int(len(y))}
     for part, sl in parts.items():
@@ -137,11 +168,10 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
     from jobs import domst_resume
     from models import domst
     from models.domst_metrics import nse, peak_flow_error
-    name = APPROACH_MODEL[approach]
     started = time.monotonic()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    cfg = dict(model_cfg) if name == "domst" else {k: v for k, v in model_cfg.items() if k != "distance"}
+    name, cfg = model_config(approach, model_cfg)
     if name == "domst":
         model = domst.build_domst(cfg, place)
     else:
@@ -152,6 +182,9 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
     first, before_s = (state["epoch"], state.get("train_s", 0.0)) if state else (0, 0.0)
     stop = domst_resume.EarlyStopping(train["patience"], state, best)
     callbacks = [stop]
+    if name == "domst" and model.pixcon.membership is not None and cfg.get("partition") == "dynamic":
+        # after `stop` took this epoch's snapshot (its val_loss came from these groups), before the checkpoint
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: model.pixcon.repartition()))
     if saved:  # after `stop`, so the checkpoint holds this epoch's early-stopping decision
         callbacks.append(domst_resume.Checkpointer(saved, train["checkpoint_every"], stop,
                                                    lambda: before_s + time.monotonic() - started))
@@ -171,7 +204,8 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
     val_loss = stop.val_loss
     out = {"approach": approach, "nse": nse(pred, obs), "peak_flow_error": peak_flow_error(pred, obs),
            "epochs": len(val_loss), "best_epoch": int(np.argmin(val_loss)) + 1, "val_loss": val_loss,
-           "train_s": round(before_s + time.monotonic() - started, 3), "resumed_from_epoch": first}
+           "train_s": round(before_s + time.monotonic() - started, 3), "resumed_from_epoch": first,
+           "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_weights))}
     if name == "domst":
         out["pixcon"] = [float(v) for v in domst.pixcon_weights(model)]
         out["devices"] = placed_devices(model)
@@ -199,7 +233,7 @@ class ModelProgress:
         nse = score["nse"] if isinstance(score["nse"], float) and np.isfinite(score["nse"]) else None
         self.ctx.progress(force=True, what=f"{watershed} {score['approach']}", epoch=score["epochs"],
                           epochs=self.epochs, done=self.done, total=self.total, nse=nse)
-        if self.writer:
+        if self.writer and nse is not None:
             self.writer.scalars(score["epochs"], {f"{watershed}/{score['approach']}/nse": nse})
 
     def close(self) -> None:
@@ -239,7 +273,13 @@ def role(args: dict, ctx) -> dict:
     for i, wid in enumerate(mine):
         (path, data), = storage.read_parts(args["bundles"], f"{wid}.", ".h5")
         bundle = read_bundle(data, path)
-        samples = prepare_samples(bundle, args["lookback"], args["train_frac"], args["val_frac"])
+        try:
+            samples = prepare_samples(bundle, args["lookback"], args["train_frac"], args["val_frac"])
+        except Unscorable as exc:  # reported in the results; the node goes on with its next watershed
+            watersheds.append({"watershed": wid, "pixels": int(bundle["precip"].shape[1]), "unscored": str(exc),
+                               "n_missing": bundle["n_missing"], "scores": []})
+            progress.done += len(args["approaches"])
+            continue
         k = min(args["model"]["k_groups"], bundle["precip"].shape[1])
         model_cfg = {**args["model"], "k_groups": k, "lookback": args["lookback"],
                      "pixels": int(bundle["precip"].shape[1]), "distance": bundle["distance_km"].tolist()}

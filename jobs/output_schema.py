@@ -99,8 +99,8 @@ def _mode(name: str) -> When:
 DATA_DEPENDENT = When("when there is something to draw (always, in practice)")
 TENSORBOARD = Output("tensorboard/<run>/<role>/events.out.tfevents.<stamp>", "file",
                      "TensorBoard event file of one role that trains, scalars per epoch (tags: see train.tensorboard "
-                     "in conf/<case>.yaml); <run>: the run id (redshift), the cell id (land cover) or the mode "
-                     "(Dom-ST); <role>: worker_<i> or chief_0. View with `tensorboard --logdir <output>/tensorboard` "
+                     "in conf/<case>.yaml); <run>: the run id (redshift), the cell id (land cover) or "
+                     "<mode>_<approach> and <mode>_ablation (Dom-ST); <role>: worker_<i> or chief_0. View with `tensorboard --logdir <output>/tensorboard` "
                      "(pip install tensorboard)", _flag("train.tensorboard"))
 CHECKPOINTS = Output("checkpoints/", "folder", "checkpoints that `--resume` continues from",
                      When("when the job checkpoints"))
@@ -322,17 +322,29 @@ DOMST = (
         Key("mean_nse", "{approach: mean test NSE}"),
         Key("median_peak_flow_error", "{approach: median relative error of the test period's peak flow}"),
         Key("shares", "{singlehead_p_beats_singlehead, domst_beats_both: share of watersheds, 0-1}"),
-        Key("times_s", "{mode (ipd|s): {phase_s, per_approach_s, nodes_used, startup_s, nodes, driver_s, "
-                       "driver_total_s}}, seconds measured inside the roles and by the driver"),
-        Key("speedups", "{approach: S over IP-D, phase, parallel_efficiency}; null unless both modes ran"),
+        Key("times_s", "{mode (ipd|s): {approach: {phase_s, busiest_node_s, nodes_used, startup_s, nodes, driver_s, "
+                       "driver_total_s}}}: each approach's own run per mode; phase_s (first node's start to last "
+                       "node's end) is Table 1's time; seconds measured inside the roles and by the driver"),
+        Key("speedups", "{approach: S over IP-D (Table 1), overall: S of singlehead_p over IP-D of domst, "
+                        "all_approaches, parallel_efficiency}; null unless both modes ran"),
         Key("mode_nse_gap", "{approach: largest |NSE(IP-D) - NSE(S)| of a watershed}; null unless both modes ran"),
+        Key("per_watershed", "the paper's per-watershed figures: {time_mode, speedup_mean, speedup_best, "
+                             "speedup_best_watershed (Dom-ST over Singlehead(+P), training seconds), nse_gain_mean "
+                             "(mean NSE, relative), nse_gain_mean_of_watersheds, nse_gain_best, "
+                             "nse_gain_best_watershed, nse_gain_over_singlehead_best}; null where not computable"),
+        Key("unscored", "{watershed: why its training or test period cannot be scored}; empty when all were"),
+        Key("ablation", "{approach: {median_params, median_nse, beats_singlehead, beats_singlehead_p, beats_domst}}",
+            When("experiments.ablation is not empty", lambda c: bool(_cfg(c, "experiments.ablation")))),
         Key("missing_days", "{watershed: discharge days missing (masked)}"),
         Key("missing_days_total", "sum of missing_days"),
         Key("domst_heads_on_separate_devices", "true when every watershed's Dom-ST heads and temporal block "
                                                "sat on pairwise different devices", _approach("domst")),
         Key("domst_devices", "{watershed: {heads: [device], temporal: device}}", _approach("domst")),
-        Key("pixcon_correlation_median", "{pearson, spearman}: median over watersheds of the learned Pix-Con "
-                                         "weights against the simulator's runoff coefficients",
+        Key("pixcon_correlation_median", "{pearson, spearman, spearman_within_groups, spearman_vs_distance, "
+                                         "planted_vs_distance}: medians over watersheds of the learned Pix-Con "
+                                         "weights against the simulator's runoff coefficients (over the watershed, "
+                                         "inside each distance group), of the weights and of the planted "
+                                         "coefficients against distance to water",
             When("when the input has the simulator's truth.npz and domst ran")),
         Key("targets", "{median_nse_domst, and the shares}: the figures the study's targets are stated on"),
     ),
@@ -346,24 +358,55 @@ DOMST = (
                    for col, meaning in (("nse", "test NSE"), ("peak_error", "relative peak-flow error"),
                                         ("epochs", "epochs trained (early stopping)"))),
                  Key("pixcon_spearman", "Spearman correlation of the Pix-Con weights with the planted runoff "
-                                        "coefficients (empty without truth)"))),
+                                        "coefficients (empty without truth)"),
+                 Key("unscored", "why the watershed could not be scored (empty: it was)"))),
     Output("nse_per_watershed.md", "markdown", "nse_per_watershed.csv as a Markdown table"),
-    Output("times.csv", "csv", "S vs IP-D training time per approach beside the paper's Table 1",
-           keys=(Key("approach", "approach, or 'all approaches (training phase)'"),
-                 Key("S_s", "seconds, all watersheds one after another on one node (empty: S not run)"),
-                 Key("IPD_s", "seconds, watersheds spread over the nodes (empty: IP-D not run)"),
-                 Key("speedup", "S_s / IPD_s"), Key("paper_S_h", "the paper's S time, hours"),
+    Output("times.csv", "csv", "Table 1: each approach's S run and IP-D run, training time and speedup, beside "
+           "the paper's; last row the overall S(Singlehead(+P)) / IP-D(Dom-ST)",
+           keys=(Key("approach", "approach, or 'overall: ...'"),
+                 Key("S_s", "seconds, the S run's training phase: every watershed on one node (empty: S not run)"),
+                 Key("IPD_s", "seconds, the IP-D run's training phase (empty: IP-D not run)"),
+                 Key("IPD_nodes", "nodes the IP-D run used"), Key("speedup", "S_s / IPD_s"),
+                 Key("S_with_startup_s", "the S run as the driver saw it, TensorFlowOnSpark start-up included"),
+                 Key("IPD_with_startup_s", "the IP-D run as the driver saw it, start-up included"),
+                 Key("paper_S_h", "the paper's S time, hours"),
                  Key("paper_IPD_h", "the paper's IP-D time, hours"), Key("paper_speedup", "the paper's speedup"))),
+    Output("gains_per_watershed.csv", "csv", "per watershed: Dom-ST's speedup over Singlehead(+P) and its NSE gains",
+           keys=(Key("watershed", "watershed id"), Key("time_mode", "the runs the seconds come from (s if run)"),
+                 Key("train_s_singlehead_p", "Singlehead(+P)'s training seconds on the watershed"),
+                 Key("train_s_domst", "Dom-ST's training seconds on the watershed"),
+                 Key("speedup_domst_over_singlehead_p", "train_s_singlehead_p / train_s_domst"),
+                 *(Key(f"nse_{a}", f"test NSE, {a}") for a in _APPROACHES),
+                 Key("nse_gain_over_singlehead_p", "(nse_domst - nse_singlehead_p) / |nse_singlehead_p|"),
+                 Key("nse_gain_over_singlehead", "(nse_domst - nse_singlehead) / |nse_singlehead|"),
+                 Key("unscored", "why the watershed could not be scored (empty: it was)"))),
+    Output("paper_figures.csv", "csv", "the paper's figures beside ours, with how ours is computed",
+           keys=(Key("figure", "the paper's figure"), Key("paper", "its value (x: times; %: as a fraction)"),
+                 Key("ours", "our value, same unit (empty: not computable in this run)"),
+                 Key("unit", "x or %"), Key("how", "the quantity ours is"))),
+    Output("ablation.csv", "csv", "one row per approach and ablation variant: median parameters and NSE, share of "
+           "watersheds where it beats each of the paper's three approaches",
+           When("experiments.ablation is not empty", lambda c: bool(_cfg(c, "experiments.ablation"))),
+           keys=(Key("approach", "approach or variant"), Key("label", "its name in the report"),
+                 Key("what", "what it changes"), Key("median_params", "median trainable parameters over watersheds"),
+                 Key("median_nse", "median test NSE"),
+                 *(Key(f"beats_{a}", f"share of scored watersheds where its NSE is above {a}'s (empty: itself "
+                                     "or not run)") for a in _APPROACHES))),
     Output("figure3_nse.png", "png", "test NSE per watershed and approach, clipped at -1 (paper Figure 3)"),
     Output("results.json", "json", "everything the report is built from",
            keys=(Key("approaches", "approaches trained"), Key("primary_mode", "the mode scores come from (ipd if run)"),
-                 Key("watersheds", "[{id, site_no, pixels, days, start, end, n_missing, k_groups, samples}]"),
+                 Key("watersheds", "[{id, site_no, pixels, days, start, end, n_missing, k_groups, samples, "
+                                   "unscored (only when it could not be scored)}]"),
                  Key("scores", "{watershed: {approach: {nse, peak_flow_error, epochs, train_s, devices, pixcon, "
                                "...}}}"),
+                 Key("ablation", "ablation variants trained"),
+                 Key("train_s", "{mode: {approach: {watershed: training seconds}}}"),
                  Key("times", "as summary.json's times_s"), Key("plans", "{mode: [[watershed ids] per node]}"),
                  Key("node_devices", "{mode: {role: devices the node had}}"),
                  Key("mode_nse_gap", "as in summary.json"), Key("speedups", "as in summary.json"),
-                 Key("pixcon", "{watershed: {pearson, spearman} or null}"))),
+                 Key("pixcon", "{watershed: {pearson, spearman, n, spearman_within_groups, spearman_vs_distance, "
+                               "planted_vs_distance} or null}"),
+                 Key("pixcon_design", "{head_input, partition}: Dom-ST's Pix-Con design (model config)"))),
     Output("watersheds/<watershed>.h5", "hdf5", "one bundle per watershed: aligned daily precipitation per "
            "pixel and outlet discharge (attributes: watershed, site_no, n_missing, distance_km, pixel)",
            records="jobs.domst_roles:WATERSHED"),

@@ -138,24 +138,16 @@ def landcover_comparisons(folder: Path) -> list[dict]:
 
 
 def domst_comparisons(folder: Path) -> list[dict]:
+    from jobs import domst_paper as dp
     from jobs import domst_report as dr
     s = ov.summary(folder)
     rows = []
-    speedups = s.get("speedups") or {}
-    for approach, (paper_s, paper_ipd, paper_speedup) in dr.PAPER_TIMES_H.items():
-        ours = speedups.get(approach)
-        rows.append(_row(f"Speedup S over IP-D, {dr.LABELS[approach]} (Table 1: {paper_s} h vs {paper_ipd} h, "
-                         "23 GPU nodes)", f"{paper_speedup}x",
-                         "not run" if ours is None else f"{ours:.2f}x on {s['times_s']['ipd']['nodes_used']} node(s)",
-                         difference(ours, paper_speedup, "x")))
-    times = s.get("times_s") or {}
-    overall = None
-    if {"s", "ipd"} <= set(times) and "singlehead_p" in times["s"]["per_approach_s"] \
-            and "domst" in times["ipd"]["per_approach_s"]:
-        overall = times["s"]["per_approach_s"]["singlehead_p"] / times["ipd"]["per_approach_s"]["domst"]
-    rows.append(_row("Overall speedup, S of Singlehead(+P) over IP-D of Dom-ST (slides)",
-                     f"{dr.PAPER_OVERALL_SPEEDUP}x", "not run" if overall is None else f"{overall:.2f}x",
-                     difference(overall, dr.PAPER_OVERALL_SPEEDUP, "x")))
+    for r in dp.paper_rows(s):  # Table 1, the overall speedup, the per-watershed speedups and NSE gains
+        scale = 100 if r["unit"] == "%" else 1
+        diff = difference(None if r["ours"] is None else scale * r["ours"], scale * r["paper"],
+                          " percentage points" if r["unit"] == "%" else r["unit"])
+        rows.append(_row(f"{r['figure']}. Ours: {r['how']}", dp.fmt(r["paper"], r["unit"]),
+                         "not run" if r["ours"] is None else dp.fmt(r["ours"], r["unit"]), diff))
     shares = s.get("shares") or {}
     for key, label in (("singlehead_p_beats_singlehead", "Singlehead(+P) beats Singlehead"),
                        ("domst_beats_both", "Dom-ST beats both")):
@@ -211,7 +203,9 @@ def tables(case: str, folder: Path) -> list[tuple[str, list[dict]]]:
                 ("MODELLED weak scaling to 2^N processes (not measured)", ov.spacetime_modelled(folder))]
     return [("Median and mean test NSE per approach", ov.domst_medians(folder)),
             ("Test NSE per watershed", ov.domst_nse(folder)),
-            ("S vs IP-D training time and speedup, the paper's Table 1 beside ours", ov.domst_times(folder))]
+            ("S vs IP-D training time and speedup, the paper's Table 1 beside ours", ov.domst_times(folder)),
+            ("Dom-ST's speedup and NSE gain over Singlehead(+P) per watershed", ov.domst_gains(folder)),
+            ("Ablation: share of watersheds each approach beats, median NSE", ov.domst_ablation(folder))]
 
 
 # ---------------------------------------------------------------- Markdown (the jobs' report.md) to HTML

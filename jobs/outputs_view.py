@@ -179,6 +179,17 @@ def domst_times(folder: Path) -> list[dict]:
     return read_csv(folder / "times.csv")
 
 
+def domst_gains(folder: Path) -> list[dict]:
+    """Per watershed: Singlehead(+P)'s and Dom-ST's training seconds, the speedup and the NSE gains."""
+    return read_csv(folder / "gains_per_watershed.csv")
+
+
+def domst_ablation(folder: Path) -> list[dict]:
+    """The ablation table (empty when the run had no ablation)."""
+    path = folder / "ablation.csv"
+    return read_csv(path) if path.is_file() else []
+
+
 def domst_medians(folder: Path) -> list[dict]:
     s = summary(folder)
     return [{"approach": a, "median_nse": s["median_nse"][a], "mean_nse": s["mean_nse"][a],

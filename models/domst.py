@@ -16,14 +16,24 @@ Loss MSE (NSE is computed outside), optimizer Adam.
   K groups of near-equal size, so each group holds pixels of similar travel time to the river. One
   Conv1D head per group runs under place('head:k'); the temporal block (the heads' sequences
   concatenated, stacked LSTM, the Pix-Con-weighted mean of each group's target-day precipitation,
-  dense layers, output) runs under place('temporal'). The conv kernels could absorb any w_p; the
-  target-day path cannot absorb ratios within a group, which keeps w_p readable as contributions.
+  dense layers, output) runs under place('temporal'). With head_input 'pixels' (the paper's
+  multichannel heads) a head's first convolution has one kernel slice per pixel, so it can absorb any
+  w_p exactly (w_p * c with the slice / c computes the same): only the target-day path constrains the
+  ratios within a group. With head_input 'weighted_sum' each head takes its group's Pix-Con-weighted
+  mean as one channel, so no later layer can undo one pixel's weight, and w_p is identifiable up to
+  one scale per group. partition 'dynamic' (weighted_sum only) re-cuts the K groups from the current
+  weights during training (repartition: largest contributions in group 0), instead of fixing them by
+  distance quantiles before training.
 The paper gives no layer sizes, no K, and not how distance enters Pix-Con: those choices are ours.
 
 Config keys (dict, dataclass or namespace; missing ones take the default; any other key but `name`
 is an error): pixels (or taken from len(distance)), lookback, k_groups 4, filters [32] (one Conv1D
 per entry, 'valid' padding), kernel_size 3, lstm_units [64, 32], dense_units [32], target_units 8,
-dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST only). TF is imported lazily.
+dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST, and group_means), pixcon true
+(false: Dom-ST with every pixel weight fixed at 1), target_input (how the target day enters the +P
+models: 'projection', Singlehead(+P)'s default, a dense layer over all pixels; 'group_means', Dom-ST's
+default, the mean of each distance group, Pix-Con-weighted in Dom-ST), head_input 'pixels' |
+'weighted_sum', partition 'distance' | 'dynamic' (Dom-ST). TF is imported lazily.
 """
 from __future__ import annotations
 
@@ -40,7 +50,12 @@ from models.registry import register
 MODELS = ("domst-singlehead", "domst-singlehead-p", "domst")
 DEFAULTS = dict(pixels=None, lookback=None, k_groups=4, filters=[32], kernel_size=3,
                 lstm_units=[64, 32], dense_units=[32], target_units=8, dropout=0.1,
-                learning_rate=1e-3, distance=None)
+                learning_rate=1e-3, distance=None, pixcon=True, target_input=None,
+                head_input="pixels", partition="distance")
+HEAD_INPUTS = ("pixels", "weighted_sum")
+PARTITIONS = ("distance", "dynamic")
+TARGET_INPUTS = ("projection", "group_means")
+OWN_TARGET_INPUT = {"domst-singlehead": None, "domst-singlehead-p": "projection", "domst": "group_means"}
 PIXCON_OFFSET0 = math.log(math.e - 1.0)  # softplus(offset0) == 1
 
 
@@ -85,6 +100,19 @@ def resolve(cfg: Any, model: str = "domst") -> dict:
     for key in ("pixels", "lookback", "k_groups", "kernel_size", "target_units"):
         if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
             raise ValueError(f"domst model: {key} must be a positive int, got {p[key]!r}")
+    p["target_input"] = p["target_input"] or OWN_TARGET_INPUT[model]
+    if model != "domst-singlehead" and p["target_input"] not in TARGET_INPUTS:
+        raise ValueError(f"domst model: target_input must be one of {TARGET_INPUTS}, got {p['target_input']!r}")
+    if p["target_input"] == "group_means" and p["distance"] is None:
+        raise ValueError("domst model: target_input 'group_means' needs distance (the groups are cut by it)")
+    if p["head_input"] not in HEAD_INPUTS or p["partition"] not in PARTITIONS:
+        raise ValueError(f"domst model: head_input must be one of {HEAD_INPUTS} and partition one of {PARTITIONS}, "
+                         f"got {p['head_input']!r}, {p['partition']!r}")
+    if p["partition"] == "dynamic" and p["head_input"] != "weighted_sum":
+        raise ValueError("domst model: partition 'dynamic' needs head_input 'weighted_sum' (a head's channels "
+                         "are its pixels otherwise, and cannot change members)")
+    if not isinstance(p["pixcon"], bool):
+        raise ValueError(f"domst model: pixcon must be true or false, got {p['pixcon']!r}")
     for key in ("filters", "lstm_units"):
         _positive_ints(p, key)
     _positive_ints(p, "dense_units", allow_empty=True)
@@ -115,6 +143,30 @@ def partition(distance, k: int) -> list[np.ndarray]:
     return [g.astype(np.int32) for g in np.array_split(np.argsort(d, kind="stable"), k)]
 
 
+def group_mean_matrix(distance, k: int) -> np.ndarray:
+    """[P, k] matrix whose product with a day's pixel values gives each distance group's mean."""
+    groups = partition(distance, k)
+    m = np.zeros((sum(len(g) for g in groups), k), np.float32)
+    for j, g in enumerate(groups):
+        m[g, j] = 1.0 / len(g)
+    return m
+
+
+def widened_filters(cfg: Any, target_params: int, name: str = "domst-singlehead-p") -> list[int]:
+    """Conv filters of `name` scaled by one common factor so that its parameter count comes closest to
+    target_params (for the ablation that gives a baseline Dom-ST's parameter count)."""
+    p = resolve(cfg, name)
+    best = None
+    for first in range(1, 64 * max(p["filters"]) + 1):
+        filters = [max(1, round(f * first / p["filters"][0])) for f in p["filters"]]
+        n = count_params(name, {**_given(cfg), "filters": filters})
+        if best is None or abs(n - target_params) < best[0]:
+            best = (abs(n - target_params), filters)
+        if n > target_params:
+            break
+    return best[1]
+
+
 def standardised(distance) -> np.ndarray:
     d = np.asarray(distance, dtype=float)
     sd = d.std()
@@ -132,12 +184,15 @@ def count_params(name: str, cfg: Any) -> int:
 
     if name == "domst":
         groups = partition(p["distance"], p["k_groups"])
-        total = p["pixels"] + 1 + sum(convs(len(g)) for g in groups)
-        width, extra = p["k_groups"] * p["filters"][-1], p["k_groups"]
+        channels = [1 if p["head_input"] == "weighted_sum" else len(g) for g in groups]
+        total = sum(convs(c) for c in channels) + (p["pixels"] + 1 if p["pixcon"] else 0)
+        width = p["k_groups"] * p["filters"][-1]
     else:
         total, width = convs(p["pixels"]), p["filters"][-1]
-        extra = p["target_units"] if name == "domst-singlehead-p" else 0
-        total += p["pixels"] * extra + extra
+    extra = 0
+    if name != "domst-singlehead":
+        extra = p["target_units"] if p["target_input"] == "projection" else p["k_groups"]
+        total += p["pixels"] * extra + extra if p["target_input"] == "projection" else 0
     for u in p["lstm_units"]:
         total, width = total + 4 * (u * (width + u) + u), u
     width += extra
@@ -189,9 +244,14 @@ def _classes():
     class PixCon(keras.layers.Layer):
         """Pixel-contribution weights w_p = softplus(offset_p + slope * distance_z_p) >= 0."""
 
-        def __init__(self, distance_z, **kwargs):
+        def __init__(self, distance_z, membership=None, **kwargs):
             super().__init__(**kwargs)
             p = len(distance_z)
+            # The partitioning module, when heads take weighted sums: [P, K], 1/|group| where a pixel is in
+            # a group. Not trainable; a dynamic partition re-cuts it from the weights (repartition).
+            self.membership = None if membership is None else self.add_weight(
+                shape=membership.shape, name="membership", trainable=False,
+                initializer=keras.initializers.Constant(membership))
             self.offset = self.add_weight(shape=(p,), name="offset",
                                           initializer=keras.initializers.Constant(PIXCON_OFFSET0))
             self.slope = self.add_weight(shape=(), name="distance_slope", initializer="zeros")
@@ -206,13 +266,23 @@ def _classes():
                 a, z = ops.take(a, idx), ops.take(z, idx)
             return ops.softplus(a + self.slope * z)
 
+        def repartition(self):
+            """Re-cut the K groups by the current weights, largest first (the dynamic partition)."""
+            w = np.asarray(self.pixel_weights(), float)
+            self.membership.assign(group_mean_matrix(-w, self.membership.shape[1]))
+
     class DomST(keras.Model):
         def __init__(self, p, place=None, **kwargs):
             super().__init__(**kwargs)
             L = keras.layers
             self._place = place or (lambda unit: contextlib.nullcontext())
             self._groups = partition(p["distance"], p["k_groups"])
-            self.pixcon = PixCon(standardised(p["distance"]), name="pixcon")
+            self._weighted = p["head_input"] == "weighted_sum"
+            self.pixcon = PixCon(standardised(p["distance"]), name="pixcon", membership=(
+                group_mean_matrix(p["distance"], p["k_groups"]) if self._weighted else None))
+            self.pixcon.trainable = p["pixcon"]  # off: every pixel keeps weight 1 (the ablation)
+            self.target_projection = (L.Dense(p["target_units"], name="target_projection")
+                                      if p["target_input"] == "projection" else None)
             self.heads = [[L.Conv1D(f, p["kernel_size"], activation="relu",
                                     name=f"head{k}_conv{i}")
                            for i, f in enumerate(p["filters"], start=1)]
@@ -230,11 +300,14 @@ def _classes():
             p = self._p
             for k, (idx, convs) in enumerate(zip(self._groups, self.heads)):
                 with self._place(f"head:{k}"):
-                    _build_chain(convs, (None, p["lookback"], len(idx)))
+                    _build_chain(convs, (None, p["lookback"], 1 if self._weighted else len(idx)))
             with self._place("temporal"):
                 shape = (None, conv_output_length(p), p["k_groups"] * p["filters"][-1])
                 shape = _build_chain(self.lstms, shape)
-                shape = _build_chain(self.fcs, (None, shape[-1] + p["k_groups"]))
+                extra = p["k_groups"]
+                if self.target_projection is not None:
+                    extra = _build_chain([self.target_projection], (None, p["pixels"]))[-1]
+                shape = _build_chain(self.fcs, (None, shape[-1] + extra))
                 _build_chain([self.out], shape)
             self.built = True
 
@@ -243,7 +316,11 @@ def _classes():
             seqs = []
             for k, (idx, convs) in enumerate(zip(self._groups, self.heads)):
                 with self._place(f"head:{k}"):
-                    h = ops.take(x, idx, axis=2) * self.pixcon.pixel_weights(idx)
+                    if self._weighted:  # one channel: the group's Pix-Con-weighted mean, nothing to absorb w_p
+                        member = self.pixcon.membership[:, k:k + 1]
+                        h = ops.matmul(x * self.pixcon.pixel_weights(), member)
+                    else:
+                        h = ops.take(x, idx, axis=2) * self.pixcon.pixel_weights(idx)
                     for conv in convs:
                         h = conv(h)
                     seqs.append(h)
@@ -253,8 +330,13 @@ def _classes():
                 for lstm in self.lstms:
                     h = lstm(h, training=training)
                 weighted = p_target * self.pixcon.pixel_weights()
-                target = [ops.mean(ops.take(weighted, idx, axis=1), axis=1, keepdims=True)
-                          for idx in self._groups]
+                if self.target_projection is not None:
+                    target = [self.target_projection(weighted)]
+                elif self._weighted:
+                    target = [ops.matmul(weighted, self.pixcon.membership)]
+                else:
+                    target = [ops.mean(ops.take(weighted, idx, axis=1), axis=1, keepdims=True)
+                              for idx in self._groups]
                 h = ops.concatenate([h, *target], axis=-1)
                 for layer in self.fcs:
                     h = layer(h, training=training)
@@ -301,8 +383,13 @@ def _build_singlehead(p: dict, with_target: bool):
         h = lstm(h)
     if with_target:
         t_in = keras.Input((p["pixels"],), name="target_day_precipitation")
-        h = L.Concatenate(name="target_concat")(
-            [h, L.Dense(p["target_units"], name="target_projection")(t_in)])
+        if p["target_input"] == "projection":
+            t = L.Dense(p["target_units"], name="target_projection")(t_in)
+        else:  # Dom-ST's way without Pix-Con: the mean of each distance group (fixed, not trained)
+            means = group_mean_matrix(p["distance"], p["k_groups"])
+            t = L.Dense(p["k_groups"], use_bias=False, trainable=False, name="target_group_means",
+                        kernel_initializer=keras.initializers.Constant(means))(t_in)
+        h = L.Concatenate(name="target_concat")([h, t])
     for layer in _dense(L, p):
         h = layer(h)
     out = L.Dense(1, name="output")(h)

@@ -93,3 +93,24 @@ def correlation(planted, learned) -> dict:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         raise ValueError("correlation: one of the series is constant; correlation is undefined")
     return {"pearson": _pearson(x, y), "spearman": _pearson(_ranks(x), _ranks(y)), "n": int(x.size)}
+
+
+def relative_gain(new: float | None, base: float | None) -> float | None:
+    """(new - base) / |base|: the relative improvement of a score whose baseline may be negative (NSE);
+    None when either is missing or the baseline is 0."""
+    if new is None or base is None or not math.isfinite(new) or not math.isfinite(base) or base == 0:
+        return None
+    return (new - base) / abs(base)
+
+
+def within_groups(planted, learned, groups) -> float | None:
+    """Mean Spearman of learned vs planted inside each group (index arrays) of 3 or more pixels whose
+    values are not constant: the part of a pixel weighting a per-group scale cannot hide. None if none."""
+    planted, learned = np.asarray(planted, float), np.asarray(learned, float)
+    found = []
+    for g in groups:
+        try:
+            found.append(correlation(planted[g], learned[g])["spearman"])
+        except ValueError:  # fewer than 3 pixels or constant: no order inside
+            continue
+    return float(np.mean(found)) if found else None

@@ -173,9 +173,9 @@ def tiny_landcover(minicluster, tiny_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_domst(minicluster, tiny_root) -> Path:
-    """Three watersheds, one per node under IP-D, all on one node under S, 2 epochs."""
-    return _tiny_run(minicluster, tiny_root, "domst", "data.watersheds=3", "experiments.nodes=3", "train.epochs=2",
-                     timeout=600)
+    """Three watersheds, one per node under IP-D, all on one node under S, each approach in its own S and
+    IP-D run, the ablation's variants in one more IP-D run; 2 epochs."""
+    return _tiny_run(minicluster, tiny_root, "domst", "data.watersheds=3", "train.epochs=2", timeout=900)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ def test_a_node_lost_mid_watershed_fails_fast_and_resume_skips_finished_watershe
     args = ["--preset", "tiny", "--master", minicluster.state.master_url, "--output", str(out),
             "--set", f"cluster.run_dir={minicluster.run_dir}", "--set", "data.watersheds=2",
             "--set", "experiments.nodes=1", "--set", "experiments.modes=[ipd]",
-            "--set", "experiments.approaches=[domst]", "--set", "train.epochs=3", "--set", "train.patience=3",
+            "--set", "experiments.approaches=[domst]", "--set", "experiments.ablation=[]",
+            "--set", "train.epochs=3", "--set", "train.patience=3",
             "--set", "train.checkpoint_every=1", "--set", f"train.timeout_s={TIMEOUT_S}"]
     ckpt = out / "checkpoints" / "ipd"
 

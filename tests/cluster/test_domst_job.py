@@ -8,7 +8,7 @@ from .conftest import leftovers, run_job
 
 
 def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
-    out = tiny_domst  # conftest: 3 watersheds, 3 nodes, 2 epochs
+    out = tiny_domst  # conftest: 3 watersheds, one node each (nodes: null), 2 epochs
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["watersheds"] == 3
     assert sorted(p.name for p in (out / "watersheds").iterdir()) == ["W01.h5", "W02.h5", "W03.h5"]
@@ -22,11 +22,36 @@ def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
     for row in rows:
         for approach in ("singlehead", "singlehead_p", "domst"):
             assert math.isfinite(float(row[f"nse_{approach}"])), row
-    for mode in ("ipd", "s"):
-        times = summary["times_s"][mode]
-        assert times["phase_s"] > 0 and times["driver_s"] >= times["phase_s"] * 0.5
-        assert all(v > 0 for v in times["per_approach_s"].values())
-    assert summary["times_s"]["ipd"]["nodes_used"] == 3 and summary["times_s"]["s"]["nodes_used"] == 1
+    # Table 1: each approach in its own S run and its own IP-D run
+    for mode, nodes in (("ipd", 3), ("s", 1)):
+        assert sorted(summary["times_s"][mode]) == sorted(("singlehead", "singlehead_p", "domst"))
+        for approach, times in summary["times_s"][mode].items():
+            assert times["phase_s"] > 0 and times["driver_s"] >= times["phase_s"] * 0.5, (mode, approach)
+            assert times["nodes_used"] == nodes and times["busiest_node_s"] <= times["phase_s"]
+    sp = summary["speedups"]
+    assert sp["overall"] == summary["times_s"]["s"]["singlehead_p"]["phase_s"] / \
+        summary["times_s"]["ipd"]["domst"]["phase_s"]
+    table1 = list(csv.DictReader(open(out / "times.csv")))
+    assert [r["paper_speedup"] for r in table1] == ["", "8.5", "12.6", "22.7"]
+    print("Table 1 (s):", [(r["approach"], r["S_s"], r["IPD_s"], r["speedup"]) for r in table1])
+    # the paper's per-watershed figures, computed from the S runs' seconds
+    pw = summary["per_watershed"]
+    gains = list(csv.DictReader(open(out / "gains_per_watershed.csv")))
+    ratios = [float(r["train_s_singlehead_p"]) / float(r["train_s_domst"]) for r in gains]
+    assert pw["time_mode"] == "s" and math.isclose(pw["speedup_mean"], sum(ratios) / 3)
+    assert math.isclose(pw["speedup_best"], max(ratios)) and pw["nse_gain_best"] is not None
+    figures = list(csv.DictReader(open(out / "paper_figures.csv")))
+    assert {r["paper"] for r in figures} >= {"2.02", "4.11", "0.16", "0.93", "22.7"}
+    # the ablation: every variant on every watershed, in one IP-D run with one watershed per node
+    ablation = {r["approach"]: r for r in csv.DictReader(open(out / "ablation.csv"))}
+    assert sorted(ablation) == sorted(["singlehead", "singlehead_p", "domst", "singlehead_p_wide",
+                                       "singlehead_p_means", "domst_projection", "domst_uniform", "domst_k1"])
+    for row in ablation.values():
+        assert math.isfinite(float(row["median_nse"])), row
+    wide = [results["scores"][w]["singlehead_p_wide"]["params"] for w in ("W01", "W02", "W03")]
+    dom = [results["scores"][w]["domst"]["params"] for w in ("W01", "W02", "W03")]
+    assert all(abs(a - b) <= 0.05 * b for a, b in zip(wide, dom)), (wide, dom)
+    assert summary["unscored"] == {}
     # Dom-ST's heads and temporal block: variables on pairwise different devices, in every watershed
     for wid, devices in summary["domst_devices"].items():
         placed = devices["heads"] + [devices["temporal"]]
@@ -46,17 +71,17 @@ def test_domst_progress_lines_and_tensorboard_files_per_worker(tiny_domst):
     out, log = tiny_domst, TINY_STDOUT["domst"]
     results = json.loads((out / "results.json").read_text())
     for mode, plan in results["plans"].items():
-        for node, wids in enumerate(plan):
-            models = 3 * len(wids)
-            assert re.search(rf"progress {mode}: worker:{node}  {wids[-1]} domst  models {models}/{models}  "
-                             rf"epoch \d/2  nse -?[\d.]+", log), log[-3000:]
-            (events,) = (out / "tensorboard" / mode / f"worker_{node}").glob("events.out.tfevents.*")
-            scalars = read_scalars(events)
-            for wid in wids:
-                for approach in ("singlehead", "singlehead_p", "domst"):
+        for approach in ("singlehead", "singlehead_p", "domst"):
+            for node, wids in enumerate(plan):
+                models = len(wids)
+                assert re.search(rf"progress {mode} {approach}: worker:{node}  {wids[-1]} {approach}  "
+                                 rf"models {models}/{models}  epoch \d/2  nse -?[\d.]+", log), log[-3000:]
+                (events,) = (out / "tensorboard" / f"{mode}_{approach}" / f"worker_{node}").glob("events.out.tfevents.*")
+                scalars = read_scalars(events)
+                for wid in wids:
                     assert [step for step, _ in scalars[f"{wid}/{approach}/val_loss"]][:1] == [1]
                     assert math.isfinite(scalars[f"{wid}/{approach}/nse"][0][1])
-        assert f"progress {mode}: finished [########################] 9/9 models 100%" in log
+            assert f"progress {mode} {approach}: finished [########################] 3/3 models 100%" in log
 
 
 def test_domst_negative_precipitation_fails_naming_the_file(minicluster, tmp_path):
