@@ -268,6 +268,7 @@ PRECIP_FILE = "precip/cru_ts_layout_pre_daily.nc"
 DISTANCE_FILE = "distance_to_water.tif"
 WATERSHEDS_FILE = "watersheds.json"
 TRUTH_FILE = "truth.npz"
+OUTLINES_FILE = "outlines.geojson"
 
 
 def cru_netcdf_bytes(dates, lat, lon, pre) -> bytes:
@@ -324,11 +325,12 @@ def usgs_rdb_text(site_no: str, dates, q_m3s, ts_code: str = "149018") -> str:
     return "\n".join(lines) + "\n"
 
 
-def geotiff_bytes(lat, lon, raster) -> bytes:
-    """A float32 GeoTIFF, north-up (rows from north to south), WGS84, nodata -9999 (GDAL_NODATA)."""
+def geotiff_bytes(lat, lon, raster, dtype=np.float32) -> bytes:
+    """A GeoTIFF (float32 unless asked), north-up (rows from north to south), WGS84, nodata -9999
+    (GDAL_NODATA)."""
     import tifffile
     res = float(lat[1] - lat[0])
-    north_up = np.where(np.isfinite(raster), raster, NODATA).astype(np.float32)[::-1]
+    north_up = np.where(np.isfinite(raster), raster, NODATA).astype(dtype)[::-1]
     geokeys = (1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326)
     buf = io.BytesIO()
     tifffile.imwrite(buf, north_up, extratags=[
@@ -337,6 +339,21 @@ def geotiff_bytes(lat, lon, raster) -> bytes:
         (34735, "H", len(geokeys), geokeys, True),                                 # GeoKeyDirectory
         (42113, "s", 0, f"{NODATA:g}", True)])                                     # GDAL_NODATA
     return buf.getvalue()
+
+
+def outlines_geojson(region: dict) -> str:
+    """The watersheds' outlines as GeoJSON (one MultiPolygon of grid-cell squares per watershed, lon/lat,
+    properties site_no and id), the form rdd_io.domst_region reads."""
+    lat, lon, half = region["lat"], region["lon"], RES_DEG / 2
+    features = []
+    for w, site in enumerate(region["site_no"]):
+        cells = np.argwhere(region["label"] == w)
+        squares = [[[[lon[j] - half, lat[i] - half], [lon[j] + half, lat[i] - half], [lon[j] + half, lat[i] + half],
+                      [lon[j] - half, lat[i] + half], [lon[j] - half, lat[i] - half]]] for i, j in cells]
+        features.append({"type": "Feature", "properties": {"site_no": site, "id": f"W{w + 1:02d}"},
+                         "geometry": {"type": "MultiPolygon",
+                                      "coordinates": np.round(np.asarray(squares, float), 6).tolist()}})
+    return json.dumps({"type": "FeatureCollection", "features": features})
 
 
 def write_region(out_dir: str, region: dict) -> dict:
@@ -367,6 +384,8 @@ def write_region(out_dir: str, region: dict) -> dict:
                      "pixel_index": "i_lat * n_lon + i_lon, latitude ascending"},
             "watersheds": sheds}
     storage.write_text(files["watersheds"], json.dumps(meta, indent=1))
+    files["outlines"] = storage.join(base, OUTLINES_FILE)
+    storage.write_text(files["outlines"], outlines_geojson(region))
     truth = dict(region["truth"], label=region["label"], discharge_true_m3s=region["discharge_true_m3s"])
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in truth.items()})
