@@ -256,3 +256,10 @@ def test_bench_efficiency_is_sequential_time_over_nodes_times_parallel_time():
     assert domst_efficiency.efficiency(times) == (0.75, 30.0, 20.0, 2)
     args = domst_efficiency.parse_args(["--quick"])
     assert "experiments.nodes=2" in args.overrides and "data.watersheds=4" in args.overrides
+
+
+def test_relative_gain_counts_an_improvement_over_a_negative_nse_as_positive():
+    from models.domst_metrics import relative_gain
+    assert relative_gain(0.9, 0.5) == pytest.approx(0.8)
+    assert relative_gain(0.1, -0.5) == pytest.approx(1.2) and relative_gain(-0.6, -0.5) == pytest.approx(-0.2)
+    assert relative_gain(0.5, 0.0) is None and relative_gain(None, 0.3) is None
