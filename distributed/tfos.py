@@ -20,6 +20,11 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
   shutdown is bounded, even when a role returned early or raised.
 - Roles return a JSON result to the driver over the same authenticated channel, and may send it
   small progress records on the way (RoleContext.progress, Cluster.progress).
+- TFoS feeds a partition to the worker on whichever executor Spark runs the task on, so no worker is
+  sure to get a given share: `Cluster.feed_workers` feeds partition w into worker w's own queue (its
+  TFoS manager, found by its reservation), wherever the task runs. The manager of a worker listens on
+  a local socket, so this needs the feeding executor on the worker's host (one machine, as on the
+  mini-cluster); elsewhere the task fails naming the worker.
 """
 from __future__ import annotations
 
@@ -136,10 +141,46 @@ def _patch_executor(node_host: str | None, secret: str) -> None:
 
 def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
     """Wrap a TFoS partition function so the patches are in place in whichever worker runs it."""
-    def run(iterator):
+    def run(*args):  # (iterator) or (partition index, iterator)
         _patch_executor(node_host, secret)
-        return fn(iterator)
+        return fn(*args)
     return run
+
+
+def _feed_pinned(workers: dict[int, dict], feed_timeout_s: float, qname: str = "input") -> Callable:
+    """Partition function: feed partition w into worker w's queue, as TFSparkNode.train feeds the local
+    one (wait until the worker consumed it, fail on its error, skip once it terminated its feed)."""
+    def feed(index, iterator):
+        from queue import Empty
+        _, TFManager, _, _, _, _ = _tfos()
+        node = workers[index]
+        addr = tuple(node["addr"]) if isinstance(node["addr"], list) else node["addr"]
+        try:
+            mgr = TFManager.connect(addr, node["authkey"])
+            queue, equeue = mgr.get_queue(qname), mgr.get_queue("error")
+        except (OSError, EOFError) as exc:
+            raise RuntimeError(f"partition {index}: cannot reach the queue of worker:{index} at {addr} "
+                               f"(host {node['host']}): {exc}") from exc
+        started, items, skipped = time.monotonic(), 0, str(mgr.get("state")) == "'terminating'"
+        for item in iterator:
+            items += 1
+            if not skipped:
+                queue.put(item, block=True)
+        put_s = time.monotonic() - started
+        waited = threading.Thread(target=queue.join, daemon=True)
+        waited.start()
+        deadline = time.monotonic() + feed_timeout_s
+        while waited.is_alive():
+            try:
+                raise RuntimeError(f"worker:{index} failed while fed:\n{equeue.get(block=False)}")
+            except Empty:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker:{index} did not consume partition {index} within {feed_timeout_s:.0f}s")
+            waited.join(0.2)
+        return [{"worker": index, "items": items, "skipped": skipped, "put_s": round(put_s, 4),
+                 "consumed_s": round(time.monotonic() - started, 4)}]
+    return feed
 
 
 PROGRESS_INTERVAL_S = 0.5   # between two progress records of one role, unless one is forced
@@ -275,19 +316,30 @@ class Cluster:
         polls now and then sees each epoch end): (newest number, [(role, record)])."""
         return self._server.progress_since(seq)
 
-    def train(self, rdd, epochs: int = 1, feed_timeout_s: float = 600) -> None:
-        """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed.
+    def feed_workers(self, rdd, feed_timeout_s: float = 600) -> list[dict]:
+        """One epoch in InputMode.SPARK with partition w of `rdd` fed to worker w, whichever executor runs it.
 
-        A role that raises stops the feeding at once (TFoS would retry the feeding tasks until their
-        timeout) and surfaces as RoleFailed naming the role."""
-        _, _, _, TFSparkNode, _, _ = _tfos()
-        union = self.sc.union([rdd] * epochs)
-        feed = TFSparkNode.train(self.info, self._cluster.cluster_meta, feed_timeout=int(feed_timeout_s))
+        Returns, per partition, {worker, items, skipped (the worker had ended its feed), put_s (seconds
+        to put the items into its queue), consumed_s (until the worker had read them all)}."""
+        workers = {n["task_index"]: n for n in self.info if n["job_name"] == "worker"}
+        if rdd.getNumPartitions() != len(workers):
+            raise ValueError(f"{rdd.getNumPartitions()} partitions for {len(workers)} workers")
+        fn = _on_executor(_feed_pinned(workers, feed_timeout_s), self._node_host, self._secret)
+        stats: list[dict] = []
+        self._watched(lambda: stats.extend(rdd.mapPartitionsWithIndex(fn).collect()))
+        return sorted(stats, key=lambda r: r["worker"])
+
+    def await_roles(self, roles: set[str], timeout_s: float) -> bool:
+        """Wait until `roles` handed in their results; False at the timeout or once any role failed."""
+        return self._await(roles, time.monotonic() + timeout_s)
+
+    def _watched(self, job: Callable[[], None]) -> None:
+        """Run a feeding Spark job; a role that raises meanwhile cancels it and surfaces as RoleFailed."""
         outcome: list[BaseException] = []
 
         def run_feed():
             try:
-                union.foreachPartition(_on_executor(feed, self._node_host, self._secret))
+                job()
             except BaseException as exc:  # re-raised in the caller's thread below
                 outcome.append(exc)
 
@@ -300,6 +352,16 @@ class Cluster:
                 raise RoleFailed(self._describe(self.failures()))
         if outcome:
             raise outcome[0]
+
+    def train(self, rdd, epochs: int = 1, feed_timeout_s: float = 600) -> None:
+        """Feed `rdd` to the workers (InputMode.SPARK), `epochs` times; returns when all was consumed.
+
+        A role that raises stops the feeding at once (TFoS would retry the feeding tasks until their
+        timeout) and surfaces as RoleFailed naming the role."""
+        _, _, _, TFSparkNode, _, _ = _tfos()
+        union = self.sc.union([rdd] * epochs)
+        feed = TFSparkNode.train(self.info, self._cluster.cluster_meta, feed_timeout=int(feed_timeout_s))
+        self._watched(lambda: union.foreachPartition(_on_executor(feed, self._node_host, self._secret)))
 
     def failures(self) -> dict[str, str]:
         """Roles that raised (their tracebacks), and the node job's own error if Spark gave up on it."""

@@ -158,7 +158,19 @@ REDSHIFT = (
         Key("final_accuracy", "{run id: {worker key: training accuracy after the last epoch}}; worker keys "
                               "are 'single' (baseline) or 'worker:<i>'"),
         Key("epochs_to_stable", "{run id: {worker key: {criterion '1'|'2': epochs until training accuracy "
-                                "stops improving, null if it never does}}}"),
+                                "stops improving under train.stopping_rule, or '>N' (a string) if it did not stop "
+                                "within train.max_epochs = N}}}: the criterion a cell stopped on (ids ending -c1, "
+                                "-c2), both criteria for runs that trained max_epochs"),
+        Key("seen", "{run id: {worker key: [{samples, checksum} per epoch]}}: what each worker trained on in each "
+                    "epoch: the sample count and an order-free checksum of the samples' zipWithIndex indices "
+                    "(rdd_io.redshift_bundle.index_checksum), checked against the data mode before the run counts "
+                    "(TFoS runs only)"),
+        Key("feeding", "{run id: [{epoch, workers: [{worker, items, put_s, consumed_s}]}]}: data.feed spark: per "
+                       "epoch and worker, the blocks fed, seconds to put them in its queue and until it had read them",
+            When("when data.feed is spark", lambda c: _cfg(c, "data.feed") == "spark")),
+        Key("stops", "{run id: [{worker, epochs, left_at_s, s_eff_after, workers_still_active}]}: workers whose "
+                     "criterion fired and that left the parameter server while others went on",
+            When("when workers stop on a criterion (train.stop_on)")),
         Key("updates", "{run id: {received, applied, max_tau}}: pushes at the ps, updates applied, largest "
                        "staleness (TFoS runs only)"),
         Key("epoch_time_s", "{run id: {worker key: [seconds since that worker started, at the end of each "
@@ -209,7 +221,7 @@ REDSHIFT = (
                          "600-single)", _RUN_ATTRS),
                    Group("<run>/workers/<worker>", "one group per worker: 'single' (baseline) or 'worker_<i>'",
                          (Key("key", "the worker key of summary.json: 'single' or 'worker:<i>'"),
-                          Key("epochs_to_stable", "JSON {criterion: epochs or null}"),
+                          Key("epochs_to_stable", "JSON {criterion: epochs or '>N' (never stopped)}"),
                           Key("samples", "samples in the worker's share"))),
                    Group("<run>/updates", "one row per update the ps received, in arrival order (empty for "
                          "the baseline)")),
@@ -219,13 +231,16 @@ REDSHIFT = (
                      *(Dataset(f"<run>/updates/{col}", dtype, ("updates",), meaning)
                        for col, dtype, meaning in _UPDATES))),
     Output("bundles/", "folder", "the training shares the workers read: <N>-all/ (same data) or "
-           "<N>-different-M<M>/worker-<i>/ (one disjoint share per worker)"),
+           "<N>-different-M<M>/worker-<i>/ (one disjoint share per worker)",
+           When("when data.feed is tensorflow", lambda c: _cfg(c, "data.feed") == "tensorflow")),
     Output("bundles/<set>/part-<k>.h5", "hdf5", "a share read by every worker (same data)",
-           When("when experiments.data_modes has same", lambda c: "same" in _cfg(c, "experiments.data_modes")),
+           When("when data.feed is tensorflow and experiments.data_modes has same",
+                lambda c: _cfg(c, "data.feed") == "tensorflow" and "same" in _cfg(c, "experiments.data_modes")),
            records="rdd_io.redshift_bundle:BUNDLE"),
     Output("bundles/<set>/<worker>/part-<k>.h5", "hdf5", "one worker's share (different data)",
-           When("when experiments.data_modes has different or the ablation runs",
-                lambda c: "different" in _cfg(c, "experiments.data_modes") or _cfg(c, "experiments.ablation")),
+           When("when data.feed is tensorflow and experiments.data_modes has different or the ablation runs",
+                lambda c: _cfg(c, "data.feed") == "tensorflow" and (
+                    "different" in _cfg(c, "experiments.data_modes") or _cfg(c, "experiments.ablation"))),
            records="rdd_io.redshift_bundle:BUNDLE"),
     Output("weights/<run>.weights.h5", "file", "the final Keras weights of each TFoS run (Keras HDF5 weights)"),
     Output("input/shard-<k>.h5", "hdf5", "simulated spectra, one shard per Spark task", _simulated_input("input/"),

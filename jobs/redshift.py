@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
-from distributed.early_stopping import CRITERIA, epochs_to_stable
+from distributed.early_stopping import CRITERIA, RULES, stable_value
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -24,6 +24,7 @@ log = logging.getLogger("jobs.redshift")
 @dataclass
 class DataConfig:
     source: Literal["simulate", "hdf5", "npy"]
+    feed: Literal["spark", "tensorflow"]
     input: str
     npy_spectra: str
     npy_labels: str
@@ -55,7 +56,8 @@ class TrainConfig:
     update: Literal["epoch", "batch"]
     s: Count
     schedule: Literal["inverse", "constant", "exponential"]
-    stop_on: Annotated[int, Range(1, 2)] | None  # a criterion of distributed.early_stopping.CRITERIA
+    stopping_rule: Literal["keras2.0", "keras3"]
+    stop_on: list[Annotated[int, Range(1, 2)]]  # criteria of distributed.early_stopping.CRITERIA, one cell each
     seed: Seed
     tf_threads: NonNegative
     push_timeout_s: Seconds
@@ -83,8 +85,12 @@ class RedshiftConfig:
     def validate(self) -> None:
         if any(m < 1 for m in self.experiments.workers + self.experiments.ablation_workers):
             raise ConfigError("experiments: worker counts must be >= 1")
-        if self.train.stop_on not in (None, *CRITERIA):
-            raise ConfigError(f"train.stop_on: {self.train.stop_on!r} is not null or one of {list(CRITERIA)}")
+        stop_on = self.train.stop_on
+        if any(c not in CRITERIA for c in stop_on) or len(set(stop_on)) < len(stop_on):
+            raise ConfigError(f"train.stop_on: {self.train.stop_on!r} must list distinct criteria of {list(CRITERIA)} "
+                              "(or be [] to train max_epochs and score both afterwards)")
+        if self.train.stopping_rule not in RULES:
+            raise ConfigError(f"train.stopping_rule: {self.train.stopping_rule!r} is not one of {list(RULES)}")
         if not 1 <= self.train.s <= min(self.experiments.workers):
             raise ConfigError(f"train.s={self.train.s} must be between 1 and the smallest worker count")
         if not self.data.sizes or min(self.data.sizes) < 1:
@@ -101,11 +107,15 @@ def model_args(cfg: RedshiftConfig) -> dict:
 
 
 def experiment_grid(cfg: RedshiftConfig) -> list[dict]:
-    """Every TFoS run: the thesis's grid (staleness-aware), then the ablation on the largest set."""
+    """Every TFoS run: the thesis's grid (staleness-aware), then the ablation on the largest set.
+
+    Workers that stop on a criterion change the others' asynchronous dynamics, so with train.stop_on
+    each criterion is a cell of its own (id suffix -c<k>); ablation cells train max_epochs."""
     mode_name = {"inverse": "staleness-aware", "constant": "async", "exponential": "staleness-exp"}
     runs = [dict(dataset=n, data_mode=mode, workers=m, mode=mode_name[cfg.train.schedule], s=cfg.train.s,
-                 schedule=cfg.train.schedule, grid=True, ablation=False)
-            for n in cfg.data.sizes for m in cfg.experiments.workers for mode in cfg.experiments.data_modes]
+                 schedule=cfg.train.schedule, stop_on=crit, grid=True, ablation=False)
+            for n in cfg.data.sizes for m in cfg.experiments.workers for mode in cfg.experiments.data_modes
+            for crit in cfg.train.stop_on or [None]]
     if cfg.experiments.ablation:
         n = max(cfg.data.sizes)
         for m in cfg.experiments.ablation_workers:
@@ -114,9 +124,10 @@ def experiment_grid(cfg: RedshiftConfig) -> list[dict]:
                 variants.append(("staleness-aware", 2, "inverse"))
             for mode, s, schedule in variants:
                 runs.append(dict(dataset=n, data_mode="different", workers=m, mode=mode, s=s, schedule=schedule,
-                                 grid=False, ablation=True))
+                                 stop_on=None, grid=False, ablation=True))
     for run in runs:
-        run["id"] = f"{run['dataset']}-{run['data_mode']}-M{run['workers']}-{run['mode']}-s{run['s']}"
+        run["id"] = (f"{run['dataset']}-{run['data_mode']}-M{run['workers']}-{run['mode']}-s{run['s']}"
+                     + (f"-c{run['stop_on']}" if run["stop_on"] else ""))
     unique: dict[str, dict] = {}
     for run in runs:  # an ablation cell that equals a grid cell is run once, and counts for both
         kept = unique.setdefault(run["id"], run)
@@ -124,8 +135,10 @@ def experiment_grid(cfg: RedshiftConfig) -> list[dict]:
     return list(unique.values())
 
 
-def stable_epochs(history: list[float]) -> dict[str, int]:
-    return {str(c): epochs_to_stable(history, patience, delta) for c, (patience, delta) in CRITERIA.items()}
+def stable_epochs(history: list[float], rule: str, max_epochs: int, stop_on: int | None = None) -> dict:
+    """{criterion: epochs to stable, or '>max_epochs'}: the criterion a run stopped on, or both after the fact."""
+    return {str(c): stable_value(history, *CRITERIA[c], max_epochs, rule=rule)
+            for c in ([stop_on] if stop_on else CRITERIA)}
 
 
 def prepare_data(job: Job) -> tuple:
@@ -163,36 +176,54 @@ def materialise(job: Job, bundle, run: dict) -> tuple[list[str], list[dict]]:
     return [i["uri"] for i in infos], infos
 
 
-def check_shares(run: dict, infos: list[dict], results: dict) -> None:
-    """Each worker must have read exactly the share written for it."""
-    for w, info in enumerate(infos):
-        got = results[f"worker:{w}"]
-        if (got["samples"], got["index_sum"]) != (info["count"], info["index_sum"]):
-            raise RuntimeError(f"{run['id']}: worker {w} read {got['samples']} samples (index sum "
-                               f"{got['index_sum']}), its share has {info['count']} ({info['index_sum']})")
+def feed_epochs(cluster, fed, run: dict, cfg: RedshiftConfig) -> list[dict]:
+    """data.feed spark: feed each worker its share, one epoch after the other, until max_epochs or until
+    every worker has stopped; per epoch and worker, what was fed and how fast (bench/ reads these)."""
+    log_ = []
+    for epoch in range(1, cfg.train.max_epochs + 1):
+        stats = cluster.feed_workers(fed, feed_timeout_s=cfg.train.push_timeout_s + 60)
+        if all(s["skipped"] for s in stats):
+            break
+        log_.append({"epoch": epoch, "workers": [{k: s[k] for k in ("worker", "items", "put_s", "consumed_s")}
+                                                 for s in stats if not s["skipped"]]})
+    return log_
 
 
 def run_distributed(job: Job, bundle, run: dict) -> dict:
     from distributed import tfos
     from jobs import progress
     from jobs.redshift_roles import role
+    from rdd_io import redshift_bundle as rb
     cfg = job.cfg
-    share_uris, infos = materialise(job, bundle, run)
-    args = {"model": model_args(cfg), "seed": cfg.train.seed, "workers": run["workers"], "s": run["s"],
+    n, m, mode = run["dataset"], run["workers"], run["data_mode"]
+    sizes = [rb.expected_share(n, m, mode, w)["samples"] for w in range(m)]
+    share_uris, fed = None, None
+    if cfg.data.feed == "tensorflow":
+        share_uris, _ = materialise(job, bundle, run)
+    else:
+        fed = rb.feed_partitions(bundle.filter(lambda t, n=n: t[0] < n), m, mode).cache()
+    args = {"feed": cfg.data.feed, "share_sizes": sizes, "model": model_args(cfg), "seed": cfg.train.seed, "workers": run["workers"], "s": run["s"],
             "schedule": run["schedule"], "max_epochs": cfg.train.max_epochs, "batch_size": cfg.train.batch_size,
-            "update": cfg.train.update, "stop_on": cfg.train.stop_on, "tf_threads": cfg.train.tf_threads,
+            "update": cfg.train.update, "stop_on": run["stop_on"],
+            "stopping_rule": cfg.train.stopping_rule, "tf_threads": cfg.train.tf_threads,
             "push_timeout_s": cfg.train.push_timeout_s, "shares": share_uris, "ps_secret": job.secret,
             "weights_uri": job.out("weights", f"{run['id']}.weights.h5"),
             "checkpoint_dir": cell_folder(job, run["id"]), "checkpoint_every": cfg.train.checkpoint_every,
             "resume": job.resume,
             "tensorboard_uri": job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None}
     started, started_at = time.monotonic(), time.time()
-    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode="tensorflow",
+    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode=cfg.data.feed,
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+    deadline_s = cfg.train.push_timeout_s * max(1, cfg.train.max_epochs)
+    feeding = []
     try:
         with progress.shown(cluster, run["id"], {f"worker:{w}": cfg.train.max_epochs for w in range(run["workers"])}):
-            results = cluster.shutdown(timeout_s=cfg.train.push_timeout_s * max(1, cfg.train.max_epochs))
+            if fed is not None:
+                feeding = feed_epochs(cluster, fed, run, cfg)
+                # every worker hands in its result before shutdown, which would otherwise feed end markers
+                cluster.await_roles({f"worker:{w}" for w in range(m)}, deadline_s)
+            results = cluster.shutdown(timeout_s=deadline_s)
     except tfos.RoleFailed as exc:
         cluster.abort()
         lost = ps_lost_message(run["id"], str(exc), storage.join(cell_folder(job, run["id"]), "ps.h5"))
@@ -203,21 +234,33 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
     except BaseException:
         cluster.abort()
         raise
-    check_shares(run, infos, results)
+    finally:
+        if fed is not None:
+            fed.unpersist()
+    rb.check_seen(run["id"], n, mode, {w: results[f"worker:{w}"]["seen"] for w in range(m)})
     per_worker = {}
     for w in range(run["workers"]):
         r = results[f"worker:{w}"]
         per_worker[f"worker:{w}"] = {"accuracy": r["accuracy"], "loss": r["loss"], "samples": r["samples"],
-                                     "time": r["time"], "epochs_to_stable": stable_epochs(r["accuracy"])}
+                                     "seen": r["seen"],
+                                     "time": r["time"], "epochs_to_stable": stable_epochs(
+                                         r["accuracy"], cfg.train.stopping_rule, cfg.train.max_epochs, run["stop_on"])}
     ps = results["ps:0"]
     lambdas = {u["tau"]: u["lambda"] for u in ps["updates"]}
     log.info("%s: %d updates applied, tau max %s, final accuracy %s", run["id"], len(ps["updates"]),
              max(lambdas, default=0), [round(w["accuracy"][-1], 3) for w in per_worker.values()])
-    faults = describe_faults(ps, results, [i["count"] for i in infos], cfg.train.max_epochs, started_at)
+    faults = describe_faults(ps, results, sizes, cfg.train.max_epochs, started_at)
     for fault in faults:
         log.warning("%s: %s at %.1fs after %d epoch(s); samples not seen: %s", run["id"], fault["message"],
                     fault["lost_at_s"], fault["epochs_completed"], fault["samples_not_seen"])
+    stops = describe_stops(results, run["workers"], run["s"], started_at)
+    for stop in stops:
+        log.info("%s: %s met criterion %s after %d epochs and left the ps; %d worker(s) go on, s_eff %d",
+                 run["id"], stop["worker"], run["stop_on"], stop["epochs"], stop["workers_still_active"],
+                 stop["s_eff_after"])
     return {**run, "cluster": f"{run['workers']} worker{'s' if run['workers'] > 1 else ''}",
+            "stopping_rule": cfg.train.stopping_rule, "max_epochs": cfg.train.max_epochs, "stops": stops,
+            "feed": cfg.data.feed, "feeding": feeding,
             "per_worker": per_worker, "updates": ps["updates"], "pushes_received": ps["pushes_received"],
             "faults": faults, "resumed_at_version": ps.get("resumed_at_version"),
             "wall_time_s": round(time.monotonic() - started, 2)}
@@ -243,6 +286,20 @@ def describe_faults(ps: dict, results: dict, share_sizes: list[int], max_epochs:
                     "rejoined_at_epoch": back["epoch"] if back else None,
                     "samples_not_seen": "none: the share was retrained after the retry" if retrained else
                     {str(epoch): share_sizes[w] for epoch in range(e["epochs_reported"], max_epochs)}})
+    return out
+
+
+def describe_stops(results: dict, workers: int, s: int, started_at: float) -> list[dict]:
+    """One record per worker whose criterion fired: after how many epochs it left the ps, and the ps's
+    s_eff = min(s, workers still active) from then on (the ps logs the same as 's shrinks')."""
+    left = sorted((r["left_at"], w) for w in range(workers) if (r := results.get(f"worker:{w}", {})).get("left_at"))
+    out = []
+    for k, (at, w) in enumerate(left):
+        r = results[f"worker:{w}"]
+        if r.get("stopped"):
+            active = workers - k - 1
+            out.append({"worker": f"worker:{w}", "epochs": len(r["accuracy"]), "left_at_s": round(at - started_at, 2),
+                        "s_eff_after": min(s, active), "workers_still_active": active})
     return out
 
 
@@ -302,13 +359,15 @@ def run_baseline(job: Job, bundle, n: int) -> dict:
     quiet_tensorflow(cfg.train.tf_threads)
     started = time.monotonic()
     model = new_model(model_args(cfg), cfg.train.seed)
-    history = fit_sequential(model, x, y, cfg.train.max_epochs, cfg.train.batch_size, cfg.train.seed + 1,
-                             cfg.train.stop_on)
+    # Trained max_epochs and scored after the fact: one process's curve up to an epoch does not depend on
+    # whether it goes on, so this equals stopping it on each criterion.
+    history = fit_sequential(model, x, y, cfg.train.max_epochs, cfg.train.batch_size, cfg.train.seed + 1)
     single = {"accuracy": history["accuracy"], "loss": history["loss"], "samples": n,
-              "epochs_to_stable": stable_epochs(history["accuracy"])}
+              "epochs_to_stable": stable_epochs(history["accuracy"], cfg.train.stopping_rule, cfg.train.max_epochs)}
     log.info("baseline %d: final accuracy %.3f", n, history["accuracy"][-1])
     return {"id": f"{n}-single", "cluster": "single machine", "workers": 0, "data_mode": "same", "dataset": n,
-            "mode": "sequential", "s": 0, "per_worker": {"single": single}, "updates": [],
+            "mode": "sequential", "s": 0, "per_worker": {"single": single}, "updates": [], "stop_on": None,
+            "stopping_rule": cfg.train.stopping_rule, "max_epochs": cfg.train.max_epochs,
             "wall_time_s": round(time.monotonic() - started, 2)}
 
 
@@ -341,6 +400,12 @@ def run(job: Job) -> dict:
             # per worker: seconds since it started training, at the end of each epoch (bench/ reads these)
             "epoch_time_s": {r["id"]: {w: v["time"] for w, v in r["per_worker"].items()}
                              for r in runs if r["workers"]},
+            # per run, worker and epoch: samples trained on and a checksum of their zipWithIndex indices
+            "seen": {r["id"]: {w: v.get("seen") for w, v in r["per_worker"].items()} for r in runs if r["workers"]},
+            # data.feed spark: per epoch and worker, items fed, seconds to put them, seconds until consumed
+            "feeding": {r["id"]: r["feeding"] for r in runs if r.get("feeding")},
+            # workers whose criterion fired: they left the ps, the others went on with a smaller s_eff
+            "stops": {r["id"]: r["stops"] for r in runs if r.get("stops")},
             # workers lost mid-run: when, after how many epochs, what was not seen (none once retrained)
             "faults": {r["id"]: r["faults"] for r in runs if r.get("faults")},
             **({"resume": resumed} if job.resume else {})}

@@ -5,7 +5,7 @@ import numpy as np
 
 from distributed.early_stopping import CRITERIA
 from jobs.output_files import pyplot as _pyplot, save_png as _save
-from jobs.redshift_report import COLUMNS, DATA_MODES, TABLE_MODES, _workers_of, ablation_table
+from jobs.redshift_report import COLUMNS, DATA_MODES, TABLE_MODES, _workers_of, ablation_table, censored
 
 
 def plot_curves(runs: list[dict], metric: str, path: str) -> str | None:
@@ -53,8 +53,15 @@ def plot_stable_bars(rows: list[dict], path: str, title: str = "") -> str | None
              for row in rows]
     for ax, crit in zip(axes[0], CRITERIA):
         for k, mode in enumerate(DATA_MODES):
-            vals = [np.nan if row[f"crit{crit}_{mode}"] is None else row[f"crit{crit}_{mode}"] for row in rows]
-            ax.bar(x + (k - 0.5) * 0.4, vals, width=0.4, label=f"{mode} data")
+            cells = [row[f"crit{crit}_{mode}"] for row in rows]
+            # a worker that never stopped ('>N') gets a hatched bar at N, labelled '>N': not a number of epochs
+            vals = [np.nan if v is None else float(v[1:]) if censored(v) else v for v in cells]
+            bars = ax.bar(x + (k - 0.5) * 0.4, vals, width=0.4, label=f"{mode} data")
+            for bar, v in zip(bars, cells):
+                if censored(v):
+                    bar.set_hatch("//")
+                    ax.annotate(v, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                                va="bottom", fontsize=6)
         patience, delta = CRITERIA[crit]
         ax.set(title=f"criterion {crit} (patience {patience}, min delta {delta})", ylabel="epochs to stable")
         ax.set_xticks(x, names, fontsize=7)

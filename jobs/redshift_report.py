@@ -13,9 +13,10 @@ from statistics import mean
 
 import numpy as np
 
-from distributed.early_stopping import CRITERIA, epochs_to_stable
+from distributed.early_stopping import CRITERIA, stable_value
 from jobs.output_files import atomic, cell_text, write_csv, write_text
 
+UNRECORDED_RULE = "keras3"  # results written before runs recorded their stopping rule were scored with it
 COLUMNS = ("crit1_same", "crit1_different", "crit2_same", "crit2_different")
 TABLE_MODES = ("staleness-aware", "sequential")
 DATA_MODES = ("same", "different")
@@ -64,21 +65,32 @@ def _workers_of(run: dict) -> list[tuple[str, dict]]:
     return [("-" if one or i < 0 else f"#{i + 1}", rec) for i, rec in items]
 
 
-def _stable(rec: dict, crit: int, metric: str = "accuracy") -> int | None:
-    """Epochs to stable under criterion crit: the job's number if given, else computed from the curve."""
+def _stable(rec: dict, crit: int, metric: str = "accuracy", run: dict | None = None) -> int | str | None:
+    """Epochs to stable under criterion crit: the job's number if given, else computed from the curve with
+    the run's stopping rule; '>N' when it never stopped within the run's N epochs."""
     given = (rec.get("epochs_to_stable") or {}) if metric == "accuracy" else {}
     value = given.get(str(crit), given.get(crit))
     if value is None and rec.get(metric):
-        value = epochs_to_stable(rec[metric], *CRITERIA[crit], mode="max" if metric == "accuracy" else "min")
+        run = run or {}
+        value = stable_value(rec[metric], *CRITERIA[crit], run.get("max_epochs", len(rec[metric])),
+                             mode="max" if metric == "accuracy" else "min", rule=run.get("stopping_rule", UNRECORDED_RULE))
     return value
 
 
-def _cells(runs: list[dict], dataset: int) -> dict[tuple[int, str], dict]:
-    """(workers, data_mode) -> run, for the table modes of one dataset. A single machine or a single
-    worker sees all the data either way, so it fills the other data mode too unless that was run."""
+def censored(value) -> bool:
+    """True for a worker that never stopped ('>N'): a lower bound, not a number of epochs."""
+    return isinstance(value, str) and value.startswith(">")
+
+
+def _cells(runs: list[dict], dataset: int, crit: int | None = None) -> dict[tuple[int, str], dict]:
+    """(workers, data_mode) -> run, for the table modes of one dataset and the runs that score criterion
+    `crit` (those that stopped on it, or trained max_epochs). A single machine or a single worker sees all
+    the data either way, so it fills the other data mode too unless that was run."""
     cells, explicit = {}, {}
     for run in runs:
         if run.get("mode") not in TABLE_MODES or run.get("dataset") != dataset:
+            continue
+        if run.get("stop_on") not in (None, crit):
             continue
         key = (run["workers"], run["data_mode"])
         if key in explicit:
@@ -95,18 +107,20 @@ def _cells(runs: list[dict], dataset: int) -> dict[tuple[int, str], dict]:
 def stable_table(runs: list[dict], dataset: int) -> list[dict]:
     """Rows like the thesis's Tables 5.1/5.2: one per (cluster, worker); None where a cell was not run."""
     rows: dict[tuple[int, str], dict] = {}
-    for (workers, data_mode), run in _cells(runs, dataset).items():
-        for label, rec in _workers_of(run):
-            row = rows.setdefault((workers, label), {"cluster": run["cluster"], "worker": label,
-                                                     **dict.fromkeys(COLUMNS)})
-            for crit in CRITERIA:
-                row[f"crit{crit}_{data_mode}"] = _stable(rec, crit)
+    for crit in CRITERIA:
+        for (workers, data_mode), run in _cells(runs, dataset, crit).items():
+            for label, rec in _workers_of(run):
+                row = rows.setdefault((workers, label), {"cluster": run["cluster"], "worker": label,
+                                                         **dict.fromkeys(COLUMNS)})
+                row[f"crit{crit}_{data_mode}"] = _stable(rec, crit, run=run)
     return [rows[k] for k in sorted(rows, key=lambda k: (k[0], len(k[1]), k[1]))]
 
 
 def _fmt(value) -> str:
     if value is None:
         return "–"
+    if censored(value):
+        return value
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
@@ -119,19 +133,20 @@ def _size(w: int) -> str:
 
 
 def _by_size(rows: list[dict], crit: int) -> dict[tuple[int, str], float]:
-    """(cluster size, data mode) -> mean over its workers of the criterion's epochs to stable."""
+    """(cluster size, data mode) -> mean over its workers of the criterion's epochs to stable; workers that
+    never stopped ('>N') are left out of the means (the markdown table shows them)."""
     vals: dict[tuple[int, str], list] = {}
     for r in rows:
         for mode in DATA_MODES:
-            if r[f"crit{crit}_{mode}"] is not None:
+            if r[f"crit{crit}_{mode}"] is not None and not censored(r[f"crit{crit}_{mode}"]):
                 vals.setdefault((n_workers(r["cluster"]), mode), []).append(r[f"crit{crit}_{mode}"])
     return {k: mean(v) for k, v in vals.items()}
 
 
 def _run_mean(run: dict, fn) -> float | None:
-    """Mean of fn(worker record) over the run's workers; None if any worker has no value."""
+    """Mean of fn(worker record) over the run's workers; None if any worker has no value or never stopped."""
     vals = [fn(rec) for _, rec in _workers_of(run)]
-    return mean(vals) if vals and None not in vals else None
+    return mean(vals) if vals and not any(v is None or censored(v) for v in vals) else None
 
 
 def _fewer(values: dict, mode: str) -> str:
@@ -172,8 +187,8 @@ def findings(rows: list[dict], dataset: int, runs: list[dict] | None = None) -> 
              f"{_gaps(_by_size(THESIS_STABLE[5000], 1))}): ours {_gaps(ours)}."]
     if runs is None:
         return lines
-    cells = _cells(runs, dataset)
-    loss = {k: _run_mean(run, lambda rec: _stable(rec, 1, "loss")) for k, run in cells.items()}
+    cells = _cells(runs, dataset, 2)  # the curves: runs that trained max_epochs, else the longer criterion's
+    loss = {k: _run_mean(run, lambda rec, run=run: _stable(rec, 1, "loss", run)) for k, run in cells.items()}
     lines.append("Loss-based stable epochs (crit. 1 on loss; thesis Fig. 5.5: about 50% lower with different "
                  "data, negligible with the same data): " + "; ".join(_fewer(loss, m) for m in DATA_MODES) + ".")
     parts = []
@@ -188,12 +203,17 @@ def findings(rows: list[dict], dataset: int, runs: list[dict] | None = None) -> 
     return lines
 
 
+def _rules(runs: list[dict] | None) -> str:
+    return " / ".join(sorted({r.get("stopping_rule", UNRECORDED_RULE) for r in runs or []})) or UNRECORDED_RULE
+
+
 def stable_markdown(rows: list[dict], dataset: int, runs: list[dict] | None = None) -> str:
     """Markdown table with 'ours (thesis)' in each cell, then the findings with our numbers."""
     ref = {(r["cluster"], r["worker"]): r for r in THESIS_STABLE.get(dataset, [])}
     out = [f"## Epochs to stable training accuracy, {dataset} samples", "",
-           "Each cell: ours (thesis Tables 5.1/5.2, 5K only); – = not run / no thesis number. "
-           "Criterion 1: patience 1, min delta 0.001; criterion 2: patience 3, min delta 0.0001.", "",
+           "Each cell: ours (thesis Tables 5.1/5.2, 5K only); – = not run / no thesis number; >N = never "
+           "stopped within N epochs. Criterion 1: patience 1, min delta 0.001; criterion 2: patience 3, min "
+           f"delta 0.0001; stopping rule {_rules(runs)}.", "",
            "| cluster | worker | crit. 1 same | crit. 1 different | crit. 2 same | crit. 2 different |",
            "|---|---|---|---|---|---|"]
     for row in rows:
@@ -214,7 +234,9 @@ def ablation_table(runs: list[dict], ids: list[str]) -> list[dict]:
         run = by_id[run_id]
         recs = [rec for _, rec in _workers_of(run)]
         finals = [rec["accuracy"][-1] for rec in recs if rec.get("accuracy")]
-        stable = {c: [v for rec in recs if (v := _stable(rec, c)) is not None] for c in CRITERIA}
+        # workers that never stopped ('>N') are left out of the means
+        stable = {c: [v for rec in recs if (v := _stable(rec, c, run=run)) is not None and not censored(v)]
+                  for c in CRITERIA}
         updates = run.get("updates", [])
         taus = [int(u["tau"]) for u in updates]
         applied = [u for u in updates if u.get("applied_version") is not None]

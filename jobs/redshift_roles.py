@@ -33,6 +33,7 @@ import numpy as np
 
 from distributed.early_stopping import CRITERIA, EarlyStopper
 from jobs.resume import epoch_rng
+from rdd_io.redshift_bundle import seen
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,29 @@ def worker_data(args: dict, task_index: int) -> tuple:
     return share["spectra"], share["label"], share["index"]
 
 
+class FedShare:
+    """data.feed spark: each epoch's share as TensorFlowOnSpark fed it (InputMode.SPARK), in blocks
+    ending with a marker (rdd_io.redshift_bundle.feed_partitions)."""
+
+    def __init__(self, ctx):
+        self.ctx, self.feed, self.epochs = ctx, ctx.data_feed(), 0
+
+    def _next(self):
+        items = self.feed.next_batch(1)
+        return items[0] if items else None
+
+    def epoch(self) -> tuple:
+        from rdd_io.redshift_bundle import collect_epoch
+        got = collect_epoch(self._next)
+        if got is None:
+            raise RuntimeError(f"{self.ctx.name}: the feed ended after {self.epochs} epochs")
+        self.epochs += 1
+        return got
+
+    def terminate(self) -> None:
+        self.feed.terminate()
+
+
 def _sampling(args: dict, name: str):
     """Sample this role's process tree when the run asks for it (the land-cover comparison)."""
     if not args.get("sample_interval_s"):
@@ -98,16 +122,13 @@ def _sampled(sampler, origin) -> dict:
     return {} if sampler is None else {"series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
-def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int, stop_on: int | None = None) -> dict:
+def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int) -> dict:
     """The single-machine baseline: the same loop, no parameter server."""
-    stopper = EarlyStopper(*CRITERIA[stop_on]) if stop_on else None
     history = {"accuracy": [], "loss": []}
     for epoch in range(epochs):
         acc, loss = train_epoch(model, x, y, batch_size, epoch_rng(seed, epoch))
         history["accuracy"].append(acc)
         history["loss"].append(loss)
-        if stopper and stopper.update(acc):
-            break
     return history
 
 
@@ -266,21 +287,22 @@ def worker_role(args: dict, ctx) -> dict:
     _record_pid(args, f"worker:{ctx.task_index}")
     quiet_tensorflow(args["tf_threads"])
     sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
-    x, y, index = worker_data(args, ctx.task_index)
+    fed = FedShare(ctx) if args.get("feed") == "spark" else None
+    x, y, index = (None, None, None) if fed else worker_data(args, ctx.task_index)
     seed = args["seed"] + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
     model = new_model(args["model"], seed, args.get("model_name", "redshift"))
-    stopper = EarlyStopper(*CRITERIA[args["stop_on"]]) if args["stop_on"] else None
+    stopper = (EarlyStopper(*CRITERIA[args["stop_on"]], rule=args.get("stopping_rule", "keras3"))
+               if args["stop_on"] else None)
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
-    history = {"accuracy": [], "loss": [], "time": []}
-    facts = {"samples": int(len(y)), "index_sum": int(index.sum()), "index_min": int(index.min()),
-             "index_max": int(index.max())}
+    # seen: per epoch, how many samples this worker trained on and a checksum of their indices
+    history = {"accuracy": [], "loss": [], "time": [], "seen": []}
     # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
     # the last epoch end this worker checkpointed.
     ckpt_uri = _checkpoint_uri(args, f"worker-{ctx.task_index}.h5")
     saved = restore_worker(ckpt_uri, model) if ckpt_uri else None
     first_epoch, resumes, finished = 0, [], False
     if saved is not None:
-        history, first_epoch, finished = saved["history"], saved["epoch"], saved["done"]
+        history, first_epoch, finished = {"seen": [], **saved["history"]}, saved["epoch"], saved["done"]
         resumes = saved["resumes"] + [first_epoch]
         for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
             stopper.update(acc)
@@ -288,7 +310,12 @@ def worker_role(args: dict, ctx) -> dict:
     # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
     last_epoch = first_epoch if finished else args["max_epochs"]
     started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
-    progress = WorkerProgress(args, ctx, len(y))
+    progress = WorkerProgress(args, ctx, args["share_sizes"][ctx.task_index] if fed else len(y))
+    if fed and finished:  # TFoS skips this worker's partitions from now on
+        fed.terminate()
+    elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
+        for _ in range(first_epoch):
+            fed.epoch()
     with connect_ps((host, int(port)), args, ctx.task_index) as ps:
         try:
             joined = ps.join(first_epoch)
@@ -311,6 +338,9 @@ def worker_role(args: dict, ctx) -> dict:
 
         try:
             for epoch in range(first_epoch, last_epoch):
+                if fed:
+                    x, y, index = fed.epoch()
+                history["seen"].append(seen(index))
                 rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
                 if args["update"] == "batch":
                     acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
@@ -327,6 +357,8 @@ def worker_role(args: dict, ctx) -> dict:
                 ps.report(epoch, {"accuracy": acc, "loss": loss})
                 progress.epoch_end(epoch + 1, acc, loss)
                 if stop:
+                    if fed:  # TFoS skips the partitions still to come for this worker
+                        fed.terminate()
                     break
         except BaseException:
             try:  # also on error: the ps stops counting on this worker, so no one waits for it
@@ -338,7 +370,10 @@ def worker_role(args: dict, ctx) -> dict:
             ps.leave()
         finally:
             progress.close(len(history["accuracy"]))
-    return {**facts, **history, "resumed_at_epochs": resumes, **_sampled(sampler, origin)}
+    stopped = bool(stopper and stopper.stopped)
+    samples = history["seen"][-1]["samples"] if history["seen"] else 0
+    return {"samples": samples, **history, "resumed_at_epochs": resumes, "stopped": stopped, "left_at": time.time(),
+            **_sampled(sampler, origin)}
 
 
 def role(args: dict, ctx) -> dict:

@@ -3,9 +3,16 @@
     spectra RDD zip labels RDD, then zipWithIndex  ->  (index, (spectrum, label))
 
 `same` gives every worker every sample; `different` gives worker w the samples whose index is w
-modulo M (disjoint, sizes within one of each other). TFoS's SPARK feeding cannot pin a partition to
-a worker, so each share is materialised as HDF5 parts under a URI and read back by its worker
-(InputMode.TENSORFLOW); what each worker actually read is reported back and checked.
+modulo M (disjoint, sizes within one of each other). Two ways to the workers (data.feed):
+
+- spark (the thesis's "Spark input"): `feed_partitions` cuts the bundle into M partitions, partition w
+  holding worker w's share in blocks and an end-of-epoch marker, and the TFoS adapter feeds partition w
+  into worker w's queue each epoch (InputMode.SPARK).
+- tensorflow: each share is materialised as HDF5 parts under a URI and read by its worker
+  (InputMode.TENSORFLOW).
+
+Either way each worker reports, per epoch, how many samples it trained on and `index_checksum` of their
+zipWithIndex indices, and the driver checks them against `expected_share` for the data mode.
 """
 from __future__ import annotations
 
@@ -115,6 +122,100 @@ def shares(bundle, workers: int, mode: str) -> list:
     if mode == "different":
         return [bundle.filter(lambda t, w=w: t[0] % workers == w) for w in range(workers)]
     raise ValueError(f"data mode must be 'same' or 'different', got {mode!r}")
+
+
+# ---------------------------------------------------------------- what a worker saw, checked
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def index_checksum(index) -> str:
+    """Order-independent checksum of a set of zipWithIndex indices: sum of splitmix64(i) mod 2**64, hex.
+
+    Unlike a plain index sum, swapping one sample for another of the same index sum changes it."""
+    z = np.asarray(index, dtype=np.uint64) + _MIX[0]
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * _MIX[1]
+        z = (z ^ (z >> np.uint64(27))) * _MIX[2]
+        z = z ^ (z >> np.uint64(31))
+        return f"{int(np.sum(z, dtype=np.uint64)):016x}"
+
+
+def share_indices(n: int, workers: int, mode: str, worker: int) -> np.ndarray:
+    """The zipWithIndex indices worker `worker` must see per epoch: all of 0..n-1, or those = w mod M."""
+    if mode == "same":
+        return np.arange(n)
+    if mode == "different":
+        return np.arange(worker, n, workers)
+    raise ValueError(f"data mode must be 'same' or 'different', got {mode!r}")
+
+
+def expected_share(n: int, workers: int, mode: str, worker: int) -> dict:
+    index = share_indices(n, workers, mode, worker)
+    return {"samples": int(len(index)), "checksum": index_checksum(index)}
+
+
+def seen(index) -> dict:
+    """What a worker reports for one epoch."""
+    return {"samples": int(len(index)), "checksum": index_checksum(index)}
+
+
+def check_seen(run_id: str, n: int, mode: str, seen_by_worker: dict[int, list[dict]]) -> None:
+    """Every worker, every epoch it trained, saw exactly its share; else ValueError naming both."""
+    workers = len(seen_by_worker)
+    for w, epochs in sorted(seen_by_worker.items()):
+        want = expected_share(n, workers, mode, w)
+        for epoch, got in enumerate(epochs, start=1):
+            if got != want:
+                raise ValueError(
+                    f"{run_id}: worker:{w} saw the wrong share in epoch {epoch}: {got['samples']} samples "
+                    f"(index checksum {got['checksum']}), its {mode}-data share of {n} samples over {workers} "
+                    f"workers has {want['samples']} (checksum {want['checksum']})")
+
+
+# ---------------------------------------------------------------- spark feeding
+END = "end"  # an item ("end", samples): the partition (one epoch of one worker's share) is over
+
+
+def _blocks(rows, block: int):
+    """(index, (spectrum, label)) rows -> ("rows", index int64[k], spectra float32[k, B], label int32[k])
+    items of at most `block` samples, then ("end", samples): one queue item per block, not per sample."""
+    rows = sorted(rows, key=lambda r: r[0])
+    for start in range(0, len(rows), block):
+        chunk = rows[start:start + block]
+        yield ("rows", np.array([r[0] for r in chunk], np.int64),
+               np.stack([r[1][0] for r in chunk]).astype(np.float32), np.array([r[1][1] for r in chunk], np.int32))
+    yield (END, len(rows))
+
+
+def feed_partitions(subset, workers: int, mode: str, block: int = 256):
+    """The RDD TFoS feeds each epoch: M partitions, partition w = worker w's share as _blocks items."""
+    if mode == "same":
+        keyed = subset.flatMap(lambda t: [(w, t) for w in range(workers)])
+    elif mode == "different":
+        keyed = subset.map(lambda t: (t[0] % workers, t))
+    else:
+        raise ValueError(f"data mode must be 'same' or 'different', got {mode!r}")
+    return (keyed.partitionBy(workers, lambda w: w)
+            .mapPartitions(lambda kv: _blocks((t for _, t in kv), block), preservesPartitioning=True))
+
+
+def collect_epoch(next_item) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Executor side: read one epoch's items (next_item() -> item, or None at the end of the feed) into
+    (spectra, labels, index); None if the feed ended first. The end marker's count is checked."""
+    parts = []
+    while True:
+        item = next_item()
+        if item is None:
+            return None
+        if item[0] == END:
+            break
+        parts.append(item[1:])
+    if not parts:
+        raise ValueError(f"an epoch of 0 samples was fed (end marker says {item[1]})")
+    index = np.concatenate([p[0] for p in parts])
+    if len(index) != item[1]:
+        raise ValueError(f"fed {len(index)} samples, the partition's end marker says {item[1]}")
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), index
 
 
 def _encode_part(partition: int, rows) -> list:

@@ -162,8 +162,9 @@ def test_ablation_table_staleness_stats():
     assert sa["tau_mean"] == pytest.approx(7 / 5) and sa["tau_max"] == 3
     assert sa["tau_hist"] == {0: 1, 1: 2, 2: 1, 3: 1}
     assert (sa["updates_applied"], sa["versions"]) == (4, 2)
-    # no epochs_to_stable given: computed from HISTORY (3 and 8) and [0.5, 0.9] (2 and 2)
-    assert (asy["stable_crit1"], asy["stable_crit2"]) == (2.5, 5)
+    # no epochs_to_stable given: computed (Keras 3, no rule recorded) from HISTORY (3 and never) and
+    # [0.5, 0.9] (never and never); workers that never stopped are left out of the means
+    assert (asy["stable_crit1"], asy["stable_crit2"]) == (3, None)
     assert asy["final_accuracy"] == pytest.approx((0.62 + 0.9) / 2)
     assert asy["tau_mean"] == pytest.approx(4 / 3) and asy["tau_max"] == 4 and asy["tau_hist"] == {0: 2, 4: 1}
     with pytest.raises(ValueError, match="'missing'"):
@@ -251,3 +252,31 @@ def test_plots_without_data_write_nothing(tmp_path):
     assert rf.plot_curves([], "loss", str(tmp_path / "c.png")) is None
     assert rf.plot_tau_hist(MAIN, ["5000-base"], str(tmp_path / "t.png")) is None  # no updates
     assert os.listdir(tmp_path) == []
+
+
+def test_cells_that_stopped_on_a_criterion_fill_only_its_columns_and_never_stopped_is_marked():
+    def stopped(run_id, workers, mode, crit, values):
+        r = run(run_id, workers, mode, 5000, [worker(None, None, 3, 4) for _ in values])
+        for rec, v in zip(r["per_worker"].values(), values):
+            rec["epochs_to_stable"] = {str(crit): v}
+        return {**r, "stop_on": crit, "stopping_rule": "keras2.0", "max_epochs": 20}
+    runs = [run("5000-base", 0, "same", 5000, [worker(9, 15, 3, 4)]),
+            stopped("M2-c1", 2, "different", 1, [6, ">20"]), stopped("M2-c2", 2, "different", 2, [15, 16])]
+    rows = rr.stable_table(runs, 5000)
+    assert row(rows, "2 workers", "#1")["crit1_different"] == 6
+    assert row(rows, "2 workers", "#2")["crit1_different"] == ">20"
+    assert [row(rows, "2 workers", w)["crit2_different"] for w in ("#1", "#2")] == [15, 16]
+    md = rr.stable_markdown(rows, 5000, runs)
+    assert "| 2 workers | #2 | – (7) | >20 (5) | – (13) | 16 (15) |" in md
+    assert "stopping rule keras2.0 / keras3" in md  # the baseline dicts of this test record no rule
+    # the finding's mean leaves the worker that never stopped out: 2 workers different = 6
+    assert rr._by_size(rows, 1)[(2, "different")] == 6
+    with pytest.raises(ValueError, match="both fill the cell"):
+        rr.stable_table(runs + [stopped("M2-c1-again", 2, "different", 1, [6, 6])], 5000)
+
+
+def test_stable_bars_draw_a_never_stopped_worker(tmp_path):
+    rows = [{"cluster": "2 workers", "worker": "#1", "crit1_same": 6, "crit1_different": ">20",
+             "crit2_same": None, "crit2_different": 12}]
+    path = tmp_path / "bars.png"
+    assert rf.plot_stable_bars(rows, str(path)) and path.read_bytes()[:8] == PNG_MAGIC
