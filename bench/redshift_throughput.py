@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 from bench import job_run  # noqa: E402
 GOAL = 0.8
 JOB_SETTINGS = ["experiments.workers=[1]", "experiments.data_modes=[same]", "experiments.ablation=false",
-                "experiments.baseline=true", "train.stop_on=null"]
+                "experiments.baseline=true", "train.stop_on=[]"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
