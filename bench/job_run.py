@@ -28,3 +28,11 @@ def run_job(case: str, preset: str, overrides: list[str], out: Path, timeout: fl
         raise SystemExit(f"{path}: the job failed ({summary.get('error', 'no summary')}); last lines of "
                          f"{log}:\n{log.read_text(errors='replace')[-3000:]}")
     return summary
+
+
+def add_job_options(parser, case: str, preset: str = "tiny") -> None:
+    """--preset, --set, --keep and --timeout of a bench that runs one job."""
+    parser.add_argument("--preset", default=preset, help=f"config preset of conf/{case}.yaml (default {preset})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    parser.add_argument("--keep", metavar="DIR", help="keep the job's outputs here (default: a temporary folder)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds the job may take (default 1800)")

@@ -32,10 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=6, help="epochs (default 6)")
     parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
     parser.add_argument("--skip", type=int, default=1, help="warm-up epochs left out (default 1)")
-    parser.add_argument("--preset", default="tiny", help="config preset of conf/redshift.yaml (default tiny)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
-    parser.add_argument("--keep", metavar="DIR", help="keep the job's outputs here (default: a temporary folder)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds the job may take (default 1800)")
+    job_run.add_job_options(parser, "redshift")
     parser.add_argument("--quick", action="store_true", help="3 epochs, 1 worker: mostly start-up")
     args = parser.parse_args(argv)
     if args.quick:
