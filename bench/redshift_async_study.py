@@ -122,6 +122,7 @@ def main(argv=None) -> float:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", metavar="PATH", help="also write every curve here")
+    parser.add_argument("--no-sequential", action="store_true", help="leave out the sequential reference")
     parser.add_argument("--quick", action="store_true", help="1500 samples, 450 bands, 40 classes (the tiny model)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -140,7 +141,7 @@ def main(argv=None) -> float:
     print(f"n={args.n} bands={cfg.data.bands} classes={cfg.data.n_classes} M={m} epochs={args.epochs} "
           f"batch={bs} lr={cfg.model.learning_rate} optimizer={cfg.model.optimizer}", flush=True)
     started = time.monotonic()
-    base = fit_sequential(make(seed), x, y, args.epochs, bs, seed + 1)["accuracy"]
+    base = [] if args.no_sequential else fit_sequential(make(seed), x, y, args.epochs, bs, seed + 1)["accuracy"]
     print(f"sequential (all {args.n}): " + " ".join(f"{a:.3f}" for a in base)
           + f"   [{time.monotonic() - started:.0f}s]", flush=True)
     results = {"config": {"n": args.n, "workers": m, "epochs": args.epochs, "bands": cfg.data.bands,

@@ -176,17 +176,17 @@ def materialise(job: Job, bundle, run: dict) -> tuple[list[str], list[dict]]:
     return [i["uri"] for i in infos], infos
 
 
-def feed_epochs(cluster, fed, run: dict, cfg: RedshiftConfig) -> list[dict]:
+def feed_epochs(cluster, fed, cfg: RedshiftConfig) -> list[dict]:
     """data.feed spark: feed each worker its share, one epoch after the other, until max_epochs or until
     every worker has stopped; per epoch and worker, what was fed and how fast (bench/ reads these)."""
-    log_ = []
+    fed_epochs = []
     for epoch in range(1, cfg.train.max_epochs + 1):
         stats = cluster.feed_workers(fed, feed_timeout_s=cfg.train.push_timeout_s + 60)
         if all(s["skipped"] for s in stats):
             break
-        log_.append({"epoch": epoch, "workers": [{k: s[k] for k in ("worker", "items", "put_s", "consumed_s")}
-                                                 for s in stats if not s["skipped"]]})
-    return log_
+        fed_epochs.append({"epoch": epoch, "workers": [{k: s[k] for k in ("worker", "items", "put_s", "consumed_s")}
+                                                       for s in stats if not s["skipped"]]})
+    return fed_epochs
 
 
 def run_distributed(job: Job, bundle, run: dict) -> dict:
@@ -202,7 +202,8 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
         share_uris, _ = materialise(job, bundle, run)
     else:
         fed = rb.feed_partitions(bundle.filter(lambda t, n=n: t[0] < n), m, mode).cache()
-    args = {"feed": cfg.data.feed, "share_sizes": sizes, "model": model_args(cfg), "seed": cfg.train.seed, "workers": run["workers"], "s": run["s"],
+    args = {"feed": cfg.data.feed, "share_sizes": sizes, "model": model_args(cfg), "seed": cfg.train.seed,
+            "workers": run["workers"], "s": run["s"],
             "schedule": run["schedule"], "max_epochs": cfg.train.max_epochs, "batch_size": cfg.train.batch_size,
             "update": cfg.train.update, "stop_on": run["stop_on"],
             "stopping_rule": cfg.train.stopping_rule, "tf_threads": cfg.train.tf_threads,
@@ -220,7 +221,7 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
     try:
         with progress.shown(cluster, run["id"], {f"worker:{w}": cfg.train.max_epochs for w in range(run["workers"])}):
             if fed is not None:
-                feeding = feed_epochs(cluster, fed, run, cfg)
+                feeding = feed_epochs(cluster, fed, cfg)
                 # every worker hands in its result before shutdown, which would otherwise feed end markers
                 cluster.await_roles({f"worker:{w}" for w in range(m)}, deadline_s)
             results = cluster.shutdown(timeout_s=deadline_s)

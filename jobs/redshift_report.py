@@ -73,7 +73,8 @@ def _stable(rec: dict, crit: int, metric: str = "accuracy", run: dict | None = N
     if value is None and rec.get(metric):
         run = run or {}
         value = stable_value(rec[metric], *CRITERIA[crit], run.get("max_epochs", len(rec[metric])),
-                             mode="max" if metric == "accuracy" else "min", rule=run.get("stopping_rule", UNRECORDED_RULE))
+                             mode="max" if metric == "accuracy" else "min",
+                             rule=run.get("stopping_rule", UNRECORDED_RULE))
     return value
 
 
