@@ -216,7 +216,7 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
         storage.remove_tree(job.out("checkpoints"))
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s, tf_servers=True)
     try:
         with progress.shown(cluster, "model parallel", {"chief:0": sum(c["epochs"] for c in cells)}):
             return cluster.shutdown(timeout_s=cfg.train.timeout_s)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -117,6 +120,45 @@ def job_cmdlines(job_pid: int, run_id: str) -> set[str]:
     return seen
 
 
+TF_PROBES: dict[str, dict] = {}  # case -> what probe_tf_servers found while its TF servers were up
+TF_SERVER_CASES = ("landcover",)  # studies whose roles run TensorFlow's gRPC servers
+
+
+def _connects(host: str, port: int) -> int:
+    """0 if a TCP connection to host:port opens, else the errno (or -1 on a timeout)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(5)
+        try:
+            return s.connect_ex((host, port))
+        except OSError as exc:
+            return exc.errno or -1
+
+
+def probe_tf_servers(line: str, found: dict) -> None:
+    """On the driver's 'TFoS roles up: job:i@host:port, ...; ... private network NAME' line, while the
+    TF servers are up: connect to every TF server's port from inside the run's network (a member,
+    which must get in: the servers are there) and then from this machine's own network on each of its
+    addresses (not a member of the run: must be refused). Results go into `found`."""
+    import psutil
+    from distributed import netns
+    servers = [(f"{job}:{i}", host, int(port)) for job, i, host, port in re.findall(r"(\w+):(\d+)@([\d.]+):(\d+)", line)]
+    network = re.search(r"private network (\S+)", line)
+    found.update(servers=servers, network=network and network.group(1), member={}, outsider={})
+    if not network:
+        return
+    deadline = time.monotonic() + 120
+    with netns.entered(found["network"]):  # a member: wait until every server listens
+        for role, host, port in servers:
+            while (code := _connects(host, port)) != 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            found["member"][role] = code
+    addresses = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                 if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith("fe80")}
+    for role, _, port in servers:
+        found["outsider"][role] = {address: _connects(address, port) for address in sorted(addresses)}
+
+
 def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) -> Path:
     out = root / case
     args = [a for key_value in sets for a in ("--set", key_value)]
@@ -128,12 +170,21 @@ def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) 
     stdout: list[str] = []
     stderr: list[str] = []
     done = threading.Event()
+    probes = []
 
     def watch():  # while the job runs, as an attacker polling `ps` would
         while not done.wait(1.0):
             seen.update(job_cmdlines(proc.pid, cluster.state.run_id))
 
-    threads = [threading.Thread(target=watch), threading.Thread(target=lambda: stdout.extend(proc.stdout)),
+    def read_stdout():
+        for line in proc.stdout:
+            stdout.append(line)
+            if case in TF_SERVER_CASES and "TFoS roles up" in line:
+                probe = threading.Thread(target=probe_tf_servers, args=(line, TF_PROBES.setdefault(case, {})))
+                probe.start()
+                probes.append(probe)
+
+    threads = [threading.Thread(target=watch), threading.Thread(target=read_stdout),
                threading.Thread(target=lambda: stderr.extend(proc.stderr))]
     for t in threads:
         t.daemon = True
@@ -147,7 +198,7 @@ def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for t in threads:
+        for t in threads + probes:
             t.join(timeout=180)
     text, errors = "".join(stdout), "".join(stderr)
     assert proc.returncode == 0, f"exit {proc.returncode} (-9: killed after {timeout:.0f}s)\n" + text[-5000:] + errors[-3000:]

@@ -12,7 +12,7 @@ import pytest
 
 from distributed.minicluster import JWS_FILTER, security_conf, ui_token
 
-from .conftest import MASTER_TRAFFIC, TINY_CMDLINES, TINY_STDOUT
+from .conftest import MASTER_TRAFFIC, TF_PROBES, TINY_CMDLINES, TINY_STDOUT
 
 HEX_SECRET = re.compile(rb"(?<![0-9a-fA-F])[0-9a-f]{64}(?![0-9a-fA-F])")  # secrets.token_hex(32): cluster and job
 CASES = ["redshift", "landcover", "domst"]
@@ -84,6 +84,24 @@ def test_an_expired_ui_token_is_refused(minicluster):
     assert status(ui_token(minicluster.state.secret)) == 200
     assert status(ui_token(minicluster.state.secret, ttl_s=-120)) in (401, 403)
     assert status(ui_token("not-the-secret")) in (401, 403)
+
+
+def test_tf_servers_refuse_every_connection_but_the_runs_own(tiny_landcover):
+    """During the land-cover run: each TF server's port, reached from inside the run's private network
+    (the servers are there), is refused from every address of this machine outside it."""
+    from distributed import netns, processes
+    found = TF_PROBES["landcover"]
+    assert found.get("network"), f"the TF servers should run in a private network: {found}"
+    roles = {role for role, _, _ in found["servers"]}
+    assert roles == {"ps:0", "chief:0", "worker:0", "worker:1", "worker:2"}
+    assert found["member"] == {role: 0 for role in roles}
+    for role, per_address in found["outsider"].items():
+        assert "127.0.0.1" in per_address, per_address
+        assert all(code != 0 for code in per_address.values()), f"{role}: {per_address}"
+    # Removed by name when the run ended, and none left behind by a driver that died.
+    assert found["network"] not in netns.names()
+    orphans = [n for n in netns.names() if not processes.alive(int(n[len(netns.PREFIX):].split("-")[0]))]
+    assert orphans == []
 
 
 def test_spark_rpc_is_encrypted_on_the_wire(minicluster):
