@@ -286,7 +286,9 @@ def remove_tree(uri: str) -> None:
 def read_parts(uri: str, prefix: str, suffix: str = ".h5") -> list[tuple[str, bytes]]:
     """(name, bytes) of every <prefix>*<suffix> file directly under the folder `uri`, sorted by name; the
     name is a path for a local folder, else the URI. Runs on executors too, for any URI."""
-    parts = [(str(local_path(u)) if is_local(u) else u, read_bytes(u)) for u in glob(uri, f"{prefix}*{suffix}")]
+    # startswith/endswith, not the glob <prefix>*<suffix>: "W01.h5" is a "W01." part ending ".h5"
+    names = [n for n in list_names(uri) if n.startswith(prefix) and n.endswith(suffix)]
+    parts = [(str(local_path(u)) if is_local(u) else u, read_bytes(u)) for u in (join(uri, n) for n in names)]
     if not parts:
         raise FileNotFoundError(f"{uri}: no {prefix}*{suffix} files")
     return parts

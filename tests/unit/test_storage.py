@@ -159,6 +159,14 @@ def test_read_parts_of_a_missing_folder_names_it(tmp_path):
                                                                                ("part-00001.h5", b"one")]
 
 
+def test_read_parts_prefix_and_suffix_may_meet(tmp_path):
+    """A Dom-ST bundle <id>.h5 is the part of prefix "<id>." with suffix ".h5"; W010.h5 is not W01's."""
+    for name in ("W01.h5", "W010.h5", "W02.h5"):
+        (tmp_path / name).write_bytes(name.encode())
+    assert [(Path(p).name, b) for p, b in storage.read_parts(storage.to_uri(tmp_path), "W01.")] == \
+        [("W01.h5", b"W01.h5")]
+
+
 def test_hdfs_in_a_child_forked_after_use_fails_at_once_naming_the_uri(monkeypatch):
     """hdfs-native's runtime does not survive fork(): a forked child would block forever, so it is refused."""
     monkeypatch.setattr(storage, "_HDFS_PID", os.getpid() + 1)  # as if a parent process had used the client
