@@ -118,7 +118,8 @@ def _master_host(master: str) -> str:
     return master.split("//")[-1].rsplit(":", 1)[0]
 
 
-def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret: str | None, executors: int):
+def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret: str | None, executors: int,
+                   reuse_workers: bool):
     from pyspark.sql import SparkSession
     from distributed.minicluster import security_conf
     builder = SparkSession.builder.appName(f"scidl-{case}").master(master)
@@ -129,7 +130,7 @@ def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret
         "spark.cores.max": str(executors),
         "spark.scheduler.minRegisteredResourcesRatio": "1.0",
         "spark.scheduler.maxRegisteredResourcesWaitingTime": f"{int(cfg.cluster.start_timeout_s)}s",
-        "spark.python.worker.reuse": "true",
+        "spark.python.worker.reuse": "true" if reuse_workers else "false",
         "spark.executor.memory": cfg.cluster.executor_memory,
         "spark.ui.showConsoleProgress": "false",
     }
@@ -219,13 +220,19 @@ def _process_settings():
             root.setLevel(level)
 
 
-def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None = None) -> int:
-    """Parse the contract's arguments, run `run(job)` on a cluster, write config.yaml and summary.json."""
+def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None = None, *,
+            reuse_workers: bool = False) -> int:
+    """Parse the contract's arguments, run `run(job)` on a cluster, write config.yaml and summary.json.
+
+    reuse_workers: keep Spark's Python workers across tasks, which TFoS's InputMode.SPARK requires. Off
+    otherwise: a worker that used the HDFS client must never fork a role (hdfs-native's runtime does not
+    survive fork()), and a fresh worker per task comes from pyspark.daemon, which never touches HDFS."""
     with _process_settings():
-        return _run_job(case, schema, run, argv)
+        return _run_job(case, schema, run, argv, reuse_workers)
 
 
-def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None) -> int:
+def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None,
+             reuse_workers: bool = False) -> int:
     args = parse_args(case, argv)
     try:
         cfg = load(schema, args.config, args.preset, args.set)
@@ -264,7 +271,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if host:
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = _spark_session(case, cfg, master, host, cluster_secret, executors)
+        spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse_workers)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
         storage.makedirs(output, private=True)

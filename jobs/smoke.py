@@ -95,4 +95,4 @@ def run(job: Job) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job("smoke", SmokeConfig, run))
+    raise SystemExit(run_job("smoke", SmokeConfig, run, reuse_workers=True))

@@ -13,6 +13,7 @@ deleted through a symbolic link. Every error names the URI and what was being do
 """
 from __future__ import annotations
 
+import ctypes
 import fnmatch
 import os
 import re
@@ -87,6 +88,20 @@ def join(uri: str, *parts: str) -> str:
 _HDFS_PID: int | None = None  # the process that started hdfs-native's runtime, if any
 
 
+_HDFS_KEPT: list = []  # every HDFS file system this process opened; see _never_free_in_child
+
+
+def _never_free_in_child() -> None:
+    """fsspec empties its instance cache in every forked child (even one that only calls exec). Freeing an
+    HDFS client there waits forever for runtime threads fork did not copy: measured, pyspark's JVM launch
+    hung in its preexec_fn. So a child keeps them, one extra reference each, for its whole life."""
+    for fs in _HDFS_KEPT:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(fs))
+
+
+os.register_at_fork(after_in_child=_never_free_in_child)
+
+
 def _remote(uri: str):
     """(fsspec file system, path inside it) for a non-local URI."""
     import fsspec
@@ -100,9 +115,12 @@ def _remote(uri: str):
                                f"client (pid {_HDFS_PID}); hdfs-native cannot be used after fork()")
         _HDFS_PID = os.getpid()
     try:
-        return fsspec.core.url_to_fs(uri, **options)
+        fs, path = fsspec.core.url_to_fs(uri, **options)
     except Exception as exc:
         raise StorageError(f"{uri}: cannot open its file system ({type(exc).__name__}: {exc})") from exc
+    if options and not any(kept is fs for kept in _HDFS_KEPT):
+        _HDFS_KEPT.append(fs)
+    return fs, path
 
 
 def _failed(uri: str, doing: str, exc: BaseException) -> OSError:
