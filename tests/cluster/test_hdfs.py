@@ -114,3 +114,19 @@ def test_minicluster_cli_up_hdfs_status_down(tmp_path):
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids.values())
     from distributed import processes
     assert processes.tagged(run_id) == []
+
+
+FORK_AFTER_USE = """
+import subprocess, sys
+from rdd_io import storage
+storage.exists(storage.join(sys.argv[1], "x"))
+subprocess.run(["true"], preexec_fn=lambda: None, check=True)  # how pyspark starts its JVM: Python runs after fork
+print("forked and exec'd")
+"""
+
+
+def test_a_process_that_used_hdfs_can_still_fork_and_exec(hdfs):
+    """fsspec empties its instance cache in a forked child; freeing the HDFS client there used to hang forever."""
+    proc = subprocess.run([sys.executable, "-c", FORK_AFTER_USE, hdfs.state.uri], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "forked and exec'd" in proc.stdout, proc.stderr[-2000:]
