@@ -413,4 +413,5 @@ def run(job: Job) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job("redshift", RedshiftConfig, run))
+    # data.feed=spark is TFoS's InputMode.SPARK, whose background roles need reused Python workers
+    raise SystemExit(run_job("redshift", RedshiftConfig, run, reuse_workers=lambda cfg: cfg.data.feed == "spark"))

@@ -221,10 +221,11 @@ def _process_settings():
 
 
 def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None = None, *,
-            reuse_workers: bool = False) -> int:
+            reuse_workers: bool | Callable[[Any], bool] = False) -> int:
     """Parse the contract's arguments, run `run(job)` on a cluster, write config.yaml and summary.json.
 
-    reuse_workers: keep Spark's Python workers across tasks, which TFoS's InputMode.SPARK requires. Off
+    reuse_workers: keep Spark's Python workers across tasks, which TFoS's InputMode.SPARK requires (a bool, or
+    a function of the loaded config for a job whose feed mode is a config choice). Off
     otherwise: a worker that used the HDFS client must never fork a role (hdfs-native's runtime does not
     survive fork()), and a fresh worker per task comes from pyspark.daemon, which never touches HDFS."""
     with _process_settings():
@@ -232,7 +233,7 @@ def run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str]
 
 
 def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str] | None,
-             reuse_workers: bool = False) -> int:
+             reuse_workers: bool | Callable[[Any], bool] = False) -> int:
     args = parse_args(case, argv)
     try:
         cfg = load(schema, args.config, args.preset, args.set)
@@ -271,7 +272,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if host:
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse_workers)
+        reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
+        spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
         storage.makedirs(output, private=True)
