@@ -40,10 +40,12 @@ def test_spark_fed_workers_stop_on_their_criterion_and_saw_their_shares(miniclus
             share = np.arange(N) if mode == "same" else np.arange(w, N, M)
             assert summary["seen"][cell][f"worker:{w}"] == [
                 {"samples": len(share), "checksum": index_checksum(share)}] * 3
-        # three epochs were fed to both workers; the fourth found both stopped and was not counted
+        # three epochs were fed to both workers. A fourth may have been put into the queues before the
+        # workers' stop reached the driver (a worker decides at the end of epoch 3, after reading it all);
+        # `seen` above shows no worker read it, and the update count below shows no worker trained on it.
         feeding = summary["feeding"][cell]
-        assert [e["epoch"] for e in feeding] == [1, 2, 3]
-        assert all(sorted(w["worker"] for w in e["workers"]) == [0, 1] for e in feeding)
+        assert [e["epoch"] for e in feeding][:3] == [1, 2, 3] and len(feeding) <= EPOCHS
+        assert all(sorted(w["worker"] for w in e["workers"]) == [0, 1] for e in feeding[:3])
         assert summary["updates"][cell]["applied"] == M * 3  # no push after a worker left
     with h5py.File(out / "redshift.h5", "r") as h5:
         assert sorted(h5[cells["different"]]["updates"]["worker"][()]) == [0, 0, 0, 1, 1, 1]

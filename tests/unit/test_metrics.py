@@ -171,7 +171,8 @@ def test_sampler_follows_forked_child_cpu_traffic_and_exit():
 def test_cpu_wait_sees_runqueue_wait_of_two_busy_processes_on_one_cpu():
     cpu = min(os.sched_getaffinity(0))
     # Both processes say they are running before the measurement starts; each ends within 60 s by itself.
-    burner = f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nos.fork()\nprint(os.getpid(), flush=True)\n" \
+    # one write(2) per process: print() may write the number and the newline apart, and two lines interleave
+    burner = f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nos.fork()\nos.write(1, b'%d\\n' % os.getpid())\n" \
              "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass\n"
     proc = subprocess.Popen([sys.executable, "-c", burner], stdout=subprocess.PIPE, text=True)
     pids = []
