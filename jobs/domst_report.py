@@ -11,7 +11,7 @@ import statistics
 
 from jobs.domst_paper import (LABELS, ablation_rows, fmt, gain_rows, paper_rows, per_watershed, speedups,
                               time_rows)
-from jobs.output_files import pyplot, save_png, write_csv, write_text
+from jobs.output_files import markdown_table, pyplot, save_png, write_csv, write_text
 from models.domst_metrics import share_best, share_better
 
 PAPER_SHARES = {"singlehead_p_beats_singlehead": "91%", "domst_beats_both": "almost all"}
@@ -135,12 +135,7 @@ def nse_rows(results: dict) -> list[dict]:
 
 
 def markdown(rows: list[dict], digits: int = 3) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cell = lambda v: "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-                     + ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]) + "\n"
+    return markdown_table(rows, f"{{:.{digits}f}}")
 
 
 def figure3(results: dict, path: str) -> str:

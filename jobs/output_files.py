@@ -41,6 +41,16 @@ def write_text(text: str, path: str) -> None:
         fh.write(text)
 
 
+def markdown_table(rows: list[dict], number: str = "{:.3f}") -> str:
+    """A Markdown table of `rows` (columns from the first row); floats as `number`, None and absent as '-'."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cell = lambda v: "-" if v is None else number.format(v) if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+                      + ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]) + "\n"
+
+
 def write_csv(rows: list[dict], path: str) -> None:
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:

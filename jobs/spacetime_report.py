@@ -8,7 +8,7 @@ import statistics
 from dataclasses import asdict
 
 from jobs import spacetime_model as sm
-from jobs.output_files import pyplot, save_png, write_csv, write_text
+from jobs.output_files import markdown_table, pyplot, save_png, write_csv, write_text
 
 LABELS = {"serial": "one process", "space": "space only (DistDL)", "depth": "depth only (TorchBraid)",
           "spacetime": "space x depth (DTB)"}
@@ -142,12 +142,7 @@ def summary(report: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------- output
 def markdown(rows: list[dict], digits: int = 4) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cell = lambda v: "-" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-                     + ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]) + "\n"
+    return markdown_table(rows, f"{{:.{digits}g}}")
 
 
 def figure_scaling(report: dict, path: str) -> str:
