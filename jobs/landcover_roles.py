@@ -92,8 +92,8 @@ def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=Non
         history["accuracy"].append(correct / len(labels))
         history["epoch_time_s"].append(round(time.monotonic() - started, 3))
         if report:
-            report({"epoch": epoch + 1, "epochs": cell["epochs"], "loss": round(history["loss"][-1], 4),
-                    "accuracy": round(history["accuracy"][-1], 4), "epoch_time_s": history["epoch_time_s"][-1]},
+            report({"epoch": epoch + 1, "epochs": cell["epochs"], "loss": history["loss"][-1],  # unrounded for
+                    "accuracy": history["accuracy"][-1], "epoch_time_s": history["epoch_time_s"][-1]},  # TensorBoard
                    True)
         every = checkpoint["every"] if checkpoint else 0
         if every and (epoch + 1) % every == 0 and epoch + 1 < cell["epochs"]:  # the last one is the result

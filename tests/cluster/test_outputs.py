@@ -70,6 +70,6 @@ def test_the_report_lists_a_case_study_not_run_as_absent(tiny_outputs, tmp_path)
     assert f"Absent: no outputs under {partial / 'landcover'}" in page
     assert page.count("data:image/png;base64,") == len(list((partial / "redshift").glob("*.png"))) + \
         len(list((partial / "domst").glob("*.png")))
-    assert "Speedup S over IP-D" in page and "Epochs to stable (crit. 1)" in page
+    assert "Table 1 speedup, " in page and "Epochs to stable (crit. 1)" in page
     # the copies lack their folders (bundles/, weights/, watersheds/): the output check says so
     assert "missing weights/&lt;run&gt;.weights.h5" in page
