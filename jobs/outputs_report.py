@@ -14,6 +14,7 @@ import base64
 import html
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -325,15 +326,15 @@ def _guarded(render, title: str) -> str:
                 f"({html.escape(repr(exc))})</p>")
 
 
-def build(root: str | Path) -> str:
-    """The whole report as one HTML string."""
+def build(root: str | Path, shown: str | None = None) -> str:
+    """The whole report as one HTML string; `shown`: the root's name on the page (default: its path)."""
     base = Path(root)
     found = ov.present(base)
     overview = [{"case study": case, "outputs": "absent" if folder is None else str(folder),
                  "status": "not run" if folder is None else ov.summary(folder).get("status")}
                 for case, folder in found.items()]
     body = ["<h1>Results of the case studies</h1>",
-            f"<p>Output root <code>{html.escape(str(base.resolve()))}</code>, report built "
+            f"<p>Output root <code>{html.escape(shown or str(base.resolve()))}</code>, report built "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Published numbers: thesis and papers via "
             "REFERENCE_NUMBERS.md; our data is simulated and smaller, so compare the shape of each finding "
             "(which way it goes, and by how much) rather than absolute values.</p>",
@@ -351,12 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", help="where to write the report; default: <root>/report.html")
     args = parser.parse_args(argv)
     root_uri = args.root or ov.default_root()
-    root = ov.local_root(root_uri)
-    target = Path(args.html) if args.html else root / "report.html"
-    page = build(root)
-    from jobs.output_files import write_text
-    write_text(page, str(target))
-    found = [c for c, f in ov.present(root).items() if f is not None]
+    from rdd_io import storage
+    with tempfile.TemporaryDirectory(prefix="scidl-outputs-") as copy:  # an hdfs:// root is read from a copy
+        root = ov.local_root(root_uri, copy_to=copy)
+        page = build(root, shown=None if storage.is_local(root_uri) else root_uri)
+        found = [c for c, f in ov.present(root).items() if f is not None]
+    target = args.html or (str(root / "report.html") if storage.is_local(root_uri)
+                           else storage.join(root_uri, "report.html"))
+    if storage.is_local(target):
+        from jobs.output_files import write_text
+        write_text(page, str(storage.local_path(target)))
+    else:
+        storage.write_text(target, page)
     absent = [c for c in CASES if c not in found]
     print(f"report: {target} ({len(page) // 1024} KiB; case studies: {', '.join(found) or 'none'}"
           + (f"; absent: {', '.join(absent)}" if absent else "") + ")")

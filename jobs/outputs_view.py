@@ -40,10 +40,7 @@ def local_root(root: str, copy_to: str | None = None) -> Path:
     import tempfile
     target = Path(copy_to or tempfile.mkdtemp(prefix="scidl-outputs-"))
     for case in CASES:
-        uri = storage.join(root, case)
-        for name in storage.list_tree(uri):
-            (target / case / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / case / name).write_bytes(storage.read_bytes(storage.join(uri, name)))
+        storage.download_tree(storage.join(root, case), target / case)
     return target
 
 

@@ -259,6 +259,17 @@ def list_tree(uri: str) -> list[str]:
                   if TMP_MARK not in f and not any(part.startswith(".") for part in f.split("/")))
 
 
+def download_tree(uri: str, folder: Path) -> list[str]:
+    """Copy every file under the folder `uri` (list_tree's files) into the local `folder`, keeping the
+    relative paths; the relative paths copied."""
+    names = list_tree(uri)
+    for name in names:
+        target = folder.joinpath(*name.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(join(uri, *name.split("/"))))
+    return names
+
+
 def glob(uri: str, pattern: str) -> list[str]:
     """URIs of the entries directly under the folder `uri` whose name matches `pattern` (fnmatch), sorted."""
     return [join(uri, n) for n in list_names(uri) if fnmatch.fnmatchcase(n, pattern)]

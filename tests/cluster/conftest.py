@@ -19,11 +19,18 @@ from conf import load_cluster
 from distributed import processes
 from distributed.hdfs_cluster import HdfsCluster
 from distributed.minicluster import up_on_free_ports
+from rdd_io import storage
 
 from .sniff import LoopbackSniffer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 5  # the land-cover roles need 5 executors; other jobs use fewer
+# The session's Dom-ST run: the two approaches of the paper's timed figures (Table 1's speedups, the overall
+# S(Singlehead(+P)) / IP-D(Dom-ST)), each its own S and IP-D run, and two ablation variants (the
+# parameter-matched one and one head) in one more run. Every approach and variant is one more model per
+# watershed; the unit tests build every one.
+DOMST_APPROACHES = ("singlehead_p", "domst")
+DOMST_ABLATION = ("singlehead_p_wide", "domst_k1")
 MASTER_TRAFFIC: list[list[bytes]] = []  # TCP payloads to and from the master port during `up` (root only)
 
 
@@ -92,10 +99,21 @@ def leftovers(cluster, timeout_s: float = 30) -> list[str]:
 # ---------------------------------------------------------------- tiny runs, once per session
 # The job tests and the output tests (schema, notebook, HTML report) read the same real runs: each case
 # study runs once, the first time a test asks for it, into one root laid out as `make demo` lays out
-# outputs/ (<root>/redshift, <root>/landcover, <root>/domst).
+# outputs/ (<root>/redshift, <root>/landcover, <root>/domst, <root>/spacetime). The runs read their input
+# from and write their outputs to the session's HDFS, as on a cluster; each finished run is copied into
+# tiny_root on the local disk for the tests to read. Without Maven on a laptop (not CI) they run on file://.
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="session")
+def tiny_uri_root(request, tiny_root) -> str:
+    """Where the tiny runs write: <the session's HDFS>/outputs, or tiny_root itself without Maven."""
+    import shutil
+    if shutil.which("mvn") or os.environ.get("CI"):
+        return f"{request.getfixturevalue('hdfs').state.uri}/outputs"
+    return storage.to_uri(tiny_root)
 
 
 TINY_STDOUT: dict[str, str] = {}  # case -> what its tiny run printed (not a terminal: plain progress lines)
@@ -159,11 +177,11 @@ def probe_tf_servers(line: str, found: dict) -> None:
         found["outsider"][role] = {address: _connects(address, port) for address in sorted(addresses)}
 
 
-def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) -> Path:
-    out = root / case
+def _tiny_run(cluster, root: Path, uri_root: str, case: str, *sets: str, timeout: float = 420) -> Path:
+    out, uri = root / case, storage.join(uri_root, case)
     args = [a for key_value in sets for a in ("--set", key_value)]
     cmd = [sys.executable, str(ROOT / "jobs" / f"{case}.py"), "--preset", "tiny", "--master",
-           cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out), *args]
+           cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}", "--output", uri, *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen: set[str] = set()
@@ -203,36 +221,40 @@ def _tiny_run(cluster, root: Path, case: str, *sets: str, timeout: float = 420) 
     text, errors = "".join(stdout), "".join(stderr)
     assert proc.returncode == 0, f"exit {proc.returncode} (-9: killed after {timeout:.0f}s)\n" + text[-5000:] + errors[-3000:]
     TINY_STDOUT[case], TINY_CMDLINES[case] = text, seen
+    if not storage.is_local(uri):
+        storage.download_tree(uri, out)
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_redshift(minicluster, tiny_root) -> Path:
+def tiny_redshift(minicluster, tiny_root, tiny_uri_root) -> Path:
     """Baseline + 2 workers on different halves of 600 spectra, 3 epochs, no ablation."""
-    return _tiny_run(minicluster, tiny_root, "redshift", "data.sizes=[600]", "train.max_epochs=3",
+    return _tiny_run(minicluster, tiny_root, tiny_uri_root, "redshift", "data.sizes=[600]", "train.max_epochs=3",
                      "experiments.workers=[2]", "experiments.data_modes=[different]", "experiments.ablation=false")
 
 
 @pytest.fixture(scope="session")
-def tiny_landcover(minicluster, tiny_root) -> Path:
+def tiny_landcover(minicluster, tiny_root, tiny_uri_root) -> Path:
     """One epoch under `default` and under `scheme4`, beside the single machine."""
     if WORKERS < 5:
         pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
-    return _tiny_run(minicluster, tiny_root, "landcover", "experiments.plans=[default,scheme4]",
+    return _tiny_run(minicluster, tiny_root, tiny_uri_root, "landcover", "experiments.plans=[default,scheme4]",
                      "experiments.batch_sizes=[]", "experiments.data_parallel=false")
 
 
 @pytest.fixture(scope="session")
-def tiny_domst(minicluster, tiny_root) -> Path:
+def tiny_domst(minicluster, tiny_root, tiny_uri_root) -> Path:
     """Three watersheds, one per node under IP-D, all on one node under S, each approach in its own S and
     IP-D run, the ablation's variants in one more IP-D run; 2 epochs."""
-    return _tiny_run(minicluster, tiny_root, "domst", "data.watersheds=3", "train.epochs=2", timeout=900)
+    return _tiny_run(minicluster, tiny_root, tiny_uri_root, "domst", "data.watersheds=3", "train.epochs=2",
+                     f"experiments.approaches=[{','.join(DOMST_APPROACHES)}]",
+                     f"experiments.ablation=[{','.join(DOMST_ABLATION)}]", timeout=900)
 
 
 @pytest.fixture(scope="session")
-def tiny_spacetime(minicluster, tiny_root) -> Path:
+def tiny_spacetime(minicluster, tiny_root, tiny_uri_root) -> Path:
     """Space, depth and space x depth on 1, 2 and 4 processes (8^3 and 2 layers per process), 2 timed steps."""
-    return _tiny_run(minicluster, tiny_root, "spacetime", "experiments.steps=2", timeout=600)
+    return _tiny_run(minicluster, tiny_root, tiny_uri_root, "spacetime", "experiments.steps=2", timeout=600)
 
 
 @pytest.fixture(scope="session")

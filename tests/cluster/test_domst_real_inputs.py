@@ -38,7 +38,7 @@ def test_region_file_built_from_real_inputs_and_a_watershed_without_test_data_is
     proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
                    "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
                    "--set", "data.source=files", "--set", f"data.input={inputs}",
-                   "--set", "experiments.modes=[ipd]", "--set", "experiments.approaches=[singlehead_p, domst]",
+                   "--set", "experiments.modes=[ipd]", "--set", "experiments.approaches=[domst]",
                    "--set", "experiments.ablation=[]", "--set", "train.epochs=1", timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -47,7 +47,7 @@ def test_region_file_built_from_real_inputs_and_a_watershed_without_test_data_is
     assert summary["times_s"]["ipd"]["domst"]["nodes_used"] == 3  # one node per watershed, W02's included
     results = json.loads((out / "results.json").read_text())
     for wid in ("W01", "W03"):
-        assert all(math.isfinite(results["scores"][wid][a]["nse"]) for a in ("singlehead_p", "domst"))
+        assert math.isfinite(results["scores"][wid]["domst"]["nse"])
     assert results["scores"]["W02"] == {}
     assert "## Watersheds that could not be scored" in (out / "report.md").read_text()
     assert leftovers(minicluster) == []

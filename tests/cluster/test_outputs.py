@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 
 from jobs import outputs_report
 from jobs.output_schema import CASES, check
+from rdd_io import storage
 
 from .conftest import ROOT
 
@@ -48,12 +49,14 @@ def test_the_notebook_runs_headless_and_shows_every_table_and_figure(tiny_output
         assert shown in text, shown
 
 
-def test_the_report_embeds_every_figure(tiny_outputs, tmp_path):
+def test_the_report_embeds_every_figure(tiny_outputs, tiny_uri_root, tmp_path):
+    """`make report` on the runs' own root: on HDFS in CI (read from there), the local copies compared."""
     target = tmp_path / "report.html"
-    proc = subprocess.run([sys.executable, "-m", "jobs.outputs_report", str(tiny_outputs), "--html", str(target)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "jobs.outputs_report", tiny_uri_root, "--html", str(target)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = target.read_text(encoding="utf-8")
+    assert f"Output root <code>{tiny_uri_root}" in page or storage.is_local(tiny_uri_root)
     assert page.count("data:image/png;base64,") == len(pngs(tiny_outputs))
     for png in pngs(tiny_outputs):
         assert base64.b64encode(png.read_bytes()).decode() in page, png

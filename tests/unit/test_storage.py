@@ -172,3 +172,15 @@ def test_hdfs_in_a_child_forked_after_use_fails_at_once_naming_the_uri(monkeypat
     monkeypatch.setattr(storage, "_HDFS_PID", os.getpid() + 1)  # as if a parent process had used the client
     with pytest.raises(storage.StorageError, match="hdfs://nn:9000/x/y.h5: .*forked.*hdfs-native cannot be used"):
         storage.read_bytes("hdfs://nn:9000/x/y.h5")
+
+
+def test_download_tree_copies_every_file_but_temporaries(tmp_path):
+    src = tmp_path / "src"
+    storage.write_text(str(src / "a.txt"), "a")
+    storage.write_bytes(str(src / "sub" / "deep" / "b.bin"), b"\x00\x01")
+    (src / f"c{storage.TMP_MARK}x").write_text("half")  # another writer's temporary
+    copied = storage.download_tree(storage.to_uri(src), tmp_path / "dst")
+    assert copied == ["a.txt", "sub/deep/b.bin"]
+    assert sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*") if p.is_file()) \
+        == copied
+    assert (tmp_path / "dst" / "sub" / "deep" / "b.bin").read_bytes() == b"\x00\x01"
