@@ -8,6 +8,12 @@ update has been applied, so s = M is synchronous training.  While a push waits t
 server sends 'waiting' heartbeats, so the client's socket timeout detects a dead
 server without limiting how long a synchronous round may take.
 
+A worker proves who it is with a credential only its own role holds: HMAC(worker key, its index),
+in every request that names it (``worker_credential``). The server holds the key; a holder of the
+job's connection secret without the credential can pull, but cannot push, report, join or leave as
+a worker, and its connection never counts as that worker's. Pushes with a NaN or inf are refused
+and counted per worker; the weights stay finite.
+
 A worker whose connection drops without 'leave' (its process died) is *lost*: it stops
 counting towards s_eff, so the others go on, and the server keeps the run open for it,
 because Spark retries the task and the retried worker comes back with 'join'.  Only
@@ -16,7 +22,10 @@ weights, the version counter and the progress across a restart of the server its
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import math
 import socket
 import socketserver
 import threading
@@ -25,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distributed.ps_wire import DEFAULT_MAX_PAYLOAD, WireError, recv_message, send_message, server_handshake
+from distributed.ps_wire import BadMessage, WireError, recv_message, send_message, server_handshake
 from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate, staleness_factor
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,15 @@ log = logging.getLogger(__name__)
 
 class ParameterServerError(RuntimeError):
     """The server refused a request (bad field, unknown worker, push not applied in time)."""
+
+
+# What one worker may store on the server: its reports are a few numbers per epoch.
+LIMITS = {"epoch": 1_000_000, "reports": 100_000, "metrics": 32, "metric_chars": 64}
+
+
+def worker_credential(key: bytes, worker: int) -> str:
+    """The credential of one worker: only the holder of `key` (the ps, the driver) can make it."""
+    return hmac.new(bytes(key), b"worker:%d" % worker, hashlib.sha256).hexdigest()
 
 
 class _Reject(Exception):
@@ -49,10 +67,11 @@ class _Pending:
     applied_version: int | None = None
 
 
-def _int_field(header: dict, name: str) -> int:
+def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = None) -> int:
     value = header.get(name)
-    if type(value) is not int:
-        raise _Reject(f"field {name!r} must be an integer, got {value!r:.40}")
+    if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = "" if lo is None else f" in {lo}..{hi}" if hi is not None else f" >= {lo}"
+        raise _Reject(f"field {name!r} must be an integer{bounds}, got {str(value)[:40]}")
     return value
 
 
@@ -76,12 +95,17 @@ class _Handler(socketserver.BaseRequestHandler):
             while not ps._stopping:
                 try:
                     header, arrays = recv_message(sock)
+                    reply = ps._dispatch(sock, header, arrays)
                 except ConnectionError:
                     return
-                try:
-                    reply = ps._dispatch(sock, header, arrays)
-                except _Reject as e:
+                except (_Reject, BadMessage) as e:  # the peer is answered; its connection stays
                     reply = ({"op": "error", "message": str(e)}, ())
+                except (WireError, OSError):  # out of step or unauthenticated: closed below
+                    raise
+                except Exception as e:  # a bug in one request must not lose the worker's connection
+                    log.exception("parameter server: error handling a request from %s", peer)
+                    reply = ({"op": "error", "message": f"the server failed on this request: "
+                                                        f"{type(e).__name__}: {str(e)[:200]}"}, ())
                 send_message(sock, *reply)
         except (WireError, OSError) as e:
             if not ps._stopping:
@@ -102,8 +126,10 @@ class ParameterServer:
     def __init__(self, initial_weights, secret: bytes, num_workers: int, s: int = 1,
                  schedule: str = "inverse", host: str = "127.0.0.1", port: int = 0,
                  push_timeout_s: float = 300, heartbeat_s: float = 5.0,
-                 handshake_timeout_s: float = 10.0, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 schedule_base: float = DEFAULT_EXPONENTIAL_BASE):
+                 handshake_timeout_s: float = 10.0, max_payload: int | None = None,
+                 schedule_base: float = DEFAULT_EXPONENTIAL_BASE, worker_key: bytes | None = None):
+        """`worker_key` makes the workers' credentials (default: the secret itself, for a process
+        that holds both); `max_payload` defaults to the largest push the model allows."""
         if type(num_workers) is not int or num_workers < 1:
             raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
         if type(s) is not int or not 1 <= s <= num_workers:
@@ -116,10 +142,16 @@ class ParameterServer:
             if w.dtype not in (np.float32, np.float64):
                 raise ValueError(f"initial weight {i} has dtype {w.dtype}; only float32/float64 travel")
         self._secret, self.num_workers, self.s = bytes(secret), num_workers, s
+        self._credentials = [worker_credential(self._secret if worker_key is None else worker_key, w)
+                             for w in range(num_workers)]
         self.schedule, self.schedule_base = schedule, schedule_base
         self.host, self.port = host, port
         self.push_timeout_s, self.heartbeat_s = push_timeout_s, heartbeat_s
-        self.handshake_timeout_s, self.max_payload = handshake_timeout_s, max_payload
+        # A push carries the model's shapes in float32 or float64: nothing much larger is ever read
+        # (the margin lets a slightly wrong push be answered with what is wrong instead of cut off).
+        self.max_payload = (max_payload if max_payload is not None
+                            else sum(w.size for w in self._weights) * 8 + (1 << 20))
+        self.handshake_timeout_s = handshake_timeout_s
         self._cond = threading.Condition()
         self._version = 0
         self._buffer: list[_Pending] = []
@@ -127,6 +159,7 @@ class ParameterServer:
         self._updates: list[dict] = []
         self._metrics: list[list[dict]] = [[] for _ in range(num_workers)]
         self._pushes_received = self._pushes_withdrawn = 0
+        self._refused = [0] * num_workers  # pushes refused per worker because of a NaN or inf
         self._owner: dict[int, socket.socket] = {}  # worker -> the connection it last spoke on
         self._lost: set[int] = set()    # connection dropped without 'leave': may come back with 'join'
         self._events: list[dict] = []   # workers lost and rejoined, for the run's summary
@@ -200,6 +233,12 @@ class ParameterServer:
             return self._pushes_withdrawn
 
     @property
+    def pushes_refused(self) -> list[int]:
+        """Per worker: pushes refused because they held a NaN or inf."""
+        with self._cond:
+            return list(self._refused)
+
+    @property
     def updates_applied(self) -> int:
         with self._cond:
             return len(self._updates)
@@ -219,7 +258,8 @@ class ParameterServer:
                     "lost_workers": sorted(self._lost),
                     "events": [dict(e) for e in self._events],
                     "pushes_received": self._pushes_received,
-                    "pushes_withdrawn": self._pushes_withdrawn}
+                    "pushes_withdrawn": self._pushes_withdrawn,
+                    "pushes_refused": list(self._refused)}
 
     def checkpoint(self) -> tuple[list[np.ndarray], dict]:
         """(weights, JSON state) at one instant: what restore() needs to go on from here.
@@ -273,10 +313,6 @@ class ParameterServer:
     # ---- ops -------------------------------------------------------------------
     def _dispatch(self, sock, header: dict, arrays: list):
         op = header["op"]
-        claimed = header.get("worker")
-        if type(claimed) is int and 0 <= claimed < self.num_workers:
-            with self._cond:  # the connection a worker speaks on: if it drops, the worker is lost
-                self._owner[claimed] = sock
         if op == "pull":
             with self._cond:  # weights are replaced, never mutated: the list is a consistent view
                 weights, version = self._weights, self._version
@@ -284,6 +320,11 @@ class ParameterServer:
         worker = _int_field(header, "worker")
         if not 0 <= worker < self.num_workers:
             raise _Reject(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
+        credential = header.get("credential")
+        if not (isinstance(credential, str) and hmac.compare_digest(credential, self._credentials[worker])):
+            raise _Reject(f"'{op[:20]}' for worker {worker} refused: its credential is missing or wrong")
+        with self._cond:  # the connection a worker proved itself on: if it drops, the worker is lost
+            self._owner[worker] = sock
         if op == "push":
             version, tau = self._push(sock, worker, header, arrays)
             return {"op": "pushed", "version": version, "tau": tau}, ()
@@ -316,6 +357,13 @@ class ParameterServer:
             for i, (w, d) in enumerate(zip(self._weights, delta)):
                 if d.shape != w.shape or d.dtype.kind != "f":
                     raise _Reject(f"tensor {i}: got {d.dtype} {d.shape}, expected floats of shape {w.shape}")
+            bad = next((i for i, d in enumerate(delta) if not np.isfinite(d).all()), None)
+            if bad is not None:  # one diverged worker must not poison the shared weights
+                self._refused[worker] += 1
+                log.warning("push from worker %d refused: tensor %d holds NaN or inf (%d refused from it)",
+                            worker, bad, self._refused[worker])
+                raise _Reject(f"push from worker {worker} refused: tensor {bad} holds NaN or inf; "
+                              f"the weights are unchanged")
             entry = _Pending(worker, read_version, self._version - read_version, delta, time.time())
             self._buffer.append(entry)
             self._pushes_received += 1
@@ -364,13 +412,25 @@ class ParameterServer:
         self._cond.notify_all()
 
     def _report(self, worker: int, header: dict) -> None:
-        epoch, metrics = _int_field(header, "epoch"), header.get("metrics")
-        if not isinstance(metrics, dict) or not all(
-                isinstance(k, str) and type(v) in (int, float) for k, v in metrics.items()):
-            raise _Reject("field 'metrics' must map names to numbers")
+        epoch, metrics = _int_field(header, "epoch", 0, LIMITS["epoch"]), header.get("metrics")
+        if not isinstance(metrics, dict) or len(metrics) > LIMITS["metrics"] or not all(
+                isinstance(k, str) and len(k) <= LIMITS["metric_chars"] and type(v) in (int, float)
+                for k, v in metrics.items()):
+            raise _Reject(f"field 'metrics' must map at most {LIMITS['metrics']} names of at most "
+                          f"{LIMITS['metric_chars']} characters to numbers")
+        values = {}
+        for k, v in metrics.items():
+            try:
+                values[k] = float(v)
+            except OverflowError:  # an integer beyond float's range
+                values[k] = math.inf
+            if not math.isfinite(values[k]):
+                raise _Reject(f"metric {k!r} of worker {worker} is {v if isinstance(v, float) else 'too large'}, "
+                              f"not a finite number")
         with self._cond:
-            self._metrics[worker].append({"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()},
-                                          "time": time.time()})
+            if len(self._metrics[worker]) >= LIMITS["reports"]:
+                raise _Reject(f"worker {worker} has sent {LIMITS['reports']} reports; no more are kept")
+            self._metrics[worker].append({"epoch": epoch, "metrics": values, "time": time.time()})
 
     def _leave(self, worker: int) -> None:
         with self._cond:
@@ -422,9 +482,7 @@ class ParameterServer:
 
     def _join(self, worker: int, header: dict) -> dict:
         """A worker (re)connects: first start, a retried task after a loss, or a resumed run."""
-        epoch = header.get("epoch", 0)
-        if type(epoch) is not int or epoch < 0:
-            raise _Reject(f"field 'epoch' must be an integer >= 0, got {epoch!r:.40}")
+        epoch = _int_field({"epoch": 0, **header}, "epoch", 0, LIMITS["epoch"])
         with self._cond:
             if self._stopping:
                 raise _Reject("parameter server is stopping")

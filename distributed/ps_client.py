@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from distributed.param_server import ParameterServerError
+from distributed.param_server import ParameterServerError, worker_credential
 from distributed.ps_wire import WireError, client_handshake, recv_message, send_message
 
 
@@ -22,10 +22,14 @@ class PSClient:
 
     ``timeout_s`` bounds each wait for the server; a push that waits for other workers
     stays alive through the server's heartbeats, so keep timeout_s above heartbeat_s.
+    ``credential`` is this worker's (param_server.worker_credential); without one it is made from
+    ``secret``, which only a server whose worker key is the secret accepts.
     """
 
-    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60, name: str = "parameter server"):
+    def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60, name: str = "parameter server",
+                 credential: str | None = None):
         self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
+        self._who = {"worker": worker, "credential": credential or worker_credential(secret, worker)}
         self.name = name  # how errors name the server, e.g. its role 'ps:0'
         self.last_tau: int | None = None  # staleness of this worker's last applied push
         self._lock = threading.Lock()
@@ -71,24 +75,24 @@ class PSClient:
 
     def push(self, delta, read_version: int) -> int:
         """The version that applied this update; its staleness is then in `last_tau`."""
-        reply, _ = self._request({"op": "push", "worker": self.worker, "read_version": int(read_version)},
+        reply, _ = self._request({"op": "push", **self._who, "read_version": int(read_version)},
                                  list(delta))
         self.last_tau = reply.get("tau")
         return reply["version"]
 
     def report(self, epoch: int, metrics: dict) -> None:
-        self._request({"op": "report", "worker": self.worker, "epoch": int(epoch),
+        self._request({"op": "report", **self._who, "epoch": int(epoch),
                        "metrics": {str(k): float(v) for k, v in metrics.items()}})
 
     def join(self, epoch: int = 0) -> dict:
         """Announce this worker (resuming at `epoch`); a worker the server lost is taken back.
 
         Returns the server's view: version, epochs_reported and updates_applied for this worker."""
-        reply, _ = self._request({"op": "join", "worker": self.worker, "epoch": int(epoch)})
+        reply, _ = self._request({"op": "join", **self._who, "epoch": int(epoch)})
         return {k: v for k, v in reply.items() if k != "op"}
 
     def leave(self) -> None:
-        self._request({"op": "leave", "worker": self.worker})
+        self._request({"op": "leave", **self._who})
 
     def _close_locked(self) -> None:
         if self._sock is not None:

@@ -12,10 +12,14 @@ Every connection starts with a challenge-response on the job's secret:
     server -> client   ACCEPT + HMAC(secret, "server" || nonce_s || nonce_c)   or REJECT, close
 
 Afterwards every frame is ``prefix(header_len u32, payload_len u64, seq u64) |
-header | payload | mac`` where the MAC is HMAC-SHA256 under a per-connection
-session key derived from both nonces, covering the sender's role, the prefix
-(hence the sequence number) and all bytes.  A frame therefore cannot be altered,
-reflected back, replayed within a connection or replayed on another one.
+header | header_mac | payload | mac``.  Both MACs are HMAC-SHA256 under a per-connection
+session key derived from both nonces and cover the sender's role and the prefix (hence the
+sequence number and the declared payload size); header_mac covers the header, mac all bytes.
+A frame therefore cannot be altered, reflected back, replayed within a connection or replayed
+on another one, and the receiver checks header_mac, the header and the declared sizes before
+it allocates or reads the payload: a peer without the key cannot make it read a large one.
+A frame whose MAC holds but whose header is malformed raises BadMessage once the whole frame
+is consumed, so the connection stays usable and the caller can answer with an error.
 Timeouts are whatever the caller set on the socket.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ MAC_BYTES = 32
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_PAYLOAD = 1 << 30
 ALLOWED_DTYPES = {name: np.dtype(name).newbyteorder("<")
-                  for name in ("float32", "float64", "int32", "int64")}
+                  for name in ("float32", "float64", "int32", "int64", "uint8")}  # uint8: raw bytes
 _PREFIX = struct.Struct(">IQQ")
 _ACCEPT, _REJECT = b"\x01", b"\x00"
 _MAX_NDIM = 32
@@ -51,6 +55,11 @@ class WireError(Exception):
 
 class ProtocolError(WireError):
     """The peer sent bytes that are not a valid message (size, JSON, dtype, shape)."""
+
+
+class BadMessage(ProtocolError):
+    """An authenticated frame whose header is malformed; the frame was consumed whole, so the
+    connection is still in step and can be answered."""
 
 
 class AuthError(WireError):
@@ -147,6 +156,10 @@ def _session_of(sock: socket.socket) -> _Session:
     return session
 
 
+def _header_mac(key: bytes, role: bytes, prefix: bytes, header: bytes) -> bytes:
+    return hmac.new(key, role + b"|head|" + prefix + header, hashlib.sha256).digest()
+
+
 def _frame_mac(key: bytes, role: bytes, prefix: bytes, header: bytes, payload_parts) -> bytes:
     mac = hmac.new(key, role + b"|" + prefix, hashlib.sha256)
     mac.update(header)
@@ -166,11 +179,12 @@ def _send_frame(sock: socket.socket, header_bytes: bytes, payload_parts=()) -> N
         raise ProtocolError(f"payload of {payload_len} bytes exceeds {session.max_payload}")
     with session.send_lock:
         prefix = _PREFIX.pack(len(header_bytes), payload_len, session.send_seq)
+        head_mac = _header_mac(session.key, session.role, prefix, header_bytes)
         mac = _frame_mac(session.key, session.role, prefix, header_bytes, parts)
         if payload_len <= _COALESCE_BYTES:  # one write: no Nagle/delayed-ACK stall on small frames
-            sock.sendall(b"".join([prefix, header_bytes, *parts, mac]))
+            sock.sendall(b"".join([prefix, header_bytes, head_mac, *parts, mac]))
         else:                               # large payloads go out without an extra copy
-            sock.sendall(prefix + header_bytes)
+            sock.sendall(prefix + header_bytes + head_mac)
             for part in parts:
                 sock.sendall(part)
             sock.sendall(mac)
@@ -200,8 +214,10 @@ def send_message(sock: socket.socket, header: dict, arrays=()) -> None:
 def _parse_header(raw: bytes) -> dict:
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also an int of thousands of digits
         raise ProtocolError(f"header is not UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("header is JSON nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(header.get("op"), str):
         raise ProtocolError("header must be a JSON object with a string 'op'")
     if not isinstance(header.get("arrays"), list):
@@ -236,8 +252,23 @@ def _array_specs(specs: list, payload_len: int) -> list[tuple[np.dtype, tuple, i
     return out
 
 
+def _drain(sock: socket.socket, n: int, mac) -> None:
+    """Read and MAC n payload bytes in small pieces: a refused frame costs no large allocation."""
+    buf = bytearray(min(n, _COALESCE_BYTES) or 1)
+    view, left = memoryview(buf), n
+    while left:
+        k = sock.recv_into(view[:min(left, len(buf))])
+        if k == 0:
+            raise ConnectionError(f"connection closed by peer while reading frame payload ({n - left} of {n} bytes)")
+        mac.update(view[:k])
+        left -= k
+
+
 def recv_message(sock: socket.socket, max_payload: int | None = None) -> tuple[dict, list]:
-    """Receive one frame; return (header without 'arrays', list of numpy arrays)."""
+    """Receive one frame; return (header without 'arrays', list of numpy arrays).
+
+    AuthError/ProtocolError: the connection is out of step or unauthenticated, close it.
+    BadMessage: an authenticated frame with a malformed header, consumed whole: answer it."""
     session = _session_of(sock)
     limit = session.max_payload if max_payload is None else max_payload
     with session.recv_lock:
@@ -249,17 +280,32 @@ def recv_message(sock: socket.socket, max_payload: int | None = None) -> tuple[d
         if payload_len > limit:
             raise ProtocolError(f"payload of {payload_len} bytes exceeds the limit of {limit}")
         header_raw = bytes(_recv_exact(sock, header_len, "frame header"))
-        payload = _recv_exact(sock, payload_len, "frame payload")
-        mac = bytes(_recv_exact(sock, MAC_BYTES, "frame MAC"))
-        want = _frame_mac(session.key, session.peer_role, prefix, header_raw, [payload])
-        if not hmac.compare_digest(mac, want):
+        head_mac = bytes(_recv_exact(sock, MAC_BYTES, "frame header MAC"))
+        # The header and its declared payload size are authenticated before the payload is read.
+        if not hmac.compare_digest(head_mac, _header_mac(session.key, session.peer_role, prefix, header_raw)):
             raise AuthError("frame failed its MAC: altered, or replayed from another connection")
         if seq != session.recv_seq:
             raise AuthError(f"frame sequence {seq}, expected {session.recv_seq}: replayed frame")
+        try:
+            header = _parse_header(header_raw)
+            specs = _array_specs(header.pop("arrays"), payload_len)
+            problem = None
+        except ProtocolError as e:
+            problem = e
+        mac = hmac.new(session.key, session.peer_role + b"|" + prefix, hashlib.sha256)
+        mac.update(header_raw)
+        if problem is None:
+            payload = _recv_exact(sock, payload_len, "frame payload")
+            mac.update(payload)
+        else:
+            _drain(sock, payload_len, mac)
+        if not hmac.compare_digest(bytes(_recv_exact(sock, MAC_BYTES, "frame MAC")), mac.digest()):
+            raise AuthError("frame failed its MAC: altered, or replayed from another connection")
         session.recv_seq += 1
-    header = _parse_header(header_raw)
+    if problem is not None:
+        raise BadMessage(str(problem)) from None
     arrays, offset = [], 0
-    for dtype, shape, nbytes in _array_specs(header.pop("arrays"), payload_len):
+    for dtype, shape, nbytes in specs:
         flat = np.frombuffer(payload, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
         arrays.append(flat.reshape(shape).astype(dtype.newbyteorder("="), copy=False))
         offset += nbytes

@@ -157,7 +157,10 @@ def test_wrong_secret_and_garbage_are_rejected_while_a_good_client_works():
             client_handshake(authed, SECRET)
             ps_wire._send_frame(authed, b'{"op":"push","arrays":[{"dtype":"object","shape":[1]}]}',
                                 [b"\x80\x04N."])
-            assert authed.recv(100) == b""                # server closed this connection only
+            reply, _ = ps_wire.recv_message(authed)       # answered; the connection stays usable
+            assert reply["op"] == "error" and "dtype" in reply["message"]
+            ps_wire.send_message(authed, {"op": "pull"})
+            assert ps_wire.recv_message(authed)[0] == {"op": "weights", "version": 0}
         assert good.push(delta(1.0), 0) == 1
         assert_weights(good.pull()[0], minus(W0, delta(1.0)))
         with PSClient(addr, SECRET, 0) as again:
