@@ -1,15 +1,22 @@
 """TensorFlowOnSpark's reservation server and client, behind the job's secret and without pickle.
 
 TFoS 2.2.5 registers nodes over length-prefixed pickle on an unauthenticated port. These classes
-keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result), REPORTED (which
+keep its message set (REG, QUERY, QINFO, STOP) and add RESULT (a role's JSON result, carried as the
+frame's payload, up to RESULT_MAX_BYTES), REPORTED (which
 roles have a result, so a server role can wait for the role that drives it) and PROGRESS (a role's latest
 small progress record, for the driver's display; only the newest one per role is kept), carried as
 ps_wire frames: a challenge-response on the secret, then JSON headers under a per-connection MAC.
 Node metadata holds bytes (the manager's authkey) and tuples (addresses); they are tagged in JSON.
+
+The listener survives running out of file descriptors, and keeps at most MAX_PENDING connections
+that have not yet passed the handshake (the oldest is dropped for a new one), so idle sockets opened
+by anyone cannot stop registration, results or progress. What an authenticated peer may store is
+bounded too: one node record per executor, one result per role.
 """
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import json
 import logging
@@ -18,6 +25,8 @@ import socket
 import threading
 import time
 from typing import Any, Callable
+
+import numpy as np
 
 from distributed import ps_wire
 
@@ -48,18 +57,26 @@ def from_json(obj: Any) -> Any:
     return obj
 
 
-def _connect(addr, secret: str, timeout_s: float) -> socket.socket:
-    sock = socket.create_connection(tuple(addr), timeout=timeout_s)
-    try:
-        ps_wire.client_handshake(sock, secret.encode())
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _connect(addr, secret: str, timeout_s: float, tries: int = 3) -> socket.socket:
+    """An authenticated connection. A connection the server dropped during the handshake is tried
+    again: under a flood of idle connections the server drops the oldest unauthenticated ones."""
+    for attempt in range(tries):
+        sock = socket.create_connection(tuple(addr), timeout=timeout_s)
+        try:
+            ps_wire.client_handshake(sock, secret.encode())
+            return sock
+        except ConnectionError:
+            sock.close()
+            if attempt == tries - 1:
+                raise
+        except BaseException:
+            sock.close()
+            raise
 
 
-def _request(sock: socket.socket, op: str, data: Any = None) -> Any:
-    ps_wire.send_message(sock, {"op": op, "data": to_json(data)})
+def _request(sock: socket.socket, op: str, data: Any = None, payload: bytes = b"") -> Any:
+    arrays = [np.frombuffer(payload, np.uint8)] if payload else []
+    ps_wire.send_message(sock, {"op": op, "data": to_json(data)}, arrays)
     header, _ = ps_wire.recv_message(sock)
     if header.get("op") == "ERR":
         raise RuntimeError(f"reservation server refused {op}: {header.get('data')}")
@@ -96,17 +113,39 @@ def install_client(tfos_reservation_module, secret: str) -> None:
     tfos_reservation_module.Client = functools.partial(SecureClient, secret=secret)
 
 
-def _send(server_addr, secret: str, op: str, payload: dict, timeout_s: float) -> None:
+def _send(server_addr, secret: str, op: str, data: dict, timeout_s: float, payload: bytes = b"") -> None:
     sock = _connect(server_addr, secret, timeout_s)
     try:
-        _request(sock, op, payload)
+        _request(sock, op, data, payload)
     finally:
         sock.close()
 
 
-def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: float = 30) -> None:
-    """Hand a role's JSON-serialisable result to the driver."""
-    _send(server_addr, secret, "RESULT", {"role": role, "result": result}, timeout_s)
+# A result travels as the frame's payload (a role's series grow with the run: the land-cover sampler
+# alone passes 64 KiB after a few minutes), bounded so that the driver's memory is: one per role.
+RESULT_MAX_BYTES = 64 << 20
+MAX_DEPTH = 64        # nesting of a stored record (REG node metadata, RESULT), far above any role's
+MAX_PENDING = 32      # connections not yet through the handshake
+MAX_NODE_BYTES = 16 << 10
+
+
+class ResultTooLarge(ValueError):
+    """A role's result is over RESULT_MAX_BYTES as JSON."""
+
+
+def encode_result(role: str, result: Any, max_bytes: int = RESULT_MAX_BYTES) -> bytes:
+    data = json.dumps(to_json(result), separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > max_bytes:
+        raise ResultTooLarge(f"result of {role} is {len(data)} bytes of JSON, over the limit of {max_bytes} "
+                             f"(reservation.RESULT_MAX_BYTES): write large outputs to storage and return "
+                             f"their URI")
+    return data
+
+
+def send_result(server_addr, secret: str, role: str, result: Any, timeout_s: float = 30,
+                max_bytes: int = RESULT_MAX_BYTES) -> None:
+    """Hand a role's JSON-serialisable result to the driver (ResultTooLarge over max_bytes)."""
+    _send(server_addr, secret, "RESULT", {"role": role}, timeout_s, encode_result(role, result, max_bytes))
 
 
 def send_progress(server_addr, secret: str, role: str, record: dict, timeout_s: float = 2) -> None:
@@ -149,9 +188,47 @@ def _malformed(op, data) -> str | None:
         return progress_problem(data)
     if op == "REG" and not (isinstance(data, dict) and {"executor_id", "host", "port", "job_name"} <= set(data)):
         return "REG needs a node record with executor_id, host, port and job_name"
-    if op == "RESULT" and not (isinstance(data, dict) and isinstance(data.get("role"), str) and "result" in data):
-        return "RESULT needs {'role': str, 'result': ...}"
+    if op == "REG" and not (type(data["executor_id"]) is int and len(json.dumps(to_json(data))) <= MAX_NODE_BYTES):
+        return f"REG: executor_id must be an integer and the record at most {MAX_NODE_BYTES} bytes"
+    if op == "RESULT" and not (isinstance(data, dict) and set(data) == {"role"} and isinstance(data["role"], str)
+                               and 0 < len(data["role"]) <= PROGRESS_LIMITS["key_chars"]):
+        return (f"RESULT needs {{'role': a name of 1-{PROGRESS_LIMITS['key_chars']} characters}} "
+                f"and the result as its payload")
     return None
+
+
+def _depth(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if JSON `obj` nests no deeper than `limit` (iterative: a hostile depth costs no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return True
+
+
+def _decode(raw: Any, what: str) -> Any:
+    """A JSON value from the wire -> Python (tags undone); ValueError says what is wrong."""
+    if not _depth(raw):
+        raise ValueError(f"{what} nests deeper than {MAX_DEPTH} levels")
+    try:
+        return from_json(raw)
+    except (ValueError, TypeError) as exc:  # e.g. bad hex under __bytes__
+        raise ValueError(f"{what} is malformed: {exc}") from None
+
+
+def _decode_payload(arrays: list, role: str) -> Any:
+    if len(arrays) != 1 or arrays[0].dtype != np.uint8:
+        raise ValueError(f"RESULT from {role}: the result must be one byte string (JSON) as the payload")
+    try:
+        raw = json.loads(arrays[0].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"RESULT from {role}: the payload is not JSON ({type(exc).__name__})") from None
+    return _decode(raw, f"RESULT from {role}")
 
 
 def reported_roles(server_addr, secret: str, timeout_s: float = 30) -> list[str]:
@@ -179,6 +256,9 @@ class Server:
         self.done = False
         self._lock = threading.Condition()
         self._reservations: list[dict] = []
+        self._pending: collections.OrderedDict = collections.OrderedDict()  # socket -> None, oldest first
+        self._pending_lock = threading.Lock()
+        self._accept_errors = 0
         self._results: dict[str, Any] = {}
         self._progress: dict[str, dict] = {}
         self._progress_log: collections.deque = collections.deque(maxlen=PROGRESS_LIMITS["history"])
@@ -259,33 +339,79 @@ class Server:
                 conn, peer = self._sock.accept()
             except socket.timeout:
                 continue
-            except OSError:
-                break
+            except OSError as exc:
+                if self.done or exc.errno == errno.EBADF:
+                    break
+                # Out of file descriptors (EMFILE, ENFILE) or memory, or a peer that reset before we
+                # accepted: drop the oldest unauthenticated connection and go on accepting.
+                self._accept_errors += 1
+                if self._accept_errors in (1, 10, 100) or self._accept_errors % 1000 == 0:
+                    log.warning("reservation server: accept failed (%s), %d time(s); dropping the oldest "
+                                "connection that has not authenticated", exc, self._accept_errors)
+                self._drop_oldest_pending()
+                time.sleep(0.01)
+                continue
+            with self._pending_lock:
+                self._pending[conn] = None
+                crowded = len(self._pending) > MAX_PENDING
+            if crowded:
+                self._drop_oldest_pending()
             # One thread per connection: a peer that stalls in the handshake delays nobody else.
             threading.Thread(target=self._converse, args=(conn, peer), daemon=True).start()
+
+    def _drop_oldest_pending(self) -> None:
+        with self._pending_lock:
+            if not self._pending:
+                return
+            oldest, _ = self._pending.popitem(last=False)
+        try:  # its thread, blocked in the handshake, wakes up and closes it
+            oldest.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _converse(self, conn: socket.socket, peer) -> None:
         with conn:
             conn.settimeout(10)
             try:
-                ps_wire.server_handshake(conn, self.secret)
+                ps_wire.server_handshake(conn, self.secret, RESULT_MAX_BYTES)
             except (OSError, ps_wire.WireError) as exc:
                 log.warning("rejected reservation connection from %s: %s", peer, exc)
                 return
+            finally:
+                with self._pending_lock:
+                    self._pending.pop(conn, None)
             conn.settimeout(None)
             while not self.done:
                 try:
-                    header, _ = ps_wire.recv_message(conn)
-                    self._handle(conn, header)
+                    try:
+                        header, arrays = ps_wire.recv_message(conn)
+                    except ps_wire.BadMessage as exc:  # consumed whole: answer it, keep the connection
+                        ps_wire.send_message(conn, {"op": "ERR", "data": str(exc)[:500]})
+                        continue
+                    self._handle(conn, header, arrays)
                 except (OSError, ps_wire.WireError) as exc:
                     log.debug("reservation connection from %s closed: %s", peer, exc)
                     return
+                except Exception as exc:  # a bug on one request must not lose the peer's connection
+                    log.exception("reservation server: error handling %r from %s", header.get("op"), peer)
+                    ps_wire.send_message(conn, {"op": "ERR", "data": f"server error: {type(exc).__name__}"})
 
-    def _handle(self, sock: socket.socket, header: dict) -> None:
-        op, data = header.get("op"), from_json(header.get("data"))
-        problem = _malformed(op, data)
-        if problem:
-            ps_wire.send_message(sock, {"op": "ERR", "data": problem})
+    def _handle(self, sock: socket.socket, header: dict, arrays: list) -> None:
+        op = header.get("op")
+        try:
+            data = _decode(header.get("data"), f"{op!s:.20}")
+            problem = _malformed(op, data)
+            if not problem and arrays and op != "RESULT":
+                problem = f"{op} carries no payload"
+            if problem:
+                raise ValueError(problem)
+            if op == "RESULT":
+                data["result"] = _decode_payload(arrays, data["role"])
+            problem = self._over_bounds(op, data)
+            if problem:
+                raise ValueError(problem)
+        except ValueError as exc:
+            ps_wire.send_message(sock, {"op": "ERR", "data": str(exc)[:500]})
             return
         if op == "PROGRESS":  # frequent and independent of the rest: no wake-up of the waiters
             with self._lock:
@@ -298,7 +424,8 @@ class Server:
                                  else {"op": "OK", "data": "OK"})
             return
         with self._lock:
-            if op == "REG":
+            if op == "REG":  # a retried node registers again: its newer record replaces the old one
+                self._reservations = [r for r in self._reservations if r["executor_id"] != data["executor_id"]]
                 self._reservations.append(data)
                 reply = "OK"
             elif op == "QUERY":
@@ -314,3 +441,13 @@ class Server:
                 reply = "OK"  # a worker asked to end feeding; shutdown is the driver's job
             self._lock.notify_all()
         ps_wire.send_message(sock, {"op": "OK", "data": to_json(reply)})
+
+    def _over_bounds(self, op: str, data: dict) -> str | None:
+        """Why storing this record would exceed what the run can need, or None."""
+        with self._lock:
+            if op == "REG" and not 0 <= data["executor_id"] < self.count:
+                return f"REG: executor_id {data['executor_id']} is not one of this run's 0..{self.count - 1}"
+            if op == "RESULT" and data["role"] not in self._results:
+                if len(self._results) >= self.count:
+                    return f"RESULT from {data['role']!r}: this run has {self.count} roles, all have reported"
+        return None
