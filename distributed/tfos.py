@@ -25,6 +25,9 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
   TFoS manager, found by its reservation), wherever the task runs. The manager of a worker listens on
   a local socket, so this needs the feeding executor on the worker's host (one machine, as on the
   mini-cluster); elsewhere the task fails naming the worker.
+- A role may be given a credential of its own (RoleContext.credential): it travels in the element of
+  the node RDD's partition that becomes that role, so Spark ships it only to that role's task, never
+  in the arguments every role receives.
 """
 from __future__ import annotations
 
@@ -139,6 +142,34 @@ def _patch_executor(node_host: str | None, secret: str) -> None:
     TFManager.start = start_manager
 
 
+def _keep_credential(fn: Callable) -> Callable:
+    """Wrap TFoS's node function: the partition holds (executor id, credential); TFoS sees the id, the
+    role this task becomes finds the credential in this module (a forked role process inherits it)."""
+    def run(iterator):
+        import distributed.tfos as node  # this process's module, not a copy shipped with the closure
+        items = list(iterator)
+        node._ROLE_CREDENTIAL = items[0][1] if items else None
+        return fn(iter([executor_id for executor_id, _ in items]))
+    return run
+
+
+class _NodeContext:
+    """The SparkContext as TFCluster.run sees it: the node RDD it makes from range(n) carries each
+    executor's credential beside its id, so each one travels in its own task only."""
+
+    def __init__(self, sc, by_executor: dict[int, str | None]):
+        self._sc, self._by_executor = sc, by_executor
+
+    def parallelize(self, data, numSlices=None):
+        return self._sc.parallelize([(i, self._by_executor.get(i)) for i in data], numSlices)
+
+    def __getattr__(self, name):
+        return getattr(self._sc, name)
+
+
+_ROLE_CREDENTIAL: str | None = None
+
+
 def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
     """Wrap a TFoS partition function so the patches are in place in whichever worker runs it."""
     def run(*args):  # (iterator) or (partition index, iterator)
@@ -191,11 +222,13 @@ PROGRESS_BACKOFF_S = 30.0   # no progress records after one failed, for this lon
 class RoleContext:
     """What a role function sees: its name, the cluster's addresses, its data feed, stop signals."""
 
-    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None, network: str | None = None):
+    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None, network: str | None = None,
+                 credential: str | None = None):
         self._ctx = tfos_ctx
         self._secret, self._server_addr = secret, server_addr
         self._network = network
         self.args = args
+        self.credential = credential  # this role's own (run(credentials=...)), or None
         self.job_name: str = tfos_ctx.job_name
         self.task_index: int = tfos_ctx.task_index
         self.executor_id: int = tfos_ctx.executor_id
@@ -274,7 +307,8 @@ class RoleContext:
 def _role_main(role_fn: Callable, secret: str, server_addr, network: str | None) -> Callable:
     def main(args, tfos_ctx):
         _die_with_parent()
-        ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr, network)
+        import distributed.tfos as node  # where this node's task left the role's credential
+        ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr, network, node._ROLE_CREDENTIAL)
         name = f"{ctx.job_name}:{ctx.task_index}"
         try:
             result = role_fn(ctx.args, ctx)
@@ -459,12 +493,14 @@ class Cluster:
 
 def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Roles, *,
         input_mode: str = "spark", node_host: str | None = None, secret: str,
-        reservation_timeout_s: float = 120, tf_servers: bool = False) -> Cluster:
+        reservation_timeout_s: float = 120, tf_servers: bool = False,
+        credentials: dict[str, str] | None = None) -> Cluster:
     """Start `roles` on the executors of `sc`, each running role_fn(args, ctx) in its TFoS role.
 
     role_fn returns a JSON-serialisable result (or None); Cluster.shutdown() collects them.
     tf_servers: the roles run TensorFlow's gRPC servers (no authentication): on a cluster of this
-    machine they get a private network (RoleContext.private_network), deleted when they end."""
+    machine they get a private network (RoleContext.private_network), deleted when they end.
+    `credentials` ('job:index' -> text) reach only their own role, as ctx.credential."""
     TFCluster, _, _, TFSparkNode, _, tfos_reservation = _tfos()
     mode = {"spark": TFCluster.InputMode.SPARK, "tensorflow": TFCluster.InputMode.TENSORFLOW}[input_mode]
     TFCluster.tf_status.clear()  # module-level in TFoS: would leak an old error into this run
@@ -482,11 +518,12 @@ def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Role
     def node_run(fn, tf_args, cluster_meta, *rest, **kw):
         inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"], network),
                              tf_args, cluster_meta, *rest, **kw)
-        return _on_executor(inner, node_host, secret)
+        return _on_executor(_keep_credential(inner), node_host, secret)
 
     TFSparkNode.run = node_run
     try:
-        tfos_cluster = TFCluster.run(sc, None, dict(args), roles.total, roles.ps,
+        by_executor = {e: (credentials or {}).get(name) for e, name in roles.names().items()}
+        tfos_cluster = TFCluster.run(_NodeContext(sc, by_executor), None, dict(args), roles.total, roles.ps,
                                      input_mode=mode, master_node="chief" if roles.chief else None,
                                      reservation_timeout=int(reservation_timeout_s))
     except BaseException:

@@ -236,7 +236,7 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     (every third patch per worker, per-epoch updates); each role samples itself for the whole run."""
     from distributed import tfos
     from jobs import progress
-    from jobs.redshift_roles import role
+    from jobs.redshift_roles import ps_credentials, role
     cfg = job.cfg
     workers = 3
     args = {"model": model_args(cfg), "model_name": "landcover", "data": "landcover-patches", "data_uri": data_uri,
@@ -253,7 +253,8 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     t0 = time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=workers), input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s,
+                       credentials=ps_credentials(workers))
     try:
         with progress.shown(cluster, cell_id, {f"worker:{w}": cfg.train.epochs for w in range(workers)}):
             results = cluster.shutdown(timeout_s=cfg.train.timeout_s)

@@ -192,7 +192,7 @@ def feed_epochs(cluster, fed, cfg: RedshiftConfig) -> list[dict]:
 def run_distributed(job: Job, bundle, run: dict) -> dict:
     from distributed import tfos
     from jobs import progress
-    from jobs.redshift_roles import role
+    from jobs.redshift_roles import ps_credentials, role
     from rdd_io import redshift_bundle as rb
     cfg = job.cfg
     n, m, mode = run["dataset"], run["workers"], run["data_mode"]
@@ -215,7 +215,8 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
     started, started_at = time.monotonic(), time.time()
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode=cfg.data.feed,
                        node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
+                       reservation_timeout_s=cfg.cluster.reservation_timeout_s,
+                       credentials=ps_credentials(run["workers"]))
     deadline_s = cfg.train.push_timeout_s * max(1, cfg.train.max_epochs)
     feeding = []
     try:

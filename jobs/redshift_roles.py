@@ -189,14 +189,31 @@ def _checkpoint_uri(args: dict, name: str) -> str | None:
     return storage.join(args["checkpoint_dir"], name) if args.get("checkpoint_dir") else None
 
 
-def connect_ps(address, args: dict, worker: int, wait_s: float = 300):
+def ps_credentials(workers: int) -> dict[str, str]:
+    """For tfos.run(credentials=...): each worker's credential, and for the ps alone the key that
+    checks them, so no role can act as another worker (all of them hold the connection secret)."""
+    import secrets
+    from distributed.param_server import worker_credential
+    key = secrets.token_bytes(32)
+    return {"ps:0": key.hex(), **{f"worker:{w}": worker_credential(key, w) for w in range(workers)}}
+
+
+def own_credential(ctx) -> str:
+    """The credential tfos.run delivered to this role alone (see ps_credentials)."""
+    if not ctx.credential:
+        raise RuntimeError(f"{ctx.name} received no credential: start the roles with "
+                           f"tfos.run(credentials=ps_credentials(workers))")
+    return ctx.credential
+
+
+def connect_ps(address, args: dict, worker: int, wait_s: float = 300, credential: str | None = None):
     """The ps listens only once its model is built: retry refused connections for up to wait_s."""
     from distributed.ps_client import PSClient
     deadline = time.monotonic() + wait_s
     while True:
         try:
             return PSClient(address, bytes.fromhex(args["ps_secret"]), worker=worker,
-                            timeout_s=args["push_timeout_s"] + 30, name="ps:0")
+                            timeout_s=args["push_timeout_s"] + 30, name="ps:0", credential=credential)
         except ConnectionError:
             if time.monotonic() > deadline:
                 raise
@@ -213,7 +230,8 @@ def ps_role(args: dict, ctx) -> dict:
     host, port = ctx.address.rsplit(":", 1)
     server = ParameterServer(model.get_weights(), bytes.fromhex(args["ps_secret"]), num_workers=args["workers"],
                              s=args["s"], schedule=args["schedule"], host=host, port=int(port),
-                             push_timeout_s=args["push_timeout_s"])
+                             push_timeout_s=args["push_timeout_s"],
+                             worker_key=bytes.fromhex(own_credential(ctx)))
     ps_uri, restored = _checkpoint_uri(args, "ps.h5"), None
     if ps_uri and args.get("resume"):
         found = checkpoint.load_if_present(ps_uri)
@@ -316,7 +334,7 @@ def worker_role(args: dict, ctx) -> dict:
     elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
         for _ in range(first_epoch):
             fed.epoch()
-    with connect_ps((host, int(port)), args, ctx.task_index) as ps:
+    with connect_ps((host, int(port)), args, ctx.task_index, credential=own_credential(ctx)) as ps:
         try:
             joined = ps.join(first_epoch)
         except ParameterServerError:
