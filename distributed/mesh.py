@@ -24,10 +24,8 @@ import time
 
 import numpy as np
 
-from distributed.ps_wire import (MAC_BYTES, AuthError, WireError, client_handshake, recv_message, send_message,
+from distributed.ps_wire import (AuthError, WireError, client_handshake, frame_bytes, recv_message, send_message,
                                  server_handshake)
-
-PREFIX_BYTES = 20  # ps_wire frame prefix: header length u32, payload length u64, sequence u64
 
 
 class MeshError(ConnectionError):
@@ -114,10 +112,10 @@ class LocalComm:
 
 
 def _frame_bytes(tag: str, array: np.ndarray) -> int:
-    """Bytes of the ps_wire frame that carries `array` under `tag` (prefix, JSON header, payload, MAC)."""
+    """Bytes of the ps_wire frame that carries `array` under `tag` (prefix, JSON header, payload, MACs)."""
     header = json.dumps({"op": tag, "arrays": [{"dtype": array.dtype.name, "shape": list(array.shape)}]},
                         separators=(",", ":"))
-    return PREFIX_BYTES + len(header.encode()) + array.nbytes + MAC_BYTES
+    return frame_bytes(len(header.encode()), array.nbytes)
 
 
 class Mesh:

@@ -156,6 +156,11 @@ def _session_of(sock: socket.socket) -> _Session:
     return session
 
 
+def frame_bytes(header_len: int, payload_len: int) -> int:
+    """Bytes one frame takes on the wire: prefix, header, header MAC, payload, MAC."""
+    return _PREFIX.size + header_len + MAC_BYTES + payload_len + MAC_BYTES
+
+
 def _header_mac(key: bytes, role: bytes, prefix: bytes, header: bytes) -> bytes:
     return hmac.new(key, role + b"|head|" + prefix + header, hashlib.sha256).digest()
 
