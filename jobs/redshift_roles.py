@@ -256,7 +256,8 @@ def ps_role(args: dict, ctx) -> dict:
         model.set_weights(snap["weights"])
         _save_weights(model, args["weights_uri"])
     return {"version": snap["version"], "updates": snap["updates"], "pushes_received": snap["pushes_received"],
-            "pushes_withdrawn": snap["pushes_withdrawn"], "pushes_refused": snap["pushes_refused"], "events": snap["events"],
+            "pushes_withdrawn": snap["pushes_withdrawn"], "pushes_refused": snap["pushes_refused"],
+            "events": snap["events"],
             "lost_workers": snap["lost_workers"], "resumed_at_version": restored, **_sampled(sampler, origin)}
 
 
