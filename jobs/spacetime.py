@@ -24,9 +24,9 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Seconds, Seed
 from jobs.runner import Job, run_job
 
 log = logging.getLogger("jobs.spacetime")
@@ -35,55 +35,55 @@ MODES = ("space", "depth", "spacetime")
 
 @dataclass
 class DataConfig:
-    seed: int
-    batch: int
-    blobs: int
-    noise: float
+    seed: Seed
+    batch: Count
+    blobs: NonNegative
+    noise: Annotated[float, Range(0, 1e9)]
 
 
 @dataclass
 class ModelConfig:
-    channels: int
-    kernel: int
-    t_final: float
-    learning_rate: float
-    seed: int
+    channels: Count
+    kernel: Count                  # odd (validate)
+    t_final: Positive
+    learning_rate: Positive
+    seed: Seed
 
 
 @dataclass
 class MgritConfig:
-    coarsening: int
-    levels: int
-    iterations: int
+    coarsening: Annotated[int, Range(2)]
+    levels: Annotated[int, Range(1, 32)]
+    iterations: Count
     fcf: bool
 
 
 @dataclass
 class ExperimentsConfig:
     modes: list[Literal["space", "depth", "spacetime"]]
-    processes: list[int]
-    side: int
-    layers_per_process: int
-    steps: int
-    check_iterations: int
+    processes: list[Count]         # distinct powers of two (validate)
+    side: Count
+    layers_per_process: Count
+    steps: Count
+    check_iterations: Count
     serial_training: bool
 
 
 @dataclass
 class ModelledConfig:
-    max_exponent: int
-    cores_per_node: int
-    side: int
-    layers_per_process: int
-    latency_s: float
-    bandwidth_Bps: float
+    max_exponent: Annotated[int, Range(0, 40)]   # rows for 2^0 .. 2^max_exponent processes
+    cores_per_node: Count
+    side: Count
+    layers_per_process: Count
+    latency_s: Annotated[float, Range(0, 1e9)]
+    bandwidth_Bps: Annotated[float, Range(0, 1e15, min_open=True)]
 
 
 @dataclass
 class TrainConfig:
-    tf_threads: int
-    timeout_s: float
-    mesh_timeout_s: float
+    tf_threads: Count
+    timeout_s: Seconds
+    mesh_timeout_s: Seconds
 
 
 @dataclass
@@ -100,22 +100,16 @@ class SpacetimeConfig:
         ex, m, mg = self.experiments, self.model, self.mgrit
         if m.kernel < 1 or m.kernel % 2 == 0:
             raise ConfigError(f"model.kernel: an odd size >= 1, got {m.kernel}")
-        if m.channels < 1 or self.data.batch < 1 or ex.steps < 1 or ex.check_iterations < 1:
-            raise ConfigError("model.channels, data.batch, experiments.steps and check_iterations must be >= 1")
         if not ex.processes or any(p < 1 or p & (p - 1) for p in ex.processes) or len(set(ex.processes)) != len(ex.processes):
             raise ConfigError(f"experiments.processes: distinct powers of two, got {ex.processes}")
         if not ex.modes or len(set(ex.modes)) != len(ex.modes):
             raise ConfigError(f"experiments.modes: a non-empty list without repeats, got {ex.modes}")
         if ex.side < max(1, (m.kernel - 1) // 2):
             raise ConfigError(f"experiments.side={ex.side} is thinner than the halo {(m.kernel - 1) // 2}")
-        if mg.coarsening < 2 or mg.levels < 1 or mg.iterations < 1:
-            raise ConfigError("mgrit: coarsening >= 2, levels >= 1, iterations >= 1")
         step = mg.coarsening ** (mg.levels - 1)
         if ex.layers_per_process < 1 or ex.layers_per_process % step:
             raise ConfigError(f"experiments.layers_per_process={ex.layers_per_process} must be a multiple of "
                               f"coarsening^(levels - 1) = {step} (MGRIT coarsens each process's layers)")
-        if self.modelled.max_exponent < 0 or self.modelled.cores_per_node < 1:
-            raise ConfigError("modelled.max_exponent >= 0 and modelled.cores_per_node >= 1")
 
     def executors(self) -> int:
         return max(self.experiments.processes)

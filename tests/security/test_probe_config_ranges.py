@@ -15,11 +15,13 @@ from jobs.domst import DomstConfig
 from jobs.landcover import LandcoverConfig
 from jobs.redshift import RedshiftConfig
 from jobs.smoke import SmokeConfig
+from jobs.spacetime import SpacetimeConfig
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = {"redshift": RedshiftConfig, "landcover": LandcoverConfig, "domst": DomstConfig, "smoke": SmokeConfig}
+SCHEMAS = {"redshift": RedshiftConfig, "landcover": LandcoverConfig, "domst": DomstConfig, "smoke": SmokeConfig,
+           "spacetime": SpacetimeConfig}
 
 
 def numbers_without_range(schema, where="config"):
@@ -55,6 +57,10 @@ def test_every_numeric_field_declares_its_range(case):
     ("domst", "placement.cpu_devices=0", "config.placement.cpu_devices: 0 is out of range; it must be >= 1"),
     ("domst", "data.start_year=99999", "config.data.start_year: 99999 is out of range; it must be >= 1800 and "
                                        "<= 2200"),
+    ("spacetime", "mgrit.coarsening=1", "config.mgrit.coarsening: 1 is out of range; it must be >= 2"),
+    ("spacetime", "experiments.processes=[1, 0]", "config.experiments.processes[1]: 0 is out of range; "
+                                                  "it must be >= 1"),
+    ("spacetime", "modelled.bandwidth_Bps=0", "config.modelled.bandwidth_Bps: 0.0 is out of range; it must be > 0"),
     ("smoke", "feed.feed_timeout_s=-1", "config.feed.feed_timeout_s: -1.0 is out of range; it must be > 0"),
 ])
 def test_a_number_out_of_range_is_an_error_naming_its_key(case, override, message):
