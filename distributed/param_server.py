@@ -71,7 +71,7 @@ def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = 
     value = header.get(name)
     if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = "" if lo is None else f" in {lo}..{hi}" if hi is not None else f" >= {lo}"
-        raise _Reject(f"field {name!r} must be an integer{bounds}, got {str(value)[:40]}")
+        raise _Reject(f"field {name!r} must be an integer{bounds}, got {repr(value)[:40]}")
     return value
 
 
