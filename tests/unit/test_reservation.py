@@ -176,10 +176,16 @@ def _state(srv) -> tuple:
     return list(srv._reservations), srv.results(), srv.progress()
 
 
+RESULT_NEEDS = "RESULT needs {'role': a name of 1-40 characters} and the result as its payload"
+
+
 @pytest.mark.parametrize("op, data, why", [
-    ("RESULT", None, "RESULT needs {'role': str, 'result': ...}"),
-    ("RESULT", {"role": 7, "result": 1}, "RESULT needs {'role': str, 'result': ...}"),
-    ("RESULT", {"role": "worker:0"}, "RESULT needs {'role': str, 'result': ...}"),
+    ("RESULT", None, RESULT_NEEDS),
+    ("RESULT", {"role": 7}, RESULT_NEEDS),
+    ("RESULT", {"role": "worker:0", "result": 1}, RESULT_NEEDS),          # the result is the payload now
+    ("RESULT", {"role": "x" * 41}, RESULT_NEEDS),
+    ("RESULT", {"role": "worker:0"}, "RESULT from worker:0: the result must be one byte string (JSON) as the "
+                                     "payload"),
     ("REG", None, "REG needs a node record with executor_id, host, port and job_name"),
     ("REG", {"executor_id": 0, "host": HOST, "port": 1}, "REG needs a node record with executor_id, host, "
                                                           "port and job_name"),
