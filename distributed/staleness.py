@@ -84,3 +84,40 @@ def aggregate(weights: Sequence[np.ndarray], deltas: Sequence[Sequence[np.ndarra
         np.subtract(w, total, out=total, dtype=np.float64)
         new_weights.append(total.astype(w.dtype, copy=False))
     return new_weights
+
+
+CHUNK = 1 << 18  # elements per pass of aggregate_into: each chunk stays in cache across its passes
+
+
+def aggregate_into(out: Sequence[np.ndarray], weights: Sequence[np.ndarray],
+                   deltas: Sequence[Sequence[np.ndarray]], taus: Sequence[int], s: int,
+                   schedule: str = "inverse", base: float = DEFAULT_EXPONENTIAL_BASE) -> None:
+    """aggregate()'s rule written into `out` (arrays of the weights' shapes and dtypes), computed in
+    the weights' own dtype: out = sum_j (-lambda_j / s) * dW_j, then out += W, chunk by chunk.
+
+    `out` may be deltas[0] (updated in place); no other delta may share its memory. The deltas are
+    summed before W is added, so an aggregate is lost to rounding only where aggregate()'s float64
+    sum, rounded to the weights' dtype, is lost too; each weight differs from aggregate()'s by at
+    most a rounding or two in its dtype. Scratch: one chunk; numpy releases the GIL in each pass."""
+    if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
+        raise ValueError(f"s (updates per aggregate) must be an integer >= 1, got {s!r}")
+    if len(deltas) != len(taus) or not deltas:
+        raise ValueError(f"got {len(deltas)} deltas and {len(taus)} staleness values (at least one each)")
+    coeffs = [-staleness_factor(t, schedule, base) / s for t in taus]
+    scratch = None
+    for i, (o, w) in enumerate(zip(out, weights)):
+        if o.shape != w.shape or any(np.shape(d[i]) != w.shape for d in deltas):
+            raise ValueError(f"tensor {i}: out, weights and deltas must share the shape {w.shape}")
+        flat_o, flat_w = o.reshape(-1), w.reshape(-1)
+        flat_d = [np.asarray(d[i]).reshape(-1) for d in deltas]
+        for a in range(0, flat_o.size, CHUNK):
+            b = min(a + CHUNK, flat_o.size)
+            chunk = flat_o[a:b]
+            np.multiply(flat_d[0][a:b], coeffs[0], out=chunk)
+            for c, d in zip(coeffs[1:], flat_d[1:]):
+                if scratch is None or scratch.dtype != chunk.dtype:
+                    scratch = np.empty(CHUNK, chunk.dtype)
+                part = scratch[:b - a]
+                np.multiply(d[a:b], c, out=part)
+                chunk += part
+            chunk += flat_w[a:b]
