@@ -47,6 +47,7 @@ _PREFIX = struct.Struct(">IQQ")
 _ACCEPT, _REJECT = b"\x01", b"\x00"
 _MAX_NDIM = 32
 _COALESCE_BYTES = 1 << 20
+_IOV_MAX = 512  # buffers per sendmsg (Linux allows 1024)
 
 
 class WireError(Exception):
@@ -82,16 +83,33 @@ class _Session:
 _SESSIONS: "weakref.WeakKeyDictionary[socket.socket, _Session]" = weakref.WeakKeyDictionary()
 
 
-def _recv_exact(sock: socket.socket, n: int, what: str) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
+def _recv_into(sock: socket.socket, view: memoryview, what: str) -> None:
+    n, got = len(view), 0
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
             raise ConnectionError(f"connection closed by peer while reading {what} "
                                   f"({got} of {n} bytes)")
         got += k
+
+
+def _recv_exact(sock: socket.socket, n: int, what: str) -> bytearray:
+    buf = bytearray(n)
+    _recv_into(sock, memoryview(buf), what)
     return buf
+
+
+def _send_all(sock: socket.socket, parts: list) -> None:
+    """Send byte-like parts in order with as few system calls as possible (no joined copy)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    views = [v for v in views if v.nbytes]
+    while views:
+        sent = sock.sendmsg(views[:_IOV_MAX])
+        while views and sent >= views[0].nbytes:
+            sent -= views[0].nbytes
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def _check_secret(secret) -> bytes:
@@ -184,15 +202,20 @@ def _send_frame(sock: socket.socket, header_bytes: bytes, payload_parts=()) -> N
         raise ProtocolError(f"payload of {payload_len} bytes exceeds {session.max_payload}")
     with session.send_lock:
         prefix = _PREFIX.pack(len(header_bytes), payload_len, session.send_seq)
-        head_mac = _header_mac(session.key, session.role, prefix, header_bytes)
-        mac = _frame_mac(session.key, session.role, prefix, header_bytes, parts)
-        if payload_len <= _COALESCE_BYTES:  # one write: no Nagle/delayed-ACK stall on small frames
-            sock.sendall(b"".join([prefix, header_bytes, head_mac, *parts, mac]))
-        else:                               # large payloads go out without an extra copy
-            sock.sendall(prefix + header_bytes + head_mac)
+        head = prefix + header_bytes + _header_mac(session.key, session.role, prefix, header_bytes)
+        if payload_len <= _COALESCE_BYTES:  # one gather write: no Nagle/delayed-ACK stall on small frames
+            _send_all(sock, [head, *parts, _frame_mac(session.key, session.role, prefix, header_bytes, parts)])
+        else:  # straight from the arrays, each piece MACed just before it is sent (still in cache)
+            mac = hmac.new(session.key, session.role + b"|" + prefix, hashlib.sha256)
+            mac.update(header_bytes)
+            pending = [head]
             for part in parts:
-                sock.sendall(part)
-            sock.sendall(mac)
+                for a in range(0, part.nbytes, _COALESCE_BYTES):
+                    piece = part[a:a + _COALESCE_BYTES]
+                    mac.update(piece)
+                    _send_all(sock, pending + [piece])
+                    pending = []
+            _send_all(sock, pending + [mac.digest()])
         session.send_seq += 1
 
 
@@ -269,9 +292,12 @@ def _drain(sock: socket.socket, n: int, mac) -> None:
         left -= k
 
 
-def recv_message(sock: socket.socket, max_payload: int | None = None) -> tuple[dict, list]:
+def recv_message(sock: socket.socket, max_payload: int | None = None, into=None) -> tuple[dict, list]:
     """Receive one frame; return (header without 'arrays', list of numpy arrays).
 
+    ``into(header, specs, payload_len)`` may give a writable buffer of at least payload_len bytes
+    for the payload (None: a new one); it is called once the header passed its MAC and checks, so
+    the arrays returned are views of that buffer. specs: [(dtype, shape, nbytes)] in order.
     AuthError/ProtocolError: the connection is out of step or unauthenticated, close it.
     BadMessage: an authenticated frame with a malformed header, consumed whole: answer it."""
     session = _session_of(sock)
@@ -300,8 +326,14 @@ def recv_message(sock: socket.socket, max_payload: int | None = None) -> tuple[d
         mac = hmac.new(session.key, session.peer_role + b"|" + prefix, hashlib.sha256)
         mac.update(header_raw)
         if problem is None:
-            payload = _recv_exact(sock, payload_len, "frame payload")
-            mac.update(payload)
+            given = into(header, specs, payload_len) if into is not None and payload_len else None
+            payload = (bytearray(payload_len) if given is None
+                       else memoryview(given).cast("B")[:payload_len])
+            view = memoryview(payload)
+            for a in range(0, payload_len, _COALESCE_BYTES):  # MACed piece by piece, while in cache
+                piece = view[a:a + _COALESCE_BYTES]
+                _recv_into(sock, piece, "frame payload")
+                mac.update(piece)
         else:
             _drain(sock, payload_len, mac)
         if not hmac.compare_digest(bytes(_recv_exact(sock, MAC_BYTES, "frame MAC")), mac.digest()):
