@@ -2,9 +2,9 @@
 
 Workers pull (weights, version), train, and push dW = W_read - W_local with the
 version they read.  The server computes tau = version - read_version, buffers the
-update, and once s_eff = min(s, active workers) updates are buffered applies
-``staleness.aggregate`` and bumps the version.  A push returns only when its own
-update has been applied, so s = M is synchronous training.  While a push waits the
+update, and once s_eff = min(s, active workers) updates are buffered applies the rule
+of ``staleness.aggregate`` (``aggregate_into``) and bumps the version.  A push returns
+only when its own update has been applied, so s = M is synchronous training.  While a push waits the
 server sends 'waiting' heartbeats, so the client's socket timeout detects a dead
 server without limiting how long a synchronous round may take.
 
@@ -19,6 +19,12 @@ counting towards s_eff, so the others go on, and the server keeps the run open f
 because Spark retries the task and the retried worker comes back with 'join'.  Only
 'leave' from every worker ends the run.  ``checkpoint()`` and ``restore()`` carry the
 weights, the version counter and the progress across a restart of the server itself.
+
+Memory and copies: every model-sized array lives in a few reused buffers (_SlabPool): the weights, the
+updates waiting for their aggregate, and the one being received, at most s + 1 at a time. A push is
+received straight into a free buffer; its aggregate is written into that same buffer, which then
+becomes the weights (copy-on-write: a pull sends the weights it read from their own buffer, unlocked,
+while the next aggregate is computed elsewhere). The lock guards only the bookkeeping and the swap.
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distributed.ps_wire import BadMessage, WireError, recv_message, send_message, server_handshake
-from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate, staleness_factor
+from distributed.staleness import CHUNK, DEFAULT_EXPONENTIAL_BASE, aggregate_into, staleness_factor
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +63,67 @@ class _Reject(Exception):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     worker: int
     read_version: int
     tau: int
     delta: list
     received: float
+    slab: "_Slab | None" = None      # the buffer delta lives in, when it came in the model's layout
+    formed: bool = False             # taken into an aggregate (no longer withdrawable)
     applied_version: int | None = None
+    error: str | None = None
+
+
+class _Slab:
+    """One model-sized buffer: flat bytes, and a view of them per tensor in the model's dtypes and shapes."""
+
+    def __init__(self, layout: list[tuple[np.dtype, tuple, int]]):
+        self.raw = np.empty(sum(n for _, _, n in layout), np.uint8)
+        self.arrays, offset = [], 0
+        for dtype, shape, nbytes in layout:
+            self.arrays.append(self.raw[offset:offset + nbytes].view(dtype).reshape(shape))
+            offset += nbytes
+        self.readers = 0        # pulls and checkpoints sending or copying these as the weights
+        self.retired = False    # no longer the weights: back to the pool once readers is 0
+
+
+class _SlabPool:
+    """Reused model-sized buffers, at most `limit` at once (more only for an update that came in another
+    dtype, given back at once). The caller holds the server's lock (`cond`)."""
+
+    def __init__(self, layout, limit: int, cond: threading.Condition):
+        self.layout, self.limit, self._cond = layout, limit, cond
+        self._free: list[_Slab] = []
+        self.made = 0
+
+    def take(self, stopping=lambda: False, force: bool = False) -> _Slab:
+        if not force:
+            self._cond.wait_for(lambda: self._free or self.made < self.limit or stopping())
+            if stopping():
+                raise ConnectionError("parameter server is stopping")
+        if self._free:
+            return self._free.pop()
+        self.made += 1
+        return _Slab(self.layout)
+
+    def give(self, slab: _Slab) -> None:
+        slab.readers, slab.retired = 0, False
+        if self.made > self.limit:
+            self.made -= 1
+        else:
+            self._free.append(slab)
+        self._cond.notify_all()
+
+
+def _first_not_finite(arrays) -> int | None:
+    """Index of the first array holding a NaN or inf, checked a chunk at a time (small temporaries)."""
+    for i, a in enumerate(arrays):
+        flat = a.reshape(-1)
+        if not all(np.isfinite(flat[k:k + CHUNK]).all() for k in range(0, flat.size, CHUNK)):
+            return i
+    return None
 
 
 def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -93,9 +152,13 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         try:
             while not ps._stopping:
+                held: list[_Slab] = []  # a push's buffer until the server keeps it
+                reading = None          # the weights a pull sends, pinned until sent
                 try:
-                    header, arrays = recv_message(sock)
-                    reply = ps._dispatch(sock, header, arrays)
+                    header, arrays = recv_message(sock, into=lambda h, specs, n: ps._receive_buffer(h, specs, held))
+                    reply = ps._dispatch(sock, header, arrays, held)
+                    if header["op"] == "pull":
+                        reply, reading = reply[:2], reply[2]
                 except ConnectionError:
                     return
                 except (_Reject, BadMessage) as e:  # the peer is answered; its connection stays
@@ -106,7 +169,15 @@ class _Handler(socketserver.BaseRequestHandler):
                     log.exception("parameter server: error handling a request from %s", peer)
                     reply = ({"op": "error", "message": f"the server failed on this request: "
                                                         f"{type(e).__name__}: {str(e)[:200]}"}, ())
-                send_message(sock, *reply)
+                finally:
+                    ps._give_back(held)
+                try:  # a peer that stops reading must not hold the weights' buffer for ever
+                    sock.settimeout(ps.push_timeout_s)
+                    send_message(sock, *reply)
+                    sock.settimeout(None)
+                finally:
+                    if reading is not None:
+                        ps._unpin(reading)
         except (WireError, OSError) as e:
             if not ps._stopping:
                 log.warning("parameter server: closing connection from %s: %s", peer, e)
@@ -137,10 +208,18 @@ class ParameterServer:
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (the driver generates it per run)")
         staleness_factor(1, schedule, schedule_base)  # rejects unknown schedules now, not mid-run
-        self._weights = [np.array(w, copy=True) for w in initial_weights]
-        for i, w in enumerate(self._weights):
+        initial = [np.asarray(w) for w in initial_weights]
+        for i, w in enumerate(initial):
             if w.dtype not in (np.float32, np.float64):
                 raise ValueError(f"initial weight {i} has dtype {w.dtype}; only float32/float64 travel")
+        self._cond = threading.Condition()
+        layout = [(np.dtype(w.dtype.name), w.shape, w.nbytes) for w in initial]
+        # the weights, s - 1 updates waiting, one being received (its aggregate becomes the next weights)
+        self._pool = _SlabPool(layout, s + 1, self._cond)
+        self._current = self._pool.take()
+        for mine, w in zip(self._current.arrays, initial):
+            mine[...] = w
+        self._weights = self._current.arrays
         self._secret, self.num_workers, self.s = bytes(secret), num_workers, s
         self._credentials = [worker_credential(self._secret if worker_key is None else worker_key, w)
                              for w in range(num_workers)]
@@ -152,8 +231,8 @@ class ParameterServer:
         self.max_payload = (max_payload if max_payload is not None
                             else sum(w.size for w in self._weights) * 8 + (1 << 20))
         self.handshake_timeout_s = handshake_timeout_s
-        self._cond = threading.Condition()
-        self._version = 0
+        self._version = 0   # published: the weights a pull gets are this version's
+        self._formed = 0    # aggregates formed (>= version while one is being computed)
         self._buffer: list[_Pending] = []
         self._active = set(range(num_workers))
         self._updates: list[dict] = []
@@ -250,7 +329,7 @@ class ParameterServer:
 
     def snapshot(self) -> dict:
         with self._cond:
-            return {"weights": [w.copy() for w in self._weights], "version": self._version,
+            return {"weights": self._copy_weights(), "version": self._version,
                     "updates": [dict(u) for u in self._updates],
                     "metrics": [[dict(r, metrics=dict(r["metrics"])) for r in reports]
                                 for reports in self._metrics],
@@ -267,7 +346,7 @@ class ParameterServer:
         Updates still buffered are not in it (they were never applied); they are not counted
         as received either, so received == applied + withdrawn holds after a restore."""
         with self._cond:
-            weights = [w.copy() for w in self._weights]
+            weights = self._copy_weights()
             state = {"version": self._version, "updates": [dict(u) for u in self._updates],
                      "metrics": [[dict(r, metrics=dict(r["metrics"])) for r in reports]
                                  for reports in self._metrics],
@@ -288,8 +367,9 @@ class ParameterServer:
         if len(weights) != len(self._weights) or any(
                 np.shape(w) != v.shape for w, v in zip(weights, self._weights)):
             raise ValueError("checkpoint weights do not match the model's shapes")
-        self._weights = [np.array(w, dtype=v.dtype, copy=True) for w, v in zip(weights, self._weights)]
-        self._version = int(state["version"])
+        for mine, w in zip(self._weights, weights):
+            mine[...] = w
+        self._version = self._formed = int(state["version"])
         self._updates = [dict(u) for u in state["updates"]]
         self._metrics = [[dict(r) for r in reports] for reports in state["metrics"]]
         self._pushes_received = int(state["pushes_received"])
@@ -311,12 +391,49 @@ class ParameterServer:
         return min(self.s, len(self._active))
 
     # ---- ops -------------------------------------------------------------------
-    def _dispatch(self, sock, header: dict, arrays: list):
+    # ---- buffers ---------------------------------------------------------------
+    def _copy_weights(self) -> list[np.ndarray]:
+        """Caller holds the lock: a copy of the weights (rare: snapshots, checkpoints)."""
+        return [w.copy() for w in self._weights]
+
+    def _pin(self) -> tuple[_Slab, int]:
+        """The weights and their version, kept out of the pool until _unpin: weights are replaced,
+        never written, so they are a consistent view without the lock."""
+        with self._cond:
+            self._current.readers += 1
+            return self._current, self._version
+
+    def _unpin(self, slab: _Slab) -> None:
+        with self._cond:
+            slab.readers -= 1
+            if slab.retired and slab.readers == 0:
+                self._pool.give(slab)
+
+    def _receive_buffer(self, header: dict, specs: list, held: list):
+        """ps_wire's `into`: a worker's push in the model's own layout is read straight into a pooled
+        buffer. Only a request with its worker's credential gets one (it could hold it by stalling)."""
+        worker, credential = header.get("worker"), header.get("credential")
+        if (header.get("op") != "push" or type(worker) is not int or not 0 <= worker < self.num_workers
+                or not isinstance(credential, str)
+                or not hmac.compare_digest(credential, self._credentials[worker])
+                or [(d, sh) for d, sh, _ in specs] != [(d, sh) for d, sh, _ in self._pool.layout]):
+            return None
+        with self._cond:
+            held.append(self._pool.take(lambda: self._stopping))
+        return held[-1].raw
+
+    def _give_back(self, held: list) -> None:
+        if held:
+            with self._cond:
+                while held:
+                    self._pool.give(held.pop())
+
+    # ---- ops -------------------------------------------------------------------
+    def _dispatch(self, sock, header: dict, arrays: list, held: list | None = None):
         op = header["op"]
         if op == "pull":
-            with self._cond:  # weights are replaced, never mutated: the list is a consistent view
-                weights, version = self._weights, self._version
-            return {"op": "weights", "version": version}, weights
+            slab, version = self._pin()
+            return {"op": "weights", "version": version}, slab.arrays, slab
         worker = _int_field(header, "worker")
         if not 0 <= worker < self.num_workers:
             raise _Reject(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
@@ -326,7 +443,7 @@ class ParameterServer:
         with self._cond:  # the connection a worker proved itself on: if it drops, the worker is lost
             self._owner[worker] = sock
         if op == "push":
-            version, tau = self._push(sock, worker, header, arrays)
+            version, tau = self._push(sock, worker, header, arrays, held)
             return {"op": "pushed", "version": version, "tau": tau}, ()
         if op == "report":
             self._report(worker, header)
@@ -338,9 +455,18 @@ class ParameterServer:
             return {"op": "joined", **self._join(worker, header)}, ()
         raise _Reject(f"unknown op {op!r:.40}")
 
-    def _push(self, sock, worker: int, header: dict, delta: list) -> tuple[int, int]:
+    def _push(self, sock, worker: int, header: dict, delta: list, held: list | None = None) -> tuple[int, int]:
         """Buffer one update; returns (the version that applied it, its staleness tau) once applied."""
         read_version = _int_field(header, "read_version")
+        # The whole delta is checked before anything is buffered (an update is applied whole or not at
+        # all), without the lock: the model's shapes never change.
+        shapes = None
+        if len(delta) != len(self._weights):
+            shapes = f"push has {len(delta)} tensors, the model has {len(self._weights)}"
+        for i, (w, d) in enumerate(zip(self._weights, delta)):
+            if shapes is None and (d.shape != w.shape or d.dtype.kind != "f"):
+                shapes = f"tensor {i}: got {d.dtype} {d.shape}, expected floats of shape {w.shape}"
+        bad = None if shapes else _first_not_finite(delta)
         with self._cond:
             if self._stopping:
                 raise _Reject("parameter server is stopping")
@@ -351,65 +477,117 @@ class ParameterServer:
             if not 0 <= read_version <= self._version:
                 raise _Reject(f"read_version {read_version} is not a version this server "
                               f"has published (current {self._version})")
-            # Validate the whole delta before buffering: an update is applied whole or not at all.
-            if len(delta) != len(self._weights):
-                raise _Reject(f"push has {len(delta)} tensors, the model has {len(self._weights)}")
-            for i, (w, d) in enumerate(zip(self._weights, delta)):
-                if d.shape != w.shape or d.dtype.kind != "f":
-                    raise _Reject(f"tensor {i}: got {d.dtype} {d.shape}, expected floats of shape {w.shape}")
-            bad = next((i for i, d in enumerate(delta) if not np.isfinite(d).all()), None)
+            if shapes:
+                raise _Reject(shapes)
             if bad is not None:  # one diverged worker must not poison the shared weights
                 self._refused[worker] += 1
                 log.warning("push from worker %d refused: tensor %d holds NaN or inf (%d refused from it)",
                             worker, bad, self._refused[worker])
                 raise _Reject(f"push from worker {worker} refused: tensor {bad} holds NaN or inf; "
                               f"the weights are unchanged")
-            entry = _Pending(worker, read_version, self._version - read_version, delta, time.time())
+            # tau counts the aggregates formed since the read, one being computed included
+            entry = _Pending(worker, read_version, self._formed - read_version, delta, time.time(),
+                             slab=held.pop() if held else None)
             self._buffer.append(entry)
             self._pushes_received += 1
-            self._apply_if_ready()
+            batch = self._take_batch()
+        self._apply(batch)
         deadline = time.monotonic() + self.push_timeout_s
         while True:
             with self._cond:
                 remaining = deadline - time.monotonic()
-                self._cond.wait_for(lambda: entry.applied_version is not None or self._stopping,
+                self._cond.wait_for(lambda: entry.applied_version is not None or entry.error or self._stopping,
                                     timeout=max(0.0, min(remaining, self.heartbeat_s)))
                 if entry.applied_version is not None:
                     return entry.applied_version, entry.tau
-                if self._stopping or remaining <= 0:
+                if entry.error:
+                    raise _Reject(entry.error)
+                if (self._stopping or remaining <= 0) and not entry.formed:
                     self._withdraw(entry)
                     raise _Reject("parameter server is stopping" if self._stopping else
                                   f"push not applied within {self.push_timeout_s} s: "
                                   f"{len(self._buffer)} of {self._s_eff()} updates arrived")
+                if self._stopping:  # its aggregate is being computed; nobody waits for the answer
+                    raise _Reject("parameter server is stopping")
             try:
                 send_message(sock, {"op": "waiting"})
             except (OSError, WireError):
                 with self._cond:  # the pusher is gone; it will never learn the result
-                    if entry.applied_version is None:
+                    if not entry.formed:
                         self._withdraw(entry)
                 raise
 
     def _withdraw(self, entry: _Pending) -> None:
+        """Caller holds the lock."""
         self._buffer.remove(entry)
         self._pushes_withdrawn += 1
+        if entry.slab is not None:
+            self._pool.give(entry.slab)
+        entry.slab = entry.delta = None
         log.warning("push from worker %d withdrawn before it was applied", entry.worker)
 
-    def _apply_if_ready(self) -> None:
-        """Caller holds the lock. Apply the buffer once it holds s_eff updates."""
+    def _take_batch(self) -> tuple[int, list[_Pending]] | None:
+        """Caller holds the lock. Once the buffer holds s_eff updates, take them as the next aggregate:
+        (the version it will publish, its updates), for _apply without the lock."""
         if not self._buffer or len(self._buffer) < max(1, self._s_eff()):
-            return
+            return None
         batch, self._buffer = self._buffer, []
-        self._weights = aggregate(self._weights, [e.delta for e in batch], [e.tau for e in batch],
-                                  len(batch), self.schedule, self.schedule_base)
-        self._version += 1
-        now = time.time()
         for e in batch:
-            e.applied_version, e.delta = self._version, None
-            self._updates.append({"worker": e.worker, "read_version": e.read_version, "tau": e.tau,
-                                  "lambda": staleness_factor(e.tau, self.schedule, self.schedule_base),
-                                  "applied_version": self._version, "received": e.received,
-                                  "time": now})
-        self._cond.notify_all()
+            e.formed = True
+        self._formed += 1
+        return self._formed, batch
+
+    def _apply(self, ticket: tuple[int, list[_Pending]] | None) -> None:
+        """Compute an aggregate outside the lock, into a buffer of its own, then swap it in.
+
+        Aggregates are applied in the order they were formed: each one starts from the weights the one
+        before it published, which stay the weights (so unchanged) until this one swaps."""
+        if ticket is None:
+            return
+        version, batch = ticket
+        with self._cond:
+            self._cond.wait_for(lambda: self._version == version - 1)
+            base = self._current
+            out = next((e.slab for e in batch if e.slab is not None), None)
+            if out is None:  # every update came in another dtype: a buffer beyond the limit, for once
+                out = self._pool.take(force=True)
+        order = sorted(batch, key=lambda e: e.slab is not out)  # the update in `out` first: read in place
+        try:
+            aggregate_into(out.arrays, base.arrays, [e.delta for e in order], [e.tau for e in order],
+                           len(batch), self.schedule, self.schedule_base)
+            error = None
+        except Exception as e:  # nothing is applied; the version moves on so later aggregates do
+            log.exception("parameter server: an aggregate of %d updates failed", len(batch))
+            error = f"the server failed to apply this push: {type(e).__name__}: {str(e)[:200]}"
+        with self._cond:
+            if error is None:
+                self._current, self._weights = out, out.arrays
+                self._retire(base)
+            else:
+                self._pool.give(out)
+                self._pushes_withdrawn += len(batch)
+            self._version = version
+            now = time.time()
+            for e in batch:
+                if e.slab is not None and e.slab is not out:
+                    self._pool.give(e.slab)
+                e.slab = e.delta = None
+                if error is not None:
+                    e.error = error
+                    continue
+                e.applied_version = version
+                self._updates.append({"worker": e.worker, "read_version": e.read_version, "tau": e.tau,
+                                      "lambda": staleness_factor(e.tau, self.schedule, self.schedule_base),
+                                      "applied_version": version, "received": e.received,
+                                      "time": now})
+            self._cond.notify_all()
+
+    def _retire(self, slab: _Slab) -> None:
+        """Caller holds the lock. Weights no longer current go back to the pool once nobody reads them."""
+        if slab.readers:
+            slab.retired = True
+        else:
+            self._pool.give(slab)
 
     def _report(self, worker: int, header: dict) -> None:
         epoch, metrics = _int_field(header, "epoch", 0, LIMITS["epoch"]), header.get("metrics")
@@ -449,7 +627,10 @@ class ParameterServer:
                 log.info("s shrinks from %d to %d: worker %d left", before, after, worker)
             else:
                 log.info("worker %d left; %d still active", worker, len(self._active))
-            self._apply_if_ready()  # a smaller s_eff may complete the buffer: nobody waits forever
+            batch = self._take_batch()  # a smaller s_eff may complete the buffer: nobody waits forever
+            self._cond.notify_all()
+        self._apply(batch)
+        with self._cond:
             if not self._active and not self._lost:
                 self._done.set()
             self._cond.notify_all()
@@ -462,12 +643,13 @@ class ParameterServer:
                 del self._owner[w]
             if self._stopping:
                 return
-            for w in gone:
-                if w in self._active:
-                    self._lose(w)
+            batches = [self._lose(w) for w in gone if w in self._active]
+        for batch in batches:
+            self._apply(batch)
 
-    def _lose(self, worker: int) -> None:
-        """Caller holds the lock. The worker's process is gone: the others must not wait for it."""
+    def _lose(self, worker: int) -> tuple[int, list[_Pending]] | None:
+        """Caller holds the lock. The worker's process is gone: the others must not wait for it.
+        Returns the aggregate this completes, to _apply once the lock is released."""
         before = self._s_eff()
         self._active.discard(worker)
         self._lost.add(worker)
@@ -477,8 +659,8 @@ class ParameterServer:
         log.warning("%s (connection dropped without 'leave'; a retried task may join again)", message)
         self._events.append({"event": "lost", "worker": worker, "time": time.time(), "version": self._version,
                              "epochs_reported": self._epochs_reported(worker), "message": message})
-        self._apply_if_ready()
         self._cond.notify_all()
+        return self._take_batch()
 
     def _join(self, worker: int, header: dict) -> dict:
         """A worker (re)connects: first start, a retried task after a loss, or a resumed run."""
