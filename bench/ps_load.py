@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import socket
 import socketserver
 import struct
@@ -81,12 +82,20 @@ def serve_ps(conn, shapes, secret: bytes, workers: int) -> None:
     server = ParameterServer(weights, secret, num_workers=workers, s=1, schedule="inverse")
     del weights  # the server holds its own copy, as in the job's ps role after the model is gone
     conn.send(("listening", server.start()[1]))
+    cpu = _cpu_s()
     try:
         conn.recv()
     finally:
         applied = server.updates_applied
         server.stop()
-    conn.send(("stopped", applied))
+    conn.send(("stopped", applied, _cpu_s() - cpu))
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process has used (user + system, every thread): what serving costs, whatever
+    else the machine runs at the same time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _recv_into(sock: socket.socket, view: memoryview) -> None:
@@ -114,6 +123,7 @@ class _Sink(socketserver.BaseRequestHandler):
                     return
                 _recv_into(sock, buf[:n])
                 sock.sendall(b"k")
+                self.server.messages += 1
         except (ConnectionError, OSError):
             return
 
@@ -127,13 +137,14 @@ def serve_sink(conn, max_bytes: int) -> None:
     """A thread per connection, like the parameter server's socketserver, but doing nothing with the bytes."""
     import threading
     server = _ThreadingSink(("127.0.0.1", 0), _Sink)
-    server.max_bytes = max_bytes
+    server.max_bytes, server.messages = max_bytes, 0
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     conn.send(("listening", server.server_address[1]))
+    cpu = _cpu_s()
     conn.recv()
     server.shutdown()
     server.server_close()
-    conn.send(("stopped", 0))
+    conn.send(("stopped", server.messages, _cpu_s() - cpu))
 
 
 # ---------------------------------------------------------------- clients (child processes)
@@ -196,11 +207,15 @@ def start_server(target, *args):
     return proc, here, here.recv()
 
 
-def stop_server(proc, conn, timeout_s: float = 30) -> int:
-    """Ask the child to stop; return the count it reports (updates applied for the ps)."""
+def stop_server(proc, conn, timeout_s: float = 30, cpu: dict | None = None) -> int:
+    """Ask the child to stop; return the count it reports (updates applied for the ps, messages for the
+    sink). `cpu`, if given, gets the child's CPU seconds while it served ('cpu_s')."""
     try:
         conn.send("stop")
-        count = conn.recv()[1] if conn.poll(timeout_s) else -1
+        reply = conn.recv() if conn.poll(timeout_s) else ("stopped", -1, float("nan"))
+        count = reply[1]
+        if cpu is not None:
+            cpu["cpu_s"] = reply[2]
     finally:
         proc.join(timeout_s)
         if proc.is_alive():

@@ -51,18 +51,22 @@ def measure_ps(shapes, clients: int, seconds: float, pull: bool) -> dict:
         result = ps_load.run_clients(ps_load.ps_client,
                                      [(port, secret, w, shapes, seconds, pull) for w in range(clients)], seconds)
     finally:
-        applied = ps_load.stop_server(proc, conn)
-    result["applied"] = applied
+        cpu = {}
+        applied = ps_load.stop_server(proc, conn, cpu=cpu)
+    result["applied"], result["server_cpu_s"] = applied, cpu["cpu_s"]
     return result
 
 
 def measure_plain(nbytes: int, clients: int, seconds: float, messages_per_step: int) -> dict:
     proc, conn, (_, port) = ps_load.start_server(ps_load.serve_sink, nbytes)
+    cpu = {}
     try:
-        return ps_load.run_clients(ps_load.sink_client, [(port, w, nbytes, messages_per_step, seconds)
-                                                         for w in range(clients)], seconds)
+        result = ps_load.run_clients(ps_load.sink_client, [(port, w, nbytes, messages_per_step, seconds)
+                                                           for w in range(clients)], seconds)
     finally:
-        ps_load.stop_server(proc, conn)
+        messages = ps_load.stop_server(proc, conn, cpu=cpu)
+    result["messages"], result["server_cpu_s"] = messages, cpu["cpu_s"]
+    return result
 
 
 def main(argv=None) -> float:
@@ -85,6 +89,13 @@ def main(argv=None) -> float:
     if ps["applied"] != ps["steps"] + args.clients:  # each client pushes once to warm up, then in the window
         print(f"warning: expected {ps['steps'] + args.clients} applied updates (window + warm-up)")
     ratio = ps["per_s"] / plain["per_s"]
+    # CPU per message of each server process: the work each side's server does, which the machine's
+    # other load changes far less than it changes rates
+    ps_ms, plain_ms = (1000 * ps["server_cpu_s"] / max(1, ps["applied"]),
+                       1000 * plain["server_cpu_s"] / max(1, plain["messages"] // copies))
+    print(f"server CPU per update: parameter server {ps_ms:.1f} ms (all threads, {ps['applied']} updates), "
+          f"plain sink {plain_ms:.1f} ms per step ({plain['messages']} messages); "
+          f"sink/ps = {plain_ms / ps_ms:.3f}")
     print("goal: none set; the ratio is reported (1.0 would mean the server costs nothing beyond the copy)")
     print(f"RATIO ps_vs_loopback_updates_per_s = {ratio:.4f}")
     return ratio
