@@ -13,7 +13,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python jobs/spacetime.py --preset tiny --output $(OUT)/spacetime
 	@echo "All four case studies are in $(OUT)/. One HTML report of them all: make report"
 
-# The same three case studies with input and outputs on a real HDFS (NameNode + 2 DataNodes from Hadoop's
+# The four case studies with input and outputs on a real HDFS (NameNode + 2 DataNodes from Hadoop's
 # jars, fetched by Maven) beside a Spark mini-cluster; both are stopped by pid at the end, also on failure.
 HDFS_RUN := .minicluster/demo-hdfs
 demo-hdfs: $(VENV)/.installed hdfs-jars
@@ -26,7 +26,7 @@ demo-hdfs: $(VENV)/.installed hdfs-jars
 	    --output $$hdfs/outputs/$$case || exit 1; \
 	done && \
 	$(BIN)/python -m jobs.outputs_report $$hdfs/outputs --html $(OUT)/report-hdfs.html && \
-	echo "All three case studies ran on $$hdfs/outputs; the report read from there: $(OUT)/report-hdfs.html"
+	echo "All four case studies ran on $$hdfs/outputs; the report read from there: $(OUT)/report-hdfs.html"
 
 # One HTML file with every case study's tables and figures, published numbers beside ours (README).
 report: $(VENV)/.installed
