@@ -63,3 +63,15 @@ def test_the_notebook_is_stored_without_outputs():
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_main_writes_the_report_into_a_local_root_and_leaves_no_copy(tmp_path, monkeypatch, capsys):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = tmp_path / "outputs"
+    root.mkdir()
+    assert rep.main([str(root)]) == 0
+    page = (root / "report.html").read_text(encoding="utf-8")
+    assert f"Output root <code>{root}</code>" in page and "absent" in capsys.readouterr().out
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary folder for a remote root's copy is gone
