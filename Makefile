@@ -32,8 +32,11 @@ demo-hdfs: $(VENV)/.installed hdfs-jars
 report: $(VENV)/.installed
 	$(BIN)/python -m jobs.outputs_report $(OUT) --html $(OUT)/report.html
 
+# The unit tests on two processes (one file per process at a time: a file's fixtures stay in one process),
+# then everything else in one: the cluster tests share one mini-cluster and one HDFS per session.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile
+	$(BIN)/python -m pytest -m "not unit"
 
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m unit

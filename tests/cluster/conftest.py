@@ -177,6 +177,28 @@ def probe_tf_servers(line: str, found: dict) -> None:
         found["outsider"][role] = {address: _connects(address, port) for address in sorted(addresses)}
 
 
+PS_PROBES: dict[str, dict] = {}  # case -> what probe_parameter_server found while its ps was up
+
+
+def probe_parameter_server(line: str, found: dict) -> None:
+    """On the driver's 'TFoS roles up: ps:0@host:port, ...' line, while training: a client with a wrong
+    secret connects to the parameter server, which must refuse it (AuthError). Result in `found`."""
+    from distributed import ps_wire
+    address = re.search(r"ps:0@([\d.]+):(\d+)", line)
+    found.update(address=address and address.group(0), refused=None)
+    deadline = time.monotonic() + 60
+    while address and found["refused"] is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address.group(1), int(address.group(2))), timeout=5) as sock:
+                try:
+                    ps_wire.client_handshake(sock, b"not-the-run-secret-0123456789")
+                    found["refused"] = False
+                except ps_wire.AuthError:
+                    found["refused"] = True
+        except ConnectionRefusedError:
+            time.sleep(0.2)  # the ps listens once its model is built
+
+
 def _tiny_run(cluster, root: Path, uri_root: str, case: str, *sets: str, timeout: float = 420) -> Path:
     out, uri = root / case, storage.join(uri_root, case)
     args = [a for key_value in sets for a in ("--set", key_value)]
@@ -199,6 +221,10 @@ def _tiny_run(cluster, root: Path, uri_root: str, case: str, *sets: str, timeout
             stdout.append(line)
             if case in TF_SERVER_CASES and "TFoS roles up" in line:
                 probe = threading.Thread(target=probe_tf_servers, args=(line, TF_PROBES.setdefault(case, {})))
+                probe.start()
+                probes.append(probe)
+            if case == "redshift" and "TFoS roles up" in line and case not in PS_PROBES:
+                probe = threading.Thread(target=probe_parameter_server, args=(line, PS_PROBES.setdefault(case, {})))
                 probe.start()
                 probes.append(probe)
 

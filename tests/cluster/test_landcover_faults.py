@@ -1,7 +1,7 @@
-"""Model-parallel land cover under real faults: a TF server's process (worker:1) killed mid-epoch, then the
-chief's, each failing the run fast with a message naming the lost role and leaving no process behind;
---resume continues from the chief's checkpoints each time and the last one finishes the run, on the
-same trajectory as the uninterrupted single-machine run of the same model and seed."""
+"""Model-parallel land cover under a real fault: a TF server's process (worker:1) killed mid-epoch fails
+the run fast with a message naming the lost role and the units it held, leaving no process behind;
+--resume continues from the chief's checkpoint and finishes the run, on the same trajectory as the
+uninterrupted single-machine run of the same model and seed."""
 import json
 import time
 
@@ -15,9 +15,9 @@ EPOCHS = 2
 TIMEOUT_S = 300  # train.timeout_s: the bound the job would fall back on if nothing noticed a lost role
 
 
-# Its own limit, above the sum of its waits (each fails with its own message first): 3 runs.
-@pytest.mark.timeout((400 + TIMEOUT_S) * 2 + 400 + 3 * 30 + 60)
-def test_lost_worker_then_lost_chief_fail_fast_and_resume_finishes(minicluster, tmp_path):
+# Its own limit, above the sum of its waits (each fails with its own message first): 2 runs.
+@pytest.mark.timeout(400 + TIMEOUT_S + 400 + 2 * 30 + 60)
+def test_a_lost_worker_fails_fast_and_resume_finishes(minicluster, tmp_path):
     if WORKERS < 5:
         pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
     out = tmp_path / "landcover"
@@ -45,32 +45,15 @@ def test_lost_worker_then_lost_chief_fail_fast_and_resume_finishes(minicluster, 
     assert not (ckpt / first / "result.json").exists()
     assert leftovers(minicluster) == []
 
-    # 2. --resume; the chief killed once the second cell has a checkpoint.
+    # 2. --resume: the first cell continues from its checkpoint, the second trains, the run ends.
     log = tmp_path / "run2.log"
-    proc = start_job("landcover.py", *args, "--resume", log=log)
-    wait_for(ckpt / second / "chief.h5", proc, log, timeout_s=400)
-    kill_role(pids, "chief:0")
-    killed = time.monotonic()
-    assert finish(proc, log, timeout_s=TIMEOUT_S) == 1, tail(log)
-    chief_lost_after_s = time.monotonic() - killed
-    assert chief_lost_after_s < TIMEOUT_S / 2
-    error = summary(out)["error"]
-    assert summary(out)["status"] == "failed" and "chief:0 (the process driving the training) was lost" in error
-    first_result = json.loads((ckpt / first / "result.json").read_text())
-    assert first_result["resumed_from_epoch"] >= 1  # the first cell went on from its checkpoint
-    # The TF servers waiting on the chief stopped, and every other process of the job with them.
-    assert leftovers(minicluster) == []
-
-    # 3. --resume again: the first cell is kept, the second continues from its checkpoint, the run ends.
-    log = tmp_path / "run3.log"
     proc = start_job("landcover.py", *args, "--resume", log=log)
     assert finish(proc, log, timeout_s=400) == 0, tail(log)
     result = summary(out)
     assert result["status"] == "ok" and result["resumed"] is True
     cells = result["cells"]
-    assert json.loads((ckpt / first / "result.json").read_text()) == first_result  # not trained again
-    assert json.loads((ckpt / second / "result.json").read_text())["resumed_from_epoch"] >= 1
-    # Both interrupted cells against the single machine's uninterrupted run (same units, seed and batches).
+    assert json.loads((ckpt / first / "result.json").read_text())["resumed_from_epoch"] >= 1
+    # Both cells (the resumed one and the one trained after it) against the single machine's uninterrupted run (same units, seed and batches).
     # Resuming adds no difference (tests/unit/test_resume.py: 0 measured); placing the units on three
     # processes changes float reduction order, which grows over epochs: measured 5e-6 relative after epoch 1,
     # 1.2e-4 after epoch 2. Tolerance 1e-3 relative per epoch loss; a resume from a wrong epoch, a lost
@@ -79,7 +62,7 @@ def test_lost_worker_then_lost_chief_fail_fast_and_resume_finishes(minicluster, 
     for cell in (first, second):
         assert len(cells[cell]["loss"]) == EPOCHS and cells[cell]["steps"] == EPOCHS * 12
         np.testing.assert_allclose(cells[cell]["loss"], single, rtol=1e-3)
-    print(f"job ended {lost_after_s:.1f}s after worker:1 was killed, {chief_lost_after_s:.1f}s after chief:0; "
+    print(f"job ended {lost_after_s:.1f}s after worker:1 was killed; "
           "relative loss differences to the single machine per epoch:",
           {c: (np.array(cells[c]["loss"]) / single - 1).tolist() for c in (first, second)})
     assert leftovers(minicluster) == []

@@ -56,53 +56,12 @@ def test_redshift_progress_lines_and_tensorboard_files_per_worker(tiny_redshift)
     assert f"progress {dist}: finished [########################] 6/6 epochs 100%" in log
 
 
-def test_parameter_server_refuses_a_client_without_the_secret_while_training(minicluster, tmp_path):
-    """A client with a wrong secret is refused mid-run; training goes on and every push is applied."""
-    import os
-    import re
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import pytest
-
-    from distributed import ps_wire
-    from .conftest import ROOT
-
-    out = tmp_path / "redshift"
-    cmd = [sys.executable, str(ROOT / "jobs" / "redshift.py"), "--preset", "tiny",
-           "--master", minicluster.state.master_url, "--set", f"cluster.run_dir={minicluster.run_dir}",
-           "--output", str(out), "--set", "data.sizes=[600]", "--set", "train.max_epochs=12",
-           "--set", "experiments.workers=[2]", "--set", "experiments.data_modes=[same]",
-           "--set", "experiments.ablation=false", "--set", "experiments.baseline=false"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    lines, refused = [], None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            found = re.search(r"ps:0@([\d.]+):(\d+)", line)
-            if found:
-                address = (found.group(1), int(found.group(2)))
-                deadline = time.monotonic() + 60
-                while refused is None and time.monotonic() < deadline:
-                    try:
-                        with socket.create_connection(address, timeout=5) as sock:
-                            with pytest.raises(ps_wire.AuthError):
-                                ps_wire.client_handshake(sock, b"not-the-run-secret-0123456789")
-                            refused = True
-                    except ConnectionRefusedError:
-                        time.sleep(0.2)  # the ps listens once its model is built
-                break
-        rest, _ = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = "".join(lines) + (rest or "")
-    assert refused, log[-3000:]
-    assert proc.returncode == 0, log[-5000:]
-    summary = json.loads((out / "summary.json").read_text())
-    updates = summary["updates"]["600-same-M2-staleness-aware-s1"]
-    assert updates["received"] == updates["applied"] == 2 * 12
-    assert leftovers(minicluster) == []
+def test_parameter_server_refused_a_client_without_the_secret_while_training(tiny_redshift):
+    """During the session's tiny run (conftest's probe, on the 'TFoS roles up' line) a client with a wrong
+    secret was refused by the ps; training went on and every push was applied."""
+    from .conftest import PS_PROBES
+    probe = PS_PROBES.get("redshift", {})
+    assert probe.get("refused") is True, probe
+    summary = json.loads((tiny_redshift / "summary.json").read_text())
+    updates = summary["updates"]["600-different-M2-staleness-aware-s1"]
+    assert updates["received"] == updates["applied"] == 2 * 3
