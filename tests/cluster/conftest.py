@@ -3,6 +3,7 @@ and a real HDFS (NameNode + 2 DataNodes) for the tests marked `hdfs`, also one p
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -83,6 +84,19 @@ def run_job(script: str, *args: str, timeout: float = 420, cwd: Path | None = No
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *args], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def failed_on_input(cluster, case: str, out: Path, input_uri: str, *sets: str) -> dict:
+    """Run a tiny job on the user-given input `input_uri` that must fail (exit 1); its summary (status
+    failed)."""
+    args = [a for key_value in sets for a in ("--set", key_value)]
+    proc = run_job(f"{case}.py", "--preset", "tiny", "--master", cluster.state.master_url,
+                   "--set", f"cluster.run_dir={cluster.run_dir}", "--output", str(out),
+                   "--set", "data.source=files", "--set", f"data.input={input_uri}", *args)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed", summary
+    return summary
 
 
 def leftovers(cluster, timeout_s: float = 30) -> list[str]:

@@ -4,7 +4,7 @@ import csv
 import json
 import math
 
-from .conftest import DOMST_ABLATION, DOMST_APPROACHES, leftovers, run_job
+from .conftest import DOMST_ABLATION, DOMST_APPROACHES, failed_on_input, leftovers
 
 
 def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
@@ -90,11 +90,6 @@ def test_domst_negative_precipitation_fails_naming_the_file(minicluster, tmp_pat
     region["precip"][40, i, j] = -2.5
     write_region(str(tmp_path / "input"), region)
     out = tmp_path / "domst"
-    proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
-                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "data.source=files", "--set", f"data.input={tmp_path / 'input'}")
-    assert proc.returncode == 1, proc.stdout[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed"
+    summary = failed_on_input(minicluster, "domst", out, str(tmp_path / "input"))
     assert PRECIP_FILE.rsplit("/", 1)[-1] in summary["error"] and "negative" in summary["error"].lower()
     assert leftovers(minicluster) == []

@@ -3,7 +3,7 @@ job on the real mini-cluster must fail with an error naming the file and the rec
 outside its output folder."""
 import json
 
-from .conftest import leftovers, run_job
+from .conftest import failed_on_input, leftovers
 
 
 def test_domst_watershed_id_that_escapes_the_output_is_refused(minicluster, tmp_path):
@@ -16,12 +16,7 @@ def test_domst_watershed_id_that_escapes_the_output_is_refused(minicluster, tmp_
     meta_path.write_text(json.dumps(meta))
     out = tmp_path / "run" / "domst"
     before = sorted(p for p in tmp_path.rglob("*") if "run" not in p.relative_to(tmp_path).parts)
-    proc = run_job("domst.py", "--preset", "tiny", "--master", minicluster.state.master_url,
-                   "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
-                   "--set", "data.source=files", "--set", f"data.input={tmp_path / 'input'}")
-    assert proc.returncode == 1, proc.stdout[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed"
+    summary = failed_on_input(minicluster, "domst", out, str(tmp_path / "input"))
     assert summary["error"].startswith(f"SchemaError: {WATERSHEDS_FILE}: watershed record 1: id '../../ESCAPED' "
                                        f"is not a safe name"), summary["error"]
     after = sorted(p for p in tmp_path.rglob("*") if "run" not in p.relative_to(tmp_path).parts)
