@@ -58,12 +58,17 @@ def minicluster(tmp_path_factory):
         assert processes.tagged(run_id) == [], "mini-cluster processes outlived `down`"
 
 
+def hdfs_possible() -> bool:
+    """An HDFS can be started: Maven fetches Hadoop's jars. Under CI it must be (a missing Maven fails)."""
+    import shutil
+    return bool(shutil.which("mvn") or os.environ.get("CI"))
+
+
 @pytest.fixture(scope="session")
 def hdfs(tmp_path_factory):
     """A NameNode and two DataNodes on loopback, permissions on; stopped by pid even when a test fails.
     Without Maven the HDFS tests are skipped on a laptop, but fail under CI (CI=true)."""
-    import shutil
-    if not shutil.which("mvn") and not os.environ.get("CI"):
+    if not hdfs_possible():
         pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS tests")
     cluster = HdfsCluster(tmp_path_factory.mktemp("hdfs"))
     try:
@@ -124,8 +129,7 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_uri_root(request, tiny_root) -> str:
     """Where the tiny runs write: <the session's HDFS>/outputs, or tiny_root itself without Maven."""
-    import shutil
-    if shutil.which("mvn") or os.environ.get("CI"):
+    if hdfs_possible():
         return f"{request.getfixturevalue('hdfs').state.uri}/outputs"
     return storage.to_uri(tiny_root)
 
