@@ -20,8 +20,8 @@ because Spark retries the task and the retried worker comes back with 'join'.  O
 'leave' from every worker ends the run.  ``checkpoint()`` and ``restore()`` carry the
 weights, the version counter and the progress across a restart of the server itself.
 
-Memory and copies: every model-sized array lives in a few reused buffers (_SlabPool): the weights, the
-updates waiting for their aggregate, and the one being received, at most s + 1 at a time. A push is
+Memory and copies: every model-sized array lives in a few reused buffers (distributed/ps_buffers.py):
+the weights, the updates waiting for their aggregate, and the one being received, at most s + 1 at a time. A push is
 received straight into a free buffer; its aggregate is written into that same buffer, which then
 becomes the weights (copy-on-write: a pull sends the weights it read from their own buffer, unlocked,
 while the next aggregate is computed elsewhere). The lock guards only the bookkeeping and the swap.
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distributed.ps_buffers import Slab, SlabPool
 from distributed.ps_wire import BadMessage, WireError, recv_message, send_message, server_handshake
 from distributed.staleness import CHUNK, DEFAULT_EXPONENTIAL_BASE, aggregate_into, staleness_factor
 
@@ -70,51 +71,10 @@ class _Pending:
     tau: int
     delta: list
     received: float
-    slab: "_Slab | None" = None      # the buffer delta lives in, when it came in the model's layout
+    slab: "Slab | None" = None      # the buffer delta lives in, when it came in the model's layout
     formed: bool = False             # taken into an aggregate (no longer withdrawable)
     applied_version: int | None = None
     error: str | None = None
-
-
-class _Slab:
-    """One model-sized buffer: flat bytes, and a view of them per tensor in the model's dtypes and shapes."""
-
-    def __init__(self, layout: list[tuple[np.dtype, tuple, int]]):
-        self.raw = np.empty(sum(n for _, _, n in layout), np.uint8)
-        self.arrays, offset = [], 0
-        for dtype, shape, nbytes in layout:
-            self.arrays.append(self.raw[offset:offset + nbytes].view(dtype).reshape(shape))
-            offset += nbytes
-        self.readers = 0        # pulls and checkpoints sending or copying these as the weights
-        self.retired = False    # no longer the weights: back to the pool once readers is 0
-
-
-class _SlabPool:
-    """Reused model-sized buffers, at most `limit` at once (more only for an update that came in another
-    dtype, given back at once). The caller holds the server's lock (`cond`)."""
-
-    def __init__(self, layout, limit: int, cond: threading.Condition):
-        self.layout, self.limit, self._cond = layout, limit, cond
-        self._free: list[_Slab] = []
-        self.made = 0
-
-    def take(self, stopping=lambda: False, force: bool = False) -> _Slab:
-        if not force:
-            self._cond.wait_for(lambda: self._free or self.made < self.limit or stopping())
-            if stopping():
-                raise ConnectionError("parameter server is stopping")
-        if self._free:
-            return self._free.pop()
-        self.made += 1
-        return _Slab(self.layout)
-
-    def give(self, slab: _Slab) -> None:
-        slab.readers, slab.retired = 0, False
-        if self.made > self.limit:
-            self.made -= 1
-        else:
-            self._free.append(slab)
-        self._cond.notify_all()
 
 
 def _first_not_finite(arrays) -> int | None:
@@ -152,7 +112,7 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         try:
             while not ps._stopping:
-                held: list[_Slab] = []  # a push's buffer until the server keeps it
+                held: list[Slab] = []  # a push's buffer until the server keeps it
                 reading = None          # the weights a pull sends, pinned until sent
                 try:
                     header, arrays = recv_message(sock, into=lambda h, specs, n: ps._receive_buffer(h, specs, held))
@@ -215,7 +175,7 @@ class ParameterServer:
         self._cond = threading.Condition()
         layout = [(np.dtype(w.dtype.name), w.shape, w.nbytes) for w in initial]
         # the weights, s - 1 updates waiting, one being received (its aggregate becomes the next weights)
-        self._pool = _SlabPool(layout, s + 1, self._cond)
+        self._pool = SlabPool(layout, s + 1, self._cond)
         self._current = self._pool.take()
         for mine, w in zip(self._current.arrays, initial):
             mine[...] = w
@@ -396,14 +356,14 @@ class ParameterServer:
         """Caller holds the lock: a copy of the weights (rare: snapshots, checkpoints)."""
         return [w.copy() for w in self._weights]
 
-    def _pin(self) -> tuple[_Slab, int]:
+    def _pin(self) -> tuple[Slab, int]:
         """The weights and their version, kept out of the pool until _unpin: weights are replaced,
         never written, so they are a consistent view without the lock."""
         with self._cond:
             self._current.readers += 1
             return self._current, self._version
 
-    def _unpin(self, slab: _Slab) -> None:
+    def _unpin(self, slab: Slab) -> None:
         with self._cond:
             slab.readers -= 1
             if slab.retired and slab.readers == 0:
@@ -582,7 +542,7 @@ class ParameterServer:
                                       "time": now})
             self._cond.notify_all()
 
-    def _retire(self, slab: _Slab) -> None:
+    def _retire(self, slab: Slab) -> None:
         """Caller holds the lock. Weights no longer current go back to the pool once nobody reads them."""
         if slab.readers:
             slab.retired = True
