@@ -69,6 +69,7 @@ class ClusterConfig:
     start_timeout_s: Seconds
     reservation_timeout_s: Seconds
     shutdown_timeout_s: Seconds
+    jvm_options: str
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -118,11 +118,8 @@ def _master_host(master: str) -> str:
     return master.split("//")[-1].rsplit(":", 1)[0]
 
 
-def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret: str | None, executors: int,
-                   reuse_workers: bool):
-    from pyspark.sql import SparkSession
-    from distributed.minicluster import security_conf
-    builder = SparkSession.builder.appName(f"scidl-{case}").master(master)
+def spark_settings(cfg, executors: int, host: str | None, reuse_workers: bool) -> dict[str, str]:
+    """The Spark conf every job sets (secrets aside)."""
     settings = {
         # TFoS: one task per executor and every executor registered before roles are placed.
         "spark.executor.cores": "1",
@@ -134,9 +131,20 @@ def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret
         "spark.executor.memory": cfg.cluster.executor_memory,
         "spark.ui.showConsoleProgress": "false",
     }
+    if cfg.cluster.jvm_options:  # read when the driver's JVM starts: ignored under spark-submit
+        settings.update({"spark.driver.extraJavaOptions": cfg.cluster.jvm_options,
+                         "spark.executor.extraJavaOptions": cfg.cluster.jvm_options})
     if host:
         settings.update({"spark.driver.host": host, "spark.driver.bindAddress": host})
-    for key, value in settings.items():
+    return settings
+
+
+def _spark_session(case: str, cfg, master: str, host: str | None, cluster_secret: str | None, executors: int,
+                   reuse_workers: bool):
+    from pyspark.sql import SparkSession
+    from distributed.minicluster import security_conf
+    builder = SparkSession.builder.appName(f"scidl-{case}").master(master)
+    for key, value in spark_settings(cfg, executors, host, reuse_workers).items():
         builder = builder.config(key, value)
     if not cluster_secret:
         return builder.getOrCreate()
@@ -166,6 +174,14 @@ def _secret_properties(settings: dict[str, str]):
                 os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
             else:
                 os.environ["PYSPARK_SUBMIT_ARGS"] = before
+
+
+def _import_tfos_meanwhile() -> None:
+    """Import TFoS (and with it TensorFlow, several seconds of CPU) on a thread while the Spark session
+    waits for its executors to register; every job's run() needs it next. Python's import lock makes
+    the run's own import wait for this one rather than do it twice."""
+    from distributed import tfos
+    threading.Thread(target=tfos._tfos, name="import-tfos", daemon=True).start()
 
 
 def check_resumable(output: str, resolved: str) -> None:
@@ -273,6 +289,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
+        _import_tfos_meanwhile()
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)

@@ -168,3 +168,18 @@ def test_an_in_process_run_leaves_logging_signals_and_environment_as_they_were(t
         assert "SPARK_LOCAL_IP" not in os.environ
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_configured_jvm_options_reach_the_driver_and_the_executors_and_none_when_empty():
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from conf import load_cluster
+    from jobs.runner import spark_settings
+    cluster = load_cluster()
+    assert cluster.jvm_options == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # conf/cluster.yaml's default
+    settings = spark_settings(SimpleNamespace(cluster=cluster), 3, "127.0.0.1", False)
+    assert settings["spark.driver.extraJavaOptions"] == settings["spark.executor.extraJavaOptions"] \
+        == cluster.jvm_options
+    assert settings["spark.cores.max"] == "3" and settings["spark.driver.host"] == "127.0.0.1"
+    bare = spark_settings(SimpleNamespace(cluster=replace(cluster, jvm_options="")), 3, None, False)
+    assert not {"spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions", "spark.driver.host"} & set(bare)
