@@ -176,14 +176,6 @@ def _secret_properties(settings: dict[str, str]):
                 os.environ["PYSPARK_SUBMIT_ARGS"] = before
 
 
-def _import_tfos_meanwhile() -> None:
-    """Import TFoS (and with it TensorFlow, several seconds of CPU) on a thread while the Spark session
-    waits for its executors to register; every job's run() needs it next. Python's import lock makes
-    the run's own import wait for this one rather than do it twice."""
-    from distributed import tfos
-    threading.Thread(target=tfos._tfos, name="import-tfos", daemon=True).start()
-
-
 def check_resumable(output: str, resolved: str) -> None:
     """--resume continues the run whose config.yaml is in `output`, with the same config, or refuses."""
     import difflib
@@ -289,7 +281,6 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
-        _import_tfos_meanwhile()
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
