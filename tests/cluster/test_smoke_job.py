@@ -10,10 +10,12 @@ import time
 
 import psutil
 
+from rdd_io import storage
+
 from .conftest import ROOT, WORKERS, leftovers, run_job
 
 
-def consumed_exactly_once(summary: dict, out, records: int) -> None:
+def consumed_exactly_once(summary: dict, out: str, records: int) -> None:
     """Every record fed reached exactly one worker, both workers were fed, and the ps's address is its own."""
     assert summary["status"] == "ok"
     assert summary["records_fed"] == records
@@ -25,7 +27,7 @@ def consumed_exactly_once(summary: dict, out, records: int) -> None:
     ps = summary["roles"]["ps:0"]
     assert summary["ps_addresses"] == [ps["address"]]
     assert ps["bound_port"] == int(summary["ps_addresses"][0].rsplit(":", 1)[1])
-    assert (out / "config.yaml").exists()
+    assert storage.exists(storage.join(out, "config.yaml"))
 
 
 def test_missing_roles_are_named_on_reservation_timeout(minicluster, tmp_path):
@@ -87,19 +89,21 @@ def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
     assert holding == []
 
 
-def test_every_record_consumed_exactly_once_through_spark_submit(minicluster, tmp_path):
-    """The job as a user submits it to a standing cluster (`python jobs/smoke.py` takes the same arguments:
-    the other tests here run it that way)."""
+def test_every_record_consumed_exactly_once_through_spark_submit(minicluster, tiny_uri_root, tmp_path):
+    """The job as a user submits it to a standing cluster, --output on the session's HDFS (in CI; a local
+    folder without Maven). `python jobs/smoke.py` takes the same arguments: the other tests here run it so."""
     from distributed.minicluster import spark_home
-    out = tmp_path / "submitted"
+    out = f"{tiny_uri_root}-spark-submit/smoke"
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
                SPARK_LOCAL_IP="127.0.0.1")
     proc = subprocess.run([str(spark_home() / "bin" / "spark-submit"), "--master", minicluster.state.master_url,
-                           str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny", "--output", str(out),
+                           str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny", "--output", out,
                            "--set", f"cluster.run_dir={minicluster.run_dir}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    summary = json.loads((out / "summary.json").read_text())
+    if os.environ.get("CI"):
+        assert out.startswith("hdfs://"), out
+    summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
     assert summary["master"] == minicluster.state.master_url
     assert summary["records_consumed"] == 10_000 and summary["exactly_once"] is True
     consumed_exactly_once(summary, out, 10_000)

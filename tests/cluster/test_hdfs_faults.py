@@ -1,0 +1,120 @@
+"""A redshift run on HDFS against the same run on file://, and damage done for real to HDFS under a running
+job: a DataNode killed by its pid (replication 2: the job finishes with the file:// run's figures and
+weights, nothing is lost), the NameNode stopped (the job fails within a bound naming the HDFS URI, leaves
+no process, and --resume finishes once HDFS is back). Each test restarts what it stopped, so the
+session's HDFS is whole again for the tests after it."""
+import json
+import os
+import signal
+import time
+
+import h5py
+import pytest
+
+from rdd_io import storage
+
+from .conftest import leftovers
+from .faults import finish, start_job, tail
+
+pytestmark = pytest.mark.hdfs
+
+# One worker, s = 1, one update per epoch: deterministic, so file:// and hdfs:// must agree bit for bit.
+CELL = "300-different-M1-staleness-aware-s1"
+SMALL = ("data.sizes=[300]", "experiments.baseline=false", "experiments.ablation=false",
+         "experiments.workers=[1]", "experiments.data_modes=[different]", "train.checkpoint_every=1",
+         "train.max_epochs=5", "train.update=epoch")
+FIGURES = ("final_accuracy", "epochs_to_stable", "updates")
+
+
+def _start(cluster, output: str, log, *extra: str):
+    args = ["--preset", "tiny", "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+            "--output", output, *[a for kv in SMALL for a in ("--set", kv)], *extra]
+    return start_job("redshift.py", *args, log=log)
+
+
+def _wait_for_training(output: str, proc, log, timeout_s: float = 400) -> None:
+    """Until the worker's first checkpoint is on HDFS (training has begun and writes there)."""
+    uri = storage.join(output, "checkpoints", CELL, "worker-0.h5")
+    deadline = time.monotonic() + timeout_s
+    while not storage.exists(uri):
+        assert proc.poll() is None, f"the job ended (rc {proc.returncode}) before {uri} appeared:\n" + tail(log)
+        assert time.monotonic() < deadline, f"{uri} did not appear:\n" + tail(log)
+        time.sleep(0.5)
+
+
+def _weights(data: bytes, tmp_path, name: str) -> dict:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with h5py.File(path, "r") as h5:
+        found = {}
+        h5.visititems(lambda key, obj: found.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+@pytest.fixture(scope="module")
+def file_run(minicluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("redshift-file")
+    log = out.parent / f"{out.name}.log"
+    assert finish(_start(minicluster, str(out / "run"), log), log, 400) == 0, tail(log)
+    return out / "run"
+
+
+@pytest.mark.timeout(900)
+def test_a_datanode_killed_mid_job_the_job_finishes_with_the_file_runs_figures(minicluster, hdfs, file_run,
+                                                                                 tmp_path):
+    output = f"{hdfs.state.uri}/faults/datanode"
+    log = tmp_path / "job.log"
+    proc = _start(minicluster, output, log)
+    try:
+        _wait_for_training(output, proc, log)
+        os.kill(hdfs.state.pids["datanode-2"], signal.SIGKILL)
+        assert finish(proc, log, 600) == 0, tail(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hdfs.stop_daemon("datanode-2")  # reaps it (already dead) before it is started again
+        hdfs.restart_daemon("datanode-2")
+    on_hdfs = json.loads(storage.read_text(storage.join(output, "summary.json")))
+    on_file = json.loads((file_run / "summary.json").read_text())
+    assert on_hdfs["status"] == "ok"
+    assert {k: on_hdfs[k] for k in FIGURES} == {k: on_file[k] for k in FIGURES}
+    names = storage.list_tree(output)
+    assert names == sorted(str(p.relative_to(file_run)) for p in file_run.rglob("*") if p.is_file())
+    for name in names:  # every file is readable with one DataNode gone
+        storage.read_bytes(storage.join(output, name))
+    weights = f"weights/{CELL}.weights.h5"
+    got = _weights(storage.read_bytes(storage.join(output, weights)), tmp_path, "hdfs.h5")
+    want = _weights((file_run / weights).read_bytes(), tmp_path, "file.h5")
+    assert got.keys() == want.keys() and len(got) >= 4
+    assert all((got[k] == want[k]).all() for k in got)  # bit-identical
+    assert leftovers(minicluster) == []
+
+
+@pytest.mark.timeout(1200)
+def test_the_namenode_stopped_mid_job_fails_it_bounded_naming_the_uri_and_resume_finishes(minicluster, hdfs,
+                                                                                          tmp_path):
+    output = f"{hdfs.state.uri}/faults/namenode"
+    log = tmp_path / "job.log"
+    proc = _start(minicluster, output, log)
+    try:
+        _wait_for_training(output, proc, log)
+        hdfs.stop_daemon("namenode")
+        stopped = time.monotonic()
+        rc = finish(proc, log, 300)  # the bound: a hang fails here
+        print(f"the job ended {time.monotonic() - stopped:.1f}s after the NameNode was stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not hdfs.status()["processes"]["namenode"]:
+            hdfs.restart_daemon("namenode")
+    text = tail(log, 20000)
+    assert rc == 1, text
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("redshift: failed:") and hdfs.state.uri in last, last
+    assert leftovers(minicluster) == []
+    resume = tmp_path / "resume.log"
+    proc = _start(minicluster, output, resume, "--resume")
+    assert finish(proc, resume, 400) == 0, tail(resume)
+    summary = json.loads(storage.read_text(storage.join(output, "summary.json")))
+    assert summary["status"] == "ok" and summary["resumed"] is True
+    assert leftovers(minicluster) == []
