@@ -21,7 +21,7 @@ demo-hdfs: $(VENV)/.installed hdfs-jars
 	$(BIN)/python -m distributed.minicluster up --hdfs --workers 5 --run-dir $(HDFS_RUN) && \
 	master=$$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["master_url"])' $(HDFS_RUN)/state.json) && \
 	hdfs=$$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["uri"])' $(HDFS_RUN)/hdfs/state.json) && \
-	for case in redshift landcover domst; do \
+	for case in redshift landcover domst spacetime; do \
 	  $(BIN)/python jobs/$$case.py --preset tiny --master $$master --set cluster.run_dir=$(HDFS_RUN) \
 	    --output $$hdfs/outputs/$$case || exit 1; \
 	done && \

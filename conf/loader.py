@@ -14,7 +14,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -70,6 +70,7 @@ class ClusterConfig:
     reservation_timeout_s: Seconds
     shutdown_timeout_s: Seconds
     jvm_options: str
+    hdfs: Literal["none", "embedded"]
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -176,6 +176,49 @@ def _secret_properties(settings: dict[str, str]):
                 os.environ["PYSPARK_SUBMIT_ARGS"] = before
 
 
+def check_embedded_hdfs(cfg, output: str, master: str | None, resume: bool) -> None:
+    """cluster.hdfs=embedded: an HDFS lives as long as the job beside its embedded mini-cluster; the run
+    writes its whole tree there (input, bundles, checkpoints, outputs) and it is copied to --output at the
+    end. Refuses what that cannot do, before anything starts."""
+    if cfg.cluster.hdfs != "embedded":
+        return
+    if master:
+        raise ConfigError("cluster.hdfs=embedded starts an HDFS beside the embedded mini-cluster: run without "
+                          "--master (and not under spark-submit), or give a standing cluster's hdfs:// as --output")
+    if not storage.is_local(output):
+        raise ConfigError(f"cluster.hdfs=embedded: --output must be a local folder (the run's tree is copied there "
+                          f"from the job's own HDFS, which stops with the job), got {output}")
+    if resume:
+        raise ConfigError("cluster.hdfs=embedded: --resume is not possible (the job's HDFS is a new one each run)")
+
+
+def _start_embedded_hdfs(run_dir: Path):
+    from distributed.hdfs_cluster import HdfsCluster
+    hdfs = HdfsCluster(Path(run_dir) / "hdfs")
+    log.info("starting an embedded HDFS (NameNode + 2 DataNodes) in %s", hdfs.run_dir)
+    try:
+        hdfs.up()
+    except BaseException:
+        hdfs.down()
+        raise
+    log.info("embedded HDFS up at %s (web UI %s)", hdfs.state.uri, hdfs.state.web_ui)
+    return hdfs
+
+
+def _copy_and_stop_hdfs(hdfs, work: str, output: str, case: str) -> None:
+    """The run's tree from the job's HDFS into --output (also after a failure: nothing written is lost),
+    then the HDFS daemons stopped by pid."""
+    try:
+        storage.makedirs(output, private=True)
+        copied = storage.download_tree(work, storage.local_path(output))
+        log.info("copied %d files from %s to %s", len(copied), work, output)
+    except Exception as exc:
+        print(f"{case}: could not copy {work} to {output}: {exc}", file=sys.stderr)
+    finally:
+        stopped = hdfs.down()
+        log.info("embedded HDFS stopped (%d processes)", len(stopped))
+
+
 def check_resumable(output: str, resolved: str) -> None:
     """--resume continues the run whose config.yaml is in `output`, with the same config, or refuses."""
     import difflib
@@ -254,6 +297,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if args.resume:
             check_resumable(output, resolved)
         notice = check_output(output, case, args.resume, args.overwrite)
+        check_embedded_hdfs(cfg, output, args.master or _spark_submit_master(), args.resume)
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -263,7 +307,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     master = args.master or _spark_submit_master()
     embedded = master is None
     _install_sigterm()
-    cluster = spark = None
+    cluster = spark = hdfs = None
+    work = output  # where the run writes: --output, or the same tree on the job's embedded HDFS
     started = time.time()
     summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
     try:
@@ -272,6 +317,9 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             require_java()
             cluster = _start_embedded(cfg, case, executors)
             master, cluster_secret = cluster.state.master_url, cluster.state.secret
+            if cfg.cluster.hdfs == "embedded":
+                hdfs = _start_embedded_hdfs(cluster.run_dir)
+                work = f"{hdfs.state.uri}/{case}"
         else:
             cluster_secret = _known_cluster_secret(cfg, master)
         # A cluster on this machine: everything binds and advertises the configured host, and
@@ -283,10 +331,10 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
-        job = Job(case, cfg, spark, output, secrets.token_hex(32), host, resume=args.resume)
-        storage.makedirs(output, private=True)
+        job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume)
+        storage.makedirs(work, private=True)
         storage.write_text(job.out("config.yaml"), resolved)
-        log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], output)
+        log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], work)
         summary.update(run(job) or {})
         summary["status"] = "ok"
         return 0
@@ -304,11 +352,13 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     finally:
         summary["wall_time_s"] = round(time.time() - started, 2)
         try:
-            storage.write_text(storage.join(output, "summary.json"), json.dumps(summary, indent=2, default=str))
+            storage.write_text(storage.join(work, "summary.json"), json.dumps(summary, indent=2, default=str))
         except Exception as exc:  # never hide the job's own error behind this one
             print(f"{case}: could not write summary.json: {exc}", file=sys.stderr)
         if spark is not None:
             spark.stop()
+        if hdfs is not None:
+            _copy_and_stop_hdfs(hdfs, work, output, case)
         if cluster is not None:
             stopped = cluster.down()
             log.info("embedded mini-cluster stopped (%d processes)", len(stopped))

@@ -9,10 +9,11 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from rdd_io import storage
 
-from .conftest import ROOT, WORKERS, leftovers, run_job
+from .conftest import ROOT, WORKERS, hdfs_possible, leftovers, run_job
 
 
 def consumed_exactly_once(summary: dict, out: str, records: int) -> None:
@@ -48,21 +49,27 @@ def test_missing_roles_are_named_on_reservation_timeout(minicluster, tmp_path):
 
 
 def _run_dir_processes(run_dir) -> list[int]:
+    """The Spark daemons logging under run_dir and the HDFS daemons whose configuration is there."""
     found = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.environ().get("SPARK_LOG_DIR", "").startswith(str(run_dir)):
+            if p.environ().get("SPARK_LOG_DIR", "").startswith(str(run_dir)) or \
+                    any(str(run_dir) in arg for arg in p.cmdline()):
                 found.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return found
 
 
-def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
+def test_embedded_cluster_and_hdfs_are_stopped_on_ctrl_c_and_the_run_copied_back(tmp_path):
+    """cluster.hdfs=embedded: the job's own HDFS beside its own mini-cluster; Ctrl-C stops both by pid and the
+    run's tree (config.yaml, summary.json), written on that HDFS, is copied to --output first."""
+    if not hdfs_possible():
+        pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the embedded HDFS")
     run_dir = tmp_path / "embedded"
     proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny",
                              "--output", str(tmp_path / "out"), "--set", f"cluster.run_dir={run_dir}",
-                             "--set", "feed.epochs=50"],
+                             "--set", "feed.epochs=50", "--set", "cluster.hdfs=embedded"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     seen = []
@@ -71,7 +78,9 @@ def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
             seen.append(line)
             if "TFoS roles up" in line:
                 break
-        assert _run_dir_processes(run_dir), "the embedded cluster should be running"
+        hdfs_uri = re.search(r"embedded HDFS up at (hdfs://\S+)", "".join(seen))
+        assert hdfs_uri, "".join(seen)[-3000:]
+        assert len(_run_dir_processes(run_dir)) >= 4 + 3, "the embedded cluster and HDFS should be running"
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
@@ -81,6 +90,8 @@ def test_embedded_cluster_is_stopped_on_ctrl_c(tmp_path):
     assert proc.returncode == 130, "".join(seen)[-3000:] + (rest or "")[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and "interrupted" in summary["error"]
+    assert f"outputs under {hdfs_uri.group(1)}/smoke" in "".join(seen)
+    assert (tmp_path / "out" / "config.yaml").exists()
     assert _run_dir_processes(run_dir) == []
     # The finished run's folder is the owner's only and keeps its logs but not its secret.
     folders = [p for p in run_dir.iterdir() if p.is_dir()]

@@ -183,3 +183,34 @@ def test_the_configured_jvm_options_reach_the_driver_and_the_executors_and_none_
     assert settings["spark.cores.max"] == "3" and settings["spark.driver.host"] == "127.0.0.1"
     bare = spark_settings(SimpleNamespace(cluster=replace(cluster, jvm_options="")), 3, None, False)
     assert not {"spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions", "spark.driver.host"} & set(bare)
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--master", "spark://127.0.0.1:1"], "cluster.hdfs=embedded starts an HDFS beside the embedded mini-cluster"),
+    (["--resume"], "cluster.hdfs=embedded: --resume is not possible"),
+])
+def test_an_embedded_hdfs_that_cannot_work_is_refused_before_anything_starts(tmp_path, extra, said):
+    out = tmp_path / "out"
+    if "--resume" in extra:  # a run to resume exists: the refusal is the embedded HDFS's, not --resume's
+        out.mkdir()
+        from conf import CONF_DIR, dump, load
+        from jobs.smoke import SmokeConfig
+        (out / "config.yaml").write_text(dump(load(SmokeConfig, str(CONF_DIR / "smoke.yaml"), None,
+                                                   ["cluster.hdfs=embedded"]), case="smoke", preset=None))
+    before = files(tmp_path)
+    proc = smoke("--output", str(out), "--set", "cluster.hdfs=embedded", *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {said}"), proc.stderr
+    assert files(tmp_path) == before
+
+
+def test_an_embedded_hdfs_needs_a_local_output():
+    from types import SimpleNamespace
+    from dataclasses import replace
+    from conf import ConfigError, load_cluster
+    from jobs.runner import check_embedded_hdfs
+    cfg = SimpleNamespace(cluster=replace(load_cluster(), hdfs="embedded"))
+    with pytest.raises(ConfigError, match="--output must be a local folder .* got hdfs://nn:9000/x"):
+        check_embedded_hdfs(cfg, "hdfs://nn:9000/x", None, False)
+    check_embedded_hdfs(cfg, "file:///tmp/x", None, False)  # the embedded default: accepted
+    check_embedded_hdfs(SimpleNamespace(cluster=load_cluster()), "hdfs://nn:9000/x", "spark://h:7077", True)
