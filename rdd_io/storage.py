@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -27,6 +28,11 @@ TMP_MARK = "._tmp-"
 # hdfs-native retries a NameNode it cannot reach without end unless told otherwise: a few attempts
 # (about 7 s in all) turn a stopped or unreachable NameNode into an error naming the URI.
 HDFS_OPTIONS = {"dfs.client.failover.max.attempts": "4", "dfs.client.failover.sleep.max.millis": "2000"}
+# A DataNode that died stays in the NameNode's block placements until its heartbeats expire
+# (dfs.namenode.heartbeat.recheck-interval: about 30 s on the mini-cluster, 10.5 min by default), and
+# hdfs-native does not route a new block around a DataNode it cannot reach. So a whole-file write or read
+# that fails while the NameNode still answers is tried again from scratch, every few seconds, this long.
+DATANODE_RETRY_S = 90
 
 
 class StorageError(OSError):
@@ -138,6 +144,30 @@ def _failed(uri: str, doing: str, exc: BaseException) -> OSError:
     return kind(f"{uri}: {doing} failed: {detail}")
 
 
+def _namenode_answers(fs) -> bool:
+    try:
+        fs.info("/")
+        return True
+    except Exception:
+        return False
+
+
+def _around_datanodes(fs, attempt):
+    """attempt() again while it fails on a DataNode: not a NameNode answer (an RPCError: a missing file, a
+    refused permission) and not an unreachable NameNode (which fails at once, naming the URI), for at most
+    DATANODE_RETRY_S."""
+    deadline = time.monotonic() + DATANODE_RETRY_S
+    while True:
+        try:
+            return attempt()
+        except (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise
+        except Exception as exc:
+            if str(exc).startswith("RPCError") or time.monotonic() >= deadline or not _namenode_answers(fs):
+                raise
+            time.sleep(2)
+
+
 def _refuse_link(path: Path, uri: str, doing: str) -> None:
     if path.is_symlink():
         raise StorageError(f"{uri}: is a symbolic link (to {os.readlink(path)}); not {doing} through it")
@@ -162,20 +192,24 @@ def write_bytes(uri: str, data: bytes) -> None:
             raise
         return
     fs, path = _remote(uri)
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
-    try:
-        fs.makedirs(path.rsplit("/", 1)[0] or "/", exist_ok=True)
-        with fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        fs.mv(tmp, path, overwrite=True)
-    except BaseException as exc:
+
+    def attempt():
+        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"  # a new name each time: a failed one may hold a lease
         try:
-            fs.rm(tmp)
-        except Exception:
-            pass
-        if isinstance(exc, Exception):
-            raise _failed(uri, "write", exc) from exc
-        raise
+            fs.makedirs(path.rsplit("/", 1)[0] or "/", exist_ok=True)
+            with fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            fs.mv(tmp, path, overwrite=True)
+        except BaseException:
+            try:
+                fs.rm(tmp)
+            except Exception:
+                pass
+            raise
+    try:
+        _around_datanodes(fs, attempt)
+    except Exception as exc:
+        raise _failed(uri, "write", exc) from exc
 
 
 def write_text(uri: str, text: str) -> None:
@@ -187,7 +221,7 @@ def read_bytes(uri: str) -> bytes:
         return local_path(uri).read_bytes()
     fs, path = _remote(uri)
     try:
-        return fs.cat_file(path)
+        return _around_datanodes(fs, lambda: fs.cat_file(path))
     except Exception as exc:
         raise _failed(uri, "read", exc) from exc
 

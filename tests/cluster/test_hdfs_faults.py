@@ -109,8 +109,8 @@ def test_the_namenode_stopped_mid_job_fails_it_bounded_naming_the_uri_and_resume
             hdfs.restart_daemon("namenode")
     text = tail(log, 20000)
     assert rc == 1, text
-    last = text.rstrip().splitlines()[-1]
-    assert last.startswith("redshift: failed:") and hdfs.state.uri in last, last
+    (failed,) = [line for line in text.splitlines() if line.startswith("redshift: failed:")]
+    assert hdfs.state.uri in failed and "failed: Connection refused" in failed, failed  # the URI, what was done
     assert leftovers(minicluster) == []
     resume = tmp_path / "resume.log"
     proc = _start(minicluster, output, resume, "--resume")

@@ -184,3 +184,56 @@ def test_download_tree_copies_every_file_but_temporaries(tmp_path):
     assert sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*") if p.is_file()) \
         == copied
     assert (tmp_path / "dst" / "sub" / "deep" / "b.bin").read_bytes() == b"\x00\x01"
+
+
+class _NameNode:
+    """What _around_datanodes asks of a file system: whether the NameNode answers."""
+    def __init__(self, up: bool = True):
+        self.up, self.asked = up, 0
+
+    def info(self, path):
+        self.asked += 1
+        if not self.up:
+            raise OSError("Connection refused (os error 111)")
+        return {"type": "directory"}
+
+
+def _failing(times: int, exc: Exception):
+    calls = []
+
+    def attempt():
+        calls.append(1)
+        if len(calls) <= times:
+            raise exc
+        return "written"
+    return attempt, calls
+
+
+def test_a_datanode_failure_is_tried_again_while_the_namenode_answers(monkeypatch):
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    attempt, calls = _failing(3, OSError("Connection refused (os error 111)"))
+    assert storage._around_datanodes(_NameNode(), attempt) == "written" and len(calls) == 4
+
+
+@pytest.mark.parametrize("exc", [FileNotFoundError("/x"), PermissionError("/x"),
+                                 Exception('RPCError("org.apache.hadoop.hdfs.protocol.QuotaExceededException", "q")')])
+def test_a_namenode_answer_is_never_tried_again(monkeypatch, exc):
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    attempt, calls = _failing(1, exc)
+    with pytest.raises(type(exc)):
+        storage._around_datanodes(_NameNode(), attempt)
+    assert len(calls) == 1
+
+
+def test_an_unreachable_namenode_fails_at_once_and_a_lasting_datanode_failure_within_the_bound(monkeypatch):
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    attempt, calls = _failing(10, OSError("Connection refused (os error 111)"))
+    with pytest.raises(OSError):
+        storage._around_datanodes(_NameNode(up=False), attempt)
+    assert len(calls) == 1
+    clock = iter(range(0, 10_000, 30))  # a check every 30 s: tries at 0, 30 and 60 s; at 90 s the bound is reached
+    monkeypatch.setattr(storage.time, "monotonic", lambda: next(clock))
+    attempt, calls = _failing(10, OSError("Connection refused (os error 111)"))
+    with pytest.raises(OSError):
+        storage._around_datanodes(_NameNode(), attempt)
+    assert len(calls) == 3
