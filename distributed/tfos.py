@@ -407,7 +407,11 @@ class Cluster:
 
     @staticmethod
     def _describe(failed: dict[str, str]) -> str:
-        return f"{', '.join(failed)} failed" + "".join(f"\n--- {k} ---\n{v}" for k, v in failed.items())
+        """'ps:0 failed (its error line); ...' on the first line, each role's whole traceback below it."""
+        def last_line(text: str) -> str:
+            return next((line.strip() for line in reversed(str(text).splitlines()) if line.strip()), "?")[:400]
+        return "; ".join(f"{k} failed ({last_line(v)})" for k, v in failed.items()) + \
+            "".join(f"\n--- {k} ---\n{v}" for k, v in failed.items())
 
     def shutdown(self, timeout_s: float = 60, grace_s: float = 0) -> dict[str, Any]:
         """Stop every role within timeout_s and return their results keyed 'job:index'.

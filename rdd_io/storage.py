@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +34,9 @@ HDFS_OPTIONS = {"dfs.client.failover.max.attempts": "4", "dfs.client.failover.sl
 # hdfs-native does not route a new block around a DataNode it cannot reach. So a whole-file write or read
 # that fails while the NameNode still answers is tried again from scratch, every few seconds, this long.
 DATANODE_RETRY_S = 90
+# Measured: a write under way when a DataNode is killed can wait in hdfs-native without end. Each try
+# gets this long (our largest files take seconds); one without an answer counts as a failed try.
+HDFS_CALL_TIMEOUT_S = 120
 
 
 class StorageError(OSError):
@@ -152,6 +156,26 @@ def _namenode_answers(fs) -> bool:
         return False
 
 
+def _bounded(call, timeout_s: float):
+    """call() on a thread, its result or error; TimeoutError when it has not returned after timeout_s (the
+    thread is left to finish or not: a native call cannot be interrupted)."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+    worker = threading.Thread(target=run, name="hdfs-call", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer from HDFS within {timeout_s:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def _around_datanodes(fs, attempt):
     """attempt() again while it fails on a DataNode: not a NameNode answer (an RPCError: a missing file, a
     refused permission) and not an unreachable NameNode (which fails at once, naming the URI), for at most
@@ -159,7 +183,7 @@ def _around_datanodes(fs, attempt):
     deadline = time.monotonic() + DATANODE_RETRY_S
     while True:
         try:
-            return attempt()
+            return _bounded(attempt, HDFS_CALL_TIMEOUT_S)
         except (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError):
             raise
         except Exception as exc:

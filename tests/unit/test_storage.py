@@ -237,3 +237,22 @@ def test_an_unreachable_namenode_fails_at_once_and_a_lasting_datanode_failure_wi
     with pytest.raises(OSError):
         storage._around_datanodes(_NameNode(), attempt)
     assert len(calls) == 3
+
+
+def test_a_try_without_an_answer_fails_after_its_bound_and_is_tried_again(monkeypatch):
+    import threading
+    monkeypatch.setattr(storage, "HDFS_CALL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    release, calls = threading.Event(), []
+
+    def attempt():
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(30)  # the first try hangs (a native call that never returns)
+        return "written"
+    try:
+        assert storage._around_datanodes(_NameNode(), attempt) == "written" and len(calls) == 2
+    finally:
+        release.set()
+    with pytest.raises(TimeoutError, match="no answer from HDFS within 0s"):
+        storage._bounded(lambda: release.wait(30) and threading.Event().wait(30), 0.2)

@@ -68,3 +68,14 @@ def test_check_assignment_rejects_two_roles_on_one_address():
         check_assignment(Roles(ps=1, workers=2), info)
     info[2]["host"] = "127.0.0.2"  # same port on another host is fine
     check_assignment(Roles(ps=1, workers=2), info)
+
+
+def test_a_failed_roles_own_error_line_is_on_the_first_line_and_its_traceback_below():
+    from distributed.tfos import Cluster
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+             "rdd_io.storage.StorageError: hdfs://nn:9000/out/ps.h5: write failed: Connection refused\n\n")
+    text = Cluster._describe({"ps:0": trace, "worker:1": "ValueError: bad shard"})
+    first, *rest = text.splitlines()
+    assert first == ("ps:0 failed (rdd_io.storage.StorageError: hdfs://nn:9000/out/ps.h5: write failed: Connection "
+                     "refused); worker:1 failed (ValueError: bad shard)")
+    assert "\n--- ps:0 ---\n" + trace in text and text.endswith("\n--- worker:1 ---\nValueError: bad shard")
