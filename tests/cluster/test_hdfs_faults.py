@@ -1,15 +1,13 @@
-"""A redshift run on HDFS against the same run on file://, and damage done for real to HDFS under a running
-job: a DataNode killed by its pid (replication 2: the job finishes with the file:// run's figures and
-weights, nothing is lost), the NameNode stopped (the job fails within a bound naming the HDFS URI, leaves
-no process, and --resume finishes once HDFS is back). Each test restarts what it stopped, so the
-session's HDFS is whole again for the tests after it."""
+"""Damage done for real to HDFS under a running redshift job: the NameNode stopped mid-job fails the job within
+a bound, naming the HDFS URI and what it was writing, with no process left; once the NameNode is back,
+--resume finishes the run from its checkpoints on HDFS, with the figures and weights of the same run on
+file://. The NameNode is restarted at the end, so the session's HDFS is whole for the tests after it."""
 import json
-import os
 import re
-import signal
 import time
 
 import h5py
+import numpy as np
 import pytest
 
 from rdd_io import storage
@@ -52,47 +50,13 @@ def _weights(data: bytes, tmp_path, name: str) -> dict:
     return found
 
 
-@pytest.mark.timeout(900)
-def test_a_datanode_killed_mid_job_the_job_finishes_with_the_file_runs_figures(minicluster, hdfs, tmp_path):
-    output, file_run = f"{hdfs.state.uri}/faults/datanode", tmp_path / "file-run"
+@pytest.mark.timeout(1200)
+def test_namenode_stopped_mid_job_fails_it_bounded_and_resume_ends_with_the_file_runs_figures(minicluster, hdfs,
+                                                                                             tmp_path):
+    output, file_run = f"{hdfs.state.uri}/faults/namenode", tmp_path / "file-run"
     log, file_log = tmp_path / "job.log", tmp_path / "file-run.log"
     # The same run on file:// at the same time (2 executors each).
     reference = _start(minicluster, str(file_run), file_log)
-    proc = _start(minicluster, output, log)
-    try:
-        _wait_for_training(output, proc, log)
-        os.kill(hdfs.state.pids["datanode-2"], signal.SIGKILL)
-        assert finish(proc, log, 600) == 0, tail(log)
-        assert finish(reference, file_log, 300) == 0, tail(file_log)
-    finally:
-        for p in (proc, reference):
-            if p.poll() is None:
-                p.kill()
-        hdfs.stop_daemon("datanode-2")  # reaps it (already dead) before it is started again
-        hdfs.restart_daemon("datanode-2")
-    on_hdfs = json.loads(storage.read_text(storage.join(output, "summary.json")))
-    on_file = json.loads((file_run / "summary.json").read_text())
-    assert on_hdfs["status"] == "ok"
-    assert {k: on_hdfs[k] for k in FIGURES} == {k: on_file[k] for k in FIGURES}
-    names = storage.list_tree(output)
-    same = [str(p.relative_to(file_run)) for p in file_run.rglob("*") if p.is_file()]
-    events = re.compile(r"events\.out\.tfevents\..*")  # the name holds the time, host and pid of its writer
-    assert [events.sub("events", n) for n in names] == sorted(events.sub("events", n) for n in same)
-    for name in names:  # every file is readable with one DataNode gone
-        storage.read_bytes(storage.join(output, name))
-    weights = f"weights/{CELL}.weights.h5"
-    got = _weights(storage.read_bytes(storage.join(output, weights)), tmp_path, "hdfs.h5")
-    want = _weights((file_run / weights).read_bytes(), tmp_path, "file.h5")
-    assert got.keys() == want.keys() and len(got) >= 4
-    assert all((got[k] == want[k]).all() for k in got)  # bit-identical
-    assert leftovers(minicluster) == []
-
-
-@pytest.mark.timeout(1200)
-def test_the_namenode_stopped_mid_job_fails_it_bounded_naming_the_uri_and_resume_finishes(minicluster, hdfs,
-                                                                                          tmp_path):
-    output = f"{hdfs.state.uri}/faults/namenode"
-    log = tmp_path / "job.log"
     proc = _start(minicluster, output, log)
     try:
         _wait_for_training(output, proc, log)
@@ -100,19 +64,37 @@ def test_the_namenode_stopped_mid_job_fails_it_bounded_naming_the_uri_and_resume
         stopped = time.monotonic()
         rc = finish(proc, log, 300)  # the bound: a hang fails here
         print(f"the job ended {time.monotonic() - stopped:.1f}s after the NameNode was stopped")
+        assert finish(reference, file_log, 300) == 0, tail(file_log)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for p in (proc, reference):
+            if p.poll() is None:
+                p.kill()
         if not hdfs.status()["processes"]["namenode"]:
             hdfs.restart_daemon("namenode")
     text = tail(log, 20000)
     assert rc == 1, text
     (failed,) = [line for line in text.splitlines() if line.startswith("redshift: failed:")]
-    assert hdfs.state.uri in failed and "failed: Connection refused" in failed, failed  # the URI, what was done
+    assert f"{hdfs.state.uri}/faults/namenode/" in failed and ": write failed: " in failed, failed
     assert leftovers(minicluster) == []
+
     resume = tmp_path / "resume.log"
     proc = _start(minicluster, output, resume, "--resume")
     assert finish(proc, resume, 400) == 0, tail(resume)
-    summary = json.loads(storage.read_text(storage.join(output, "summary.json")))
-    assert summary["status"] == "ok" and summary["resumed"] is True
+    on_hdfs = json.loads(storage.read_text(storage.join(output, "summary.json")))
+    on_file = json.loads((file_run / "summary.json").read_text())
+    assert on_hdfs["status"] == "ok" and on_hdfs["resumed"] is True
+    assert {k: on_hdfs[k] for k in FIGURES} == {k: on_file[k] for k in FIGURES}
+    names = storage.list_tree(output)
+    same = [str(p.relative_to(file_run)) for p in file_run.rglob("*") if p.is_file()]
+    events = re.compile(r"events\.out\.tfevents\..*")  # the name holds the time, host and pid of its writer
+    assert sorted({events.sub("events", n) for n in names}) == sorted({events.sub("events", n) for n in same})
+    weights = f"weights/{CELL}.weights.h5"
+    got = _weights(storage.read_bytes(storage.join(output, weights)), tmp_path, "hdfs.h5")
+    want = _weights((file_run / weights).read_bytes(), tmp_path, "file.h5")
+    assert got.keys() == want.keys() and len(got) >= 4
+    # Resumed from the checkpoints on HDFS: the worker gets back its optimizer state and the epoch's
+    # shuffling, so the weights are the uninterrupted file:// run's up to float32 rounding.
+    worst = max(float(np.max(np.abs(got[k] - want[k]))) for k in got)
+    print(f"max |w_hdfs_resumed - w_file| = {worst:.3g}")
+    assert worst <= 1e-6, worst
     assert leftovers(minicluster) == []
