@@ -2,6 +2,9 @@
 import json
 
 import h5py
+import numpy as np
+
+from distributed.staleness import staleness_factor
 
 from .conftest import leftovers
 
@@ -25,7 +28,12 @@ def test_redshift_tiny_two_workers_different_data(minicluster, tiny_redshift):
         taus = run["updates"]["tau"][()]
         assert len(taus) == 2 * 3  # one update per worker and epoch, each with its staleness
         assert set(run["updates"]["worker"][()]) == {0, 1}
-        assert taus.min() >= 0 and (run["updates"]["lambda"][()] <= 1.0).all()
+        # s = 1: each push is applied on arrival, as the next version, so its staleness is the versions
+        # applied since it read: tau = applied_version - 1 - read_version; lambda = 1/tau (1 for tau 0).
+        read, applied = run["updates"]["read_version"][()], run["updates"]["applied_version"][()]
+        assert sorted(applied) == list(range(1, 7))
+        np.testing.assert_array_equal(taus, applied - 1 - read)
+        assert run["updates"]["lambda"][()].tolist() == [staleness_factor(int(t), "inverse") for t in taus]
     shares = sorted(p.name for p in (out / "bundles" / "600-different-M2").iterdir())
     assert shares == ["worker-0", "worker-1"]
     assert (out / "weights" / f"{dist}.weights.h5").stat().st_size > 0
