@@ -196,11 +196,7 @@ def _start_embedded_hdfs(run_dir: Path):
     from distributed.hdfs_cluster import HdfsCluster
     hdfs = HdfsCluster(Path(run_dir) / "hdfs")
     log.info("starting an embedded HDFS (NameNode + 2 DataNodes) in %s", hdfs.run_dir)
-    try:
-        hdfs.up()
-    except BaseException:
-        hdfs.down()
-        raise
+    hdfs.up()  # stops what it started if it fails
     log.info("embedded HDFS up at %s (web UI %s)", hdfs.state.uri, hdfs.state.web_ui)
     return hdfs
 
@@ -293,18 +289,18 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         return 2
     output = storage.to_uri(args.output)
     resolved = dump(cfg, case=case, preset=args.preset)
+    master = args.master or _spark_submit_master()
     try:  # before anything is started or written: a refused run leaves what is in --output as it is
         if args.resume:
             check_resumable(output, resolved)
         notice = check_output(output, case, args.resume, args.overwrite)
-        check_embedded_hdfs(cfg, output, args.master or _spark_submit_master(), args.resume)
+        check_embedded_hdfs(cfg, output, master, args.resume)
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if notice:
         print(f"{case}: {notice}")
     executors = cfg.executors()
-    master = args.master or _spark_submit_master()
     embedded = master is None
     _install_sigterm()
     cluster = spark = hdfs = None

@@ -54,5 +54,14 @@ def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def weights(path) -> dict:
+    """Every dataset of an HDF5 weights file (a path or a file object), by its path inside the file."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
 def tail(log: Path, chars: int = 6000) -> str:
     return log.read_text(errors="replace")[-chars:]

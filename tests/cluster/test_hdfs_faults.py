@@ -2,18 +2,18 @@
 a bound, naming the HDFS URI and what it was writing, with no process left; once the NameNode is back,
 --resume finishes the run from its checkpoints on HDFS, with the figures and weights of the same run on
 file://. The NameNode is restarted at the end, so the session's HDFS is whole for the tests after it."""
+import io
 import json
 import re
 import time
 
-import h5py
 import numpy as np
 import pytest
 
 from rdd_io import storage
 
 from .conftest import leftovers
-from .faults import finish, start_job, tail
+from .faults import finish, start_job, tail, weights as read_weights
 
 pytestmark = pytest.mark.hdfs
 
@@ -39,15 +39,6 @@ def _wait_for_training(output: str, proc, log, timeout_s: float = 400) -> None:
         assert proc.poll() is None, f"the job ended (rc {proc.returncode}) before {uri} appeared:\n" + tail(log)
         assert time.monotonic() < deadline, f"{uri} did not appear:\n" + tail(log)
         time.sleep(0.5)
-
-
-def _weights(data: bytes, tmp_path, name: str) -> dict:
-    path = tmp_path / name
-    path.write_bytes(data)
-    with h5py.File(path, "r") as h5:
-        found = {}
-        h5.visititems(lambda key, obj: found.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return found
 
 
 @pytest.mark.timeout(1200)
@@ -89,8 +80,8 @@ def test_namenode_stopped_mid_job_fails_it_bounded_and_resume_ends_with_the_file
     events = re.compile(r"events\.out\.tfevents\..*")  # the name holds the time, host and pid of its writer
     assert sorted({events.sub("events", n) for n in names}) == sorted({events.sub("events", n) for n in same})
     weights = f"weights/{CELL}.weights.h5"
-    got = _weights(storage.read_bytes(storage.join(output, weights)), tmp_path, "hdfs.h5")
-    want = _weights((file_run / weights).read_bytes(), tmp_path, "file.h5")
+    got = read_weights(io.BytesIO(storage.read_bytes(storage.join(output, weights))))
+    want = read_weights(file_run / weights)
     assert got.keys() == want.keys() and len(got) >= 4
     # Resumed from the checkpoints on HDFS: the worker gets back its optimizer state and the epoch's
     # shuffling, so the weights are the uninterrupted file:// run's up to float32 rounding.

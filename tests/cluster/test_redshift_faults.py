@@ -16,6 +16,7 @@ import pytest
 from distributed import checkpoint, pidfile
 
 from .conftest import ROOT, leftovers, run_job
+from .faults import weights
 
 # 300 spectra, no baseline, no ablation: the smallest run that still has epochs to lose.
 SMALL = ["--preset", "tiny", "--set", "data.sizes=[300]", "--set", "experiments.baseline=false",
@@ -65,13 +66,6 @@ def kill_role(folder, role: str, cluster) -> int:
     assert proc.environ().get("SCIDL_RUN_ID") == cluster.state.run_id, f"pid {pid} is not the cluster's"
     os.kill(pid, signal.SIGKILL)
     return pid
-
-
-def weights(path) -> dict[str, np.ndarray]:
-    out = {}
-    with h5py.File(path, "r") as h5:
-        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 # Per-test limits above the sum of the waits inside (each of which fails with its own message first).
