@@ -1,5 +1,6 @@
-"""Run a case-study job the way a user does (its own embedded mini-cluster), for benchmarks that
-measure a real run; returns its summary.json or stops with the job's error and the tail of its log."""
+"""Run a case-study job the way a user does (its own embedded mini-cluster, or a running cluster's
+master), for benchmarks that measure a real run; returns its summary.json or stops with the job's error
+and the tail of its log."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_job(case: str, preset: str, overrides: list[str], out: Path, timeout: float) -> dict:
+def run_job(case: str, preset: str, overrides: list[str], out: Path, timeout: float,
+            master: str | None = None) -> dict:
     cmd = [sys.executable, str(REPO / "jobs" / f"{case}.py"), "--preset", preset, "--output", str(out)]
+    if master:
+        cmd += ["--master", master]
     for item in overrides:
         cmd += ["--set", item]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))

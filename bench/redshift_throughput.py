@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep", metavar="DIR", help="write the job's outputs here and keep them "
                                                       "(default: a temporary folder, removed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds the job may take (default 1800)")
+    parser.add_argument("--master", help="a running cluster's master URL (default: the job's embedded one)")
     parser.add_argument("--quick", action="store_true", help="6 epochs: about 2 minutes, most of it start-up")
     args = parser.parse_args(argv)
     if args.quick:
@@ -56,7 +57,7 @@ def steady_rate(samples: int, times: list[float], skip: int) -> tuple[float, flo
 
 
 def run_job(args, out: Path) -> dict:
-    summary = job_run.run_job("redshift", args.preset, args.overrides, out, args.timeout)
+    summary = job_run.run_job("redshift", args.preset, args.overrides, out, args.timeout, args.master)
     return summary
 
 
