@@ -484,13 +484,19 @@ class Cluster:
             return
         if self.failures():  # a worker's result is its error: stop here, the caller aborts the rest
             return
-        for node in self.info:
-            if node["job_name"] in ("ps", "evaluator"):
-                manager = TFManager.connect(tuple(node["addr"]), node["authkey"])
-                control = manager.get_queue("control")
-                control.put(None)
-                control.join()
+        # The ps/evaluator roles run in a process forked from their task, which dies with it, and TFoS
+        # ends that task as soon as its control queue gets None. So: first the stop signal their
+        # should_stop() reads, then their results (a ps may still be writing its last checkpoint), and
+        # only then the control message that ends their tasks.
+        servers = [TFManager.connect(tuple(n["addr"]), n["authkey"]) for n in self.info
+                   if n["job_name"] in ("ps", "evaluator")]
+        for manager in servers:
+            manager.set("state", "stopped")
         self._await(set(self.roles.names().values()), deadline)
+        for manager in servers:
+            control = manager.get_queue("control")
+            control.put(None)
+            control.join()
         while self.sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
             time.sleep(0.5)
 

@@ -1,6 +1,7 @@
 """The TFoS adapter's error paths on the real mini-cluster (1 ps + 1 worker, InputMode.SPARK), through
-the job contract: feeding that fails on an executor surfaces the task's own error, and roles that never
-report make shutdown fail within its bound, naming them, with no process left behind."""
+the job contract: feeding that fails on an executor surfaces the task's own error, roles that never
+report make shutdown fail within its bound, naming them, with no process left behind, and a ps still
+finishing its work when told to stop hands in its result."""
 import json
 import os
 import subprocess
@@ -23,6 +24,10 @@ DRIVER = textwrap.dedent("""
         if ctx.job_name == "ps":
             while not ctx.should_stop():
                 time.sleep(0.2)
+            if args["scenario"] == "late_ps":
+                time.sleep(4)  # still writing its last checkpoint when it is told to stop
+            return {"finished": True}
+        if args["scenario"] == "late_ps":
             return {}
         if args["scenario"] == "silent":
             time.sleep(3600)  # never reads its feed, never reports
@@ -37,7 +42,8 @@ DRIVER = textwrap.dedent("""
         return x
 
     def run(job):
-        cluster = tfos.run(job.sc, role, {"scenario": SCENARIO}, tfos.Roles(ps=1, workers=1), input_mode="spark",
+        mode = "tensorflow" if SCENARIO == "late_ps" else "spark"
+        cluster = tfos.run(job.sc, role, {"scenario": SCENARIO}, tfos.Roles(ps=1, workers=1), input_mode=mode,
                            node_host=job.node_host, secret=job.secret, reservation_timeout_s=120)
         try:
             if SCENARIO == "feed":
@@ -45,8 +51,7 @@ DRIVER = textwrap.dedent("""
         except BaseException:
             cluster.abort()
             raise
-        cluster.shutdown(timeout_s=20)
-        return {}
+        return {"results": cluster.shutdown(timeout_s=20)}
 
     sys.exit(run_job("smoke", SmokeConfig, run, sys.argv[2:]))
 """)
@@ -77,4 +82,14 @@ def test_roles_that_never_report_fail_shutdown_within_its_bound_by_name(miniclus
     # either way both silent roles are named and nothing waits past the bound.
     assert error in ("RoleFailed: no result from ps:0, worker:0",
                      "RoleFailed: roles still running after 20s; no result from ps:0, worker:0"), error
+    assert leftovers(minicluster) == []
+
+
+def test_a_ps_still_finishing_when_told_to_stop_hands_in_its_result(minicluster, tmp_path):
+    # TFoS ends a ps task as soon as its control queue is told to stop, and the role's process dies
+    # with its task (no reused Python workers here): the stop signal must come first, the result next.
+    proc = drive(minicluster, "late_ps", tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "summary.json").read_text())["results"]
+    assert results["ps:0"]["finished"] is True and results["worker:0"] == {}, results
     assert leftovers(minicluster) == []
