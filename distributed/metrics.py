@@ -240,6 +240,7 @@ class Sampler:
         self._t0 = self._t_prev = 0.0
         self.meta = {"interval_s": self.interval_s, "pids": {r: p.pid for r, p in self._roots.items()},
                      "io_wait_measured": io_wait_measured(), "vanished": {}, "errors": [],
+                     "host_cores": psutil.cpu_count(),  # for CPU as a share of the whole host
                      "wait_definition": "runqueue wait + block I/O wait of all threads, % of one core"}
 
     @classmethod
@@ -288,6 +289,10 @@ class Sampler:
                     self.meta["vanished"][role] = round(now - self._t0, 3)
         return self.series()
 
+    def samples(self) -> int:
+        """Samples taken so far (of the role sampled least)."""
+        return min((len(cols["t_s"]) for cols in self._series.values()), default=0)
+
     def series(self) -> dict[str, dict[str, list]]:
         return {role: {c: list(v) for c, v in cols.items()} for role, cols in self._series.items()}
 
@@ -324,6 +329,23 @@ class Sampler:
 
 
 # ---------------------------------------------------------------- summary (pure)
+def counter_at(times: list[float], values: list[float], pause: list[float]) -> tuple[float, bool]:
+    """A cumulative counter at the middle of a pause [start, middle, end] in which it does not move:
+    (value, True) from the sample in the pause nearest the middle. Without a sample in the pause,
+    (value interpolated linearly between the samples around the middle, False). The counter is 0
+    before the first sample (the series starts at its sampler's start)."""
+    start, t, end = pause
+    inside = [(abs(x - t), v) for x, v in zip(times, values) if start <= x <= end]
+    if inside:
+        return float(min(inside)[1]), True
+    before = [(x, v) for x, v in zip(times, values) if x <= t]
+    after = [(x, v) for x, v in zip(times, values) if x > t]
+    if not after:
+        return float(before[-1][1]) if before else 0.0, False
+    (x0, v0), (x1, v1) = before[-1] if before else (t, 0.0), after[0]
+    return float(v0 + (v1 - v0) * (t - x0) / (x1 - x0)) if x1 > x0 else float(v1), False
+
+
 def summarise(series: dict[str, dict[str, list]]) -> dict[str, dict]:
     """role -> {samples, duration_s, <cumulative>_total, <column>_mean, <column>_peak}. Means are
     weighted by each sample's interval (from t_s), so bytes_in_per_s_mean == bytes_in_total / duration_s;

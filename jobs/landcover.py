@@ -31,9 +31,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from conf import CONF_DIR, ClusterConfig, ConfigError, Count, NonNegative, Positive, Rate, Seconds, Seed
+from conf import CONF_DIR, ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -53,6 +53,8 @@ class DataConfig:
     patch: Count
     per_class: Count
     sizes: list[Count]
+    test_fraction: Annotated[float, Range(0, 1, max_open=True)]  # 0: no held-out region
+    test_per_class: NonNegative
     shard_size: Count
     seed: Seed
 
@@ -82,9 +84,12 @@ class ExperimentsConfig:
     plans_file: str
     single_machine: bool
     batch_sizes: list[Count]
+    batch_window_s: Annotated[float, Range(0, 1e9)]  # 0: off
     plans: list[str]
+    plan_window_s: Annotated[float, Range(0, 1e9)]  # 0: off
     data_parallel: bool
     sample_interval_s: Seconds
+    warmup_steps: NonNegative
 
 
 @dataclass
@@ -101,6 +106,8 @@ class LandcoverConfig:
                               f"got {self.data.sizes}")
         if self.train.checkpoint_every < 0:
             raise ConfigError("train.checkpoint_every: 0 (no checkpoints) or a number of epochs")
+        if self.experiments.sample_interval_s > 0.5:
+            raise ConfigError("experiments.sample_interval_s: at most 0.5 s, so a cell's figures show a series")
 
     def executors(self) -> int:
         return len(ROLES)
@@ -111,17 +118,20 @@ def model_args(cfg: LandcoverConfig) -> dict:
 
 
 def experiment_cells(cfg: LandcoverConfig, data_uris: dict[int, str]) -> list[dict]:
-    """(a) the default plan's curve, (b) batch sizes under the default plan, (c) every plan; each once."""
-    n = max(cfg.data.sizes)
-    base = dict(dataset=n, data_uri=data_uris[n], epochs=cfg.train.epochs)
-    cells = [dict(base, plan="default", batch_size=cfg.train.batch_size)]
-    cells += [dict(base, plan="default", batch_size=b, epochs=1) for b in cfg.experiments.batch_sizes]
-    cells += [dict(base, plan=p, batch_size=cfg.train.batch_size) for p in cfg.experiments.plans]
-    cells += [dict(base, dataset=m, data_uri=data_uris[m], plan="default", batch_size=cfg.train.batch_size)
-              for m in cfg.data.sizes if m != n]
+    """(c) every plan at the main batch size, (b) the default plan per batch size for one wall-clock
+    window, (d) the default plan on the other data sets; each once (the default plan's cell is also
+    (a), the curve beside the single machine)."""
+    n, ex = max(cfg.data.sizes), cfg.experiments
+    base = dict(dataset=n, data_uri=data_uris[n], epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
+                window_s=ex.plan_window_s, warmup_steps=ex.warmup_steps, test_uri=data_uris.get("test"))
+    cells = [dict(base, plan=p) for p in ["default"] + [p for p in ex.plans if p != "default"]]
+    cells += [dict(base, plan="default", batch_size=b, epochs=1, window_s=ex.batch_window_s)
+              for b in ex.batch_sizes if b != cfg.train.batch_size or ex.batch_window_s != ex.plan_window_s]
+    cells += [dict(base, dataset=m, data_uri=data_uris[m], plan="default") for m in cfg.data.sizes if m != n]
     unique: dict[str, dict] = {}
     for cell in cells:
-        cell["id"] = f"{cell['dataset']}-{cell['plan']}-b{cell['batch_size']}-e{cell['epochs']}"
+        window = f"-w{cell['window_s']:g}" if cell["window_s"] else ""
+        cell["id"] = f"{cell['dataset']}-{cell['plan']}-b{cell['batch_size']}-e{cell['epochs']}{window}"
         unique.setdefault(cell["id"], cell)
     return list(unique.values())
 
@@ -135,7 +145,7 @@ def _scene_files(job: Job) -> str:
         from rdd_io.landcover_scene import write_scene
         with tempfile.TemporaryDirectory() as tmp:
             write_scene(tmp, seed=cfg.scene_seed, gt_shape=(cfg.scene_size, cfg.scene_size),
-                        bands=cfg.hsi_bands_in)
+                        bands=cfg.hsi_bands_in, test_fraction=cfg.test_fraction)
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():
                     storage.write_bytes(storage.join(uri, str(path.relative_to(tmp))), path.read_bytes())
@@ -160,8 +170,9 @@ def read_scene(job: Job, uri: str):
     return rgb, hsi, gt, hsi_name
 
 
-def prepare_patches(job: Job) -> tuple[dict[int, str], dict]:
-    """Merge, resize to the GT grid, keep the configured bands, cut patches per class, write shards."""
+def prepare_patches(job: Job) -> tuple[dict, dict]:
+    """Merge, resize to the GT grid, keep the configured bands, split off the held-out test region, cut
+    patches per class, write shards: ({set size or "test": URI}, sampling reports)."""
     from rdd_io import landcover_patches as lp
     cfg = job.cfg.data
     uri = _scene_files(job)
@@ -169,30 +180,50 @@ def prepare_patches(job: Job) -> tuple[dict[int, str], dict]:
     rgb = lp.resize(rgb, gt.shape[:2], "area" if rgb.shape[0] % gt.shape[0] == 0 else "nearest")
     hsi = lp.select_bands(lp.resize(hsi, gt.shape[:2], "bilinear"), cfg.bands, cfg.hsi_bands_in, hsi_name)
     images = job.sc.broadcast((rgb, hsi))
-    uris, reports = {}, {}
-    for n in cfg.sizes:
-        centres, report = lp.patch_centres(gt, n // 20, cfg.seed, cfg.patch, name="gt.tif")
-        if report.get("with_replacement"):
-            log.warning("%d patches: sampled with replacement for %s", n,
-                        ", ".join(f"{r['name']} ({r['available']} of {r['requested']})"
-                                  for r in report["with_replacement"]))
+    train_gt, test_gt, x0 = lp.split_region(gt, cfg.test_fraction, cfg.patch)
+    sets, report = lp.disjoint_sets(train_gt, cfg.sizes, cfg.seed, cfg.patch, name="gt.tif")  # no centre in two sets
+    if report.get("with_replacement"):
+        log.warning("%s patches: sampled with replacement for %s", "+".join(map(str, cfg.sizes)),
+                    ", ".join(f"{r['name']} ({r['available']} of {r['requested']})" for r in report["with_replacement"]))
+    sets["test"], test_report = lp.test_set(test_gt, cfg.test_per_class, cfg.seed + 1, cfg.patch, name="gt.tif")
+    test_report["first_column"] = x0
+    uris, reports = {}, {str(n): report for n in cfg.sizes} | {"test": test_report}
+    patch = cfg.patch
+
+    def cut(chunk):
+        index, c, y = chunk
+        r, h = lp.cut_patches(images.value[0], images.value[1], c, patch)
+        arrays = {"rgb": r.astype("float32"), "hsi": h, "label": y, "centre": c}
+        return index, lp.shard_bytes(arrays), lp.modality_bytes(arrays)
+
+    for n, centres in sets.items():
         labels = gt[centres[:, 0], centres[:, 1]].astype("int32") - 1
         chunks = [(i, centres[i:i + cfg.shard_size], labels[i:i + cfg.shard_size])
                   for i in range(0, len(centres), cfg.shard_size)]
-        patch = cfg.patch
-
-        def cut(chunk):
-            index, c, y = chunk
-            r, h = lp.cut_patches(images.value[0], images.value[1], c, patch)
-            return index, lp.shard_bytes({"rgb": r.astype("float32"), "hsi": h, "label": y, "centre": c})
-
         target = job.out("patches", str(n))
         storage.remove_tree(target)
-        for index, data in job.sc.parallelize(chunks, len(chunks)).map(cut).toLocalIterator():
-            storage.write_bytes(storage.join(target, f"shard-{index // cfg.shard_size:05d}.h5"), data)
-        uris[n], reports[str(n)] = target, report
-        log.info("%d patches (%d per class) written under %s", len(centres), n // 20, target)
+        for index, data, raw in job.sc.parallelize(chunks, len(chunks)).map(cut).toLocalIterator():
+            shard = index // cfg.shard_size
+            storage.write_bytes(storage.join(target, f"shard-{shard:05d}.h5"), data)
+            for key, payload in raw.items():  # what each model-parallel worker reads for itself
+                storage.write_bytes(storage.join(target, lp.modality_name(key, shard)), payload)
+        uris[n] = target
+        log.info("%d %s patches written under %s", len(centres), "held-out test" if n == "test" else "training", target)
     return uris, reports
+
+
+def baseline(data_uris: dict, n: int) -> dict:
+    """The nearest-signature rule on the held-out test patches: each centre pixel's 11-band spectrum gets the
+    class of the nearest mean spectrum of the n-patch training set (no learning beyond class means)."""
+    import numpy as np
+
+    from jobs.landcover_roles import load_patches
+    from models.landcover import nearest_signature
+    train, test = load_patches(data_uris[n]), load_patches(data_uris["test"])
+    c = train["hsi"].shape[1] // 2
+    predicted = nearest_signature(train["hsi"][:, c, c, :], train["label"], test["hsi"][:, c, c, :])
+    return {"nearest_signature_test_accuracy": float(np.mean(predicted == test["label"])),
+            "test_samples": int(len(test["label"]))}
 
 
 # ------------------------------------------------------------------------------------- training
@@ -211,7 +242,7 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
             "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells,
             "tensorboard_uri": job.out("tensorboard") if cfg.train.tensorboard else None,
             "checkpoints": job.out("checkpoints"), "checkpoint_every": cfg.train.checkpoint_every,
-            "resume": job.resume}
+            "resume": job.resume, "gap_s": 4 * cfg.experiments.sample_interval_s}
     if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
         storage.remove_tree(job.out("checkpoints"))
     cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
@@ -272,16 +303,16 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     return cell, {name: slice_series(r, t0, t1) for name, r in results.items()}
 
 
-def run_single_machine(job: Job, data_uri: str) -> dict:
+def run_single_machine(job: Job, data_uri: str, test_uri: str | None) -> dict:
     """The same units and training loop in this process, no placement (the thesis's single machine)."""
-    from jobs.landcover_roles import load_patches, train_cell
+    from jobs.landcover_roles import train_cell
     from jobs.redshift_roles import quiet_tensorflow
     cfg = job.cfg
     tf = quiet_tensorflow(cfg.train.tf_threads)
     cell = {"id": "single", "plan": "single machine", "batch_size": cfg.train.batch_size,
-            "epochs": cfg.train.epochs, "dataset": max(cfg.data.sizes)}
+            "epochs": cfg.train.epochs, "dataset": max(cfg.data.sizes), "test_uri": test_uri}
     t0 = time.time()
-    out = train_cell(tf, model_args(cfg), cell, load_patches(data_uri), cfg.train.seed)
+    out = train_cell(tf, model_args(cfg), cell, data_uri, cfg.train.seed)
     return {**cell, **out, "t_start": t0, "t_end": time.time()}
 
 
@@ -301,25 +332,64 @@ def slice_series(result: dict, t0: float, t1: float) -> dict[str, list]:
     return out
 
 
+def steady_bytes(results: dict, cell: dict) -> dict | None:
+    """Measured bytes per step of a cell's steady window (from the pause after its warm-up steps to the
+    pause after its last step; jobs.landcover_roles.train_cell): per role in and out, and the total
+    (the sum of what every role sent: on loopback each byte one role sends another receives).
+    `exact`: every counter was read from a sample inside its pause."""
+    from distributed.metrics import counter_at
+    steady = cell.get("steady")
+    if not steady or steady["steps"] < 1:
+        return None
+    per_role, exact = {}, True
+    for role in ROLES:
+        result = results[role]
+        (series,) = result["series"].values()
+        times = [result["origin"] + t for t in series["t_s"]]
+        per_role[role] = {}
+        for col in ("bytes_in", "bytes_out"):
+            (a, ok_a), (b, ok_b) = (counter_at(times, series[col], steady[k]) for k in ("from", "to"))
+            per_role[role][col] = (b - a) / steady["steps"]
+            exact = exact and ok_a and ok_b
+    return {"steps": steady["steps"], "total": sum(r["bytes_out"] for r in per_role.values()),
+            "per_role": per_role, "exact": exact}
+
+
+def bytes_per_step(results: dict, cells: list[dict], plans: dict, model: dict) -> None:
+    """Each model-parallel cell gets "bytes_per_step": measured (steady_bytes) beside the analytic count
+    (models.landcover.step_bytes) for its plan and batch size."""
+    from models.landcover import step_bytes
+    for cell in cells:
+        measured = steady_bytes(results, cell)
+        analytic = step_bytes(plans[cell["plan"]], cell["batch_size"], model)
+        cell["bytes_per_step"] = {"measured": measured, "analytic": analytic,
+                                  "ratio": measured["total"] / analytic["total"] if measured else None}
+
+
 def per_cell_metrics(results: dict) -> dict[str, dict[str, dict[str, list]]]:
     return {cell["id"]: {role: slice_series(results[role], cell["t_start"], cell["t_end"]) for role in ROLES}
             for cell in results["chief:0"]["cells"]}
 
 
-def write_outputs(job: Job, cells: list[dict], metrics: dict) -> list[str]:
+def write_outputs(job: Job, cells: list[dict], metrics: dict, host_cores: dict[str, int], held_out: dict) -> list[str]:
     from jobs import landcover_report
     cfg = job.cfg
     return job.publish(lambda folder: landcover_report.write_all(cells, metrics, folder, cfg.train.batch_size,
-                                                                 max(cfg.data.sizes)))
+                                                                 max(cfg.data.sizes), host_cores, held_out))
 
 
 def run(job: Job) -> dict:
     cfg = job.cfg
     data_uris, sampling = prepare_patches(job)
+    held_out = baseline(data_uris, max(cfg.data.sizes))
+    log.info("held-out test region: %d patches; nearest-signature baseline accuracy %.3f", held_out["test_samples"],
+             held_out["nearest_signature_test_accuracy"])
     cells = experiment_cells(cfg, data_uris)
     log.info("model-parallel cells: %s", ", ".join(c["id"] for c in cells))
     results = run_model_parallel(job, cells)
     trained = results["chief:0"]["cells"]
+    from models.landcover import load_plans
+    bytes_per_step(results, trained, load_plans(CONF_DIR / cfg.experiments.plans_file), model_args(cfg))
     metrics = per_cell_metrics(results)
     if cfg.experiments.data_parallel:
         for n in cfg.data.sizes:
@@ -327,15 +397,19 @@ def run(job: Job) -> dict:
             trained.append(cell)
             metrics[cell["id"]] = series
     if cfg.experiments.single_machine:
-        trained.append(run_single_machine(job, data_uris[max(cfg.data.sizes)]))
-    files = write_outputs(job, trained, metrics)
+        trained.append(run_single_machine(job, data_uris[max(cfg.data.sizes)], data_uris["test"]))
+    host_cores = {role: results[role]["meta"].get("host_cores") for role in ROLES}
+    files = write_outputs(job, trained, metrics, host_cores, held_out)
     buf = io.StringIO()
     json.dump(metrics, buf)
     storage.write_text(job.out("metrics.json"), buf.getvalue())
-    return {"sampling": sampling, "outputs": files + ["metrics.json"],
+    return {"sampling": sampling, "outputs": files + ["metrics.json"], "held_out": held_out,
             "cells": {c["id"]: {"plan": c["plan"], "batch_size": c["batch_size"], "loss": c["loss"],
                                 "accuracy": c["accuracy"], "epoch_time_s": c["epoch_time_s"],
-                                "first_step_loss": c["first_step_loss"], "steps": c["steps"]} for c in trained},
+                                "first_step_loss": c["first_step_loss"], "steps": c["steps"],
+                                **{k: c[k] for k in ("test_loss", "test_accuracy") if k in c},
+                                **({"bytes_per_step": c["bytes_per_step"]} if "bytes_per_step" in c else {})}
+                      for c in trained},
             "bytes_out": {cid: {role: (s["bytes_out"][-1] if s["bytes_out"] else 0) for role, s in m.items()}
                           for cid, m in metrics.items()}}
 

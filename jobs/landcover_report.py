@@ -1,6 +1,13 @@
 """Outputs of the land-cover study: one row per plan (traffic, CPU, wait, memory per role, time per epoch)
-with the thesis's observations beside ours, traffic per batch size, curves of the default plan beside
-the single machine (thesis Fig. 6.4), and the per-role figures (Figs. 6.5-6.20)."""
+with the thesis's observations beside ours, traffic per batch size, measured bytes per step beside the
+analytic count, curves of the default plan beside the single machine (thesis Fig. 6.4), and the per-role
+figures (Figs. 6.5-6.20).
+
+Units, stated in every table header: traffic in MiB/s (the thesis's MB/s: 10^6 bytes; the comparisons
+convert); CPU both in % of one core (as `top`) and in % of the host (all its cores: the unit of the
+thesis's Ganglia plots, where each role had a machine of its own; here every role shares one host);
+wait = the role's runqueue wait + block-I/O wait, % of one core, measured per process (the thesis's
+"CPU wait" is Ganglia's machine-wide iowait, which cannot be split by process)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +17,11 @@ from jobs import metrics_figures as mf
 from jobs.output_files import pyplot, save_png, write_csv, write_text
 
 MIB = 1024 * 1024
+BYTES_TOLERANCE = 0.10  # measured bytes per step within 10% of the analytic count
+WAIT_DEFINITION = ("wait = runqueue + block-I/O wait of the role's threads, % of one core, per process "
+                   "(not the machine-wide iowait Ganglia plots)")
 WORKERS = ("worker:0", "worker:1", "worker:2")
+ROLES = ("ps:0", "chief:0") + WORKERS
 THESIS = {  # REFERENCE_NUMBERS.md, land cover: what the thesis observed per plan
     "default": "traffic concentrates between the ps and the merging worker; merging worker out ~10 MB/s; "
                "merging-worker wait ~1.25%",
@@ -34,8 +45,10 @@ def _fmt(value, scale: float = 1.0, digits: int = 2) -> str:
     return "-" if value is None else f"{value / scale:.{digits}f}"
 
 
-def plan_rows(cells: list[dict], metrics: dict, batch_size: int, dataset: int) -> list[dict]:
-    """One row per plan at the main batch size and data set: measured figures per role."""
+def plan_rows(cells: list[dict], metrics: dict, batch_size: int, dataset: int,
+              host_cores: dict[str, int] | None = None) -> list[dict]:
+    """One row per plan at the main batch size and data set: measured figures per role; CPU also as a share
+    of the role's host (`host_cores`: cores of the host each role ran on)."""
     rows = []
     for cell in cells:
         if cell["id"] not in metrics or (cell["batch_size"], cell["dataset"]) != (batch_size, dataset) \
@@ -50,25 +63,85 @@ def plan_rows(cells: list[dict], metrics: dict, batch_size: int, dataset: int) -
             row[f"{role} out MiB/s"] = (s.get("bytes_out_per_s_mean") or 0) / MIB
             row[f"{role} in MiB/s"] = (s.get("bytes_in_per_s_mean") or 0) / MIB
             row[f"{role} cpu %"] = s.get("cpu_percent_mean")
+            cores = (host_cores or {}).get(role)
+            row[f"{role} cpu % host"] = None if s.get("cpu_percent_mean") is None or not cores \
+                else s["cpu_percent_mean"] / cores
             row[f"{role} wait % peak"] = s.get("wait_percent_peak")
             row[f"{role} rss MiB peak"] = (s.get("rss_bytes_peak") or 0) / MIB
+        rows.append(row | bytes_columns(cell))
+    return rows
+
+
+def bytes_columns(cell: dict) -> dict:
+    """Measured (steady window) and analytic bytes per step of a cell, and their ratio."""
+    b = cell.get("bytes_per_step") or {}
+    measured = (b.get("measured") or {}).get("total")
+    return {"steady_steps": (b.get("measured") or {}).get("steps"), "measured_bytes_per_step": measured,
+            "analytic_bytes_per_step": (b.get("analytic") or {}).get("total"), "measured_over_analytic": b.get("ratio")}
+
+
+def bytes_rows(cells: list[dict]) -> list[dict]:
+    """Every model-parallel cell: measured bytes per step beside the analytic count, in total and per role."""
+    rows = []
+    for cell in cells:
+        b = cell.get("bytes_per_step")
+        if not b:
+            continue
+        row = {"cell": cell["id"], "plan": cell["plan"], "batch_size": cell["batch_size"], **bytes_columns(cell)}
+        measured = (b["measured"] or {}).get("per_role", {})
+        for role in sorted(set(measured) | set(b["analytic"]["out"]) | set(b["analytic"]["in"])):
+            for way, col in (("out", "bytes_out"), ("in", "bytes_in")):
+                row[f"{role} {way} measured"] = measured.get(role, {}).get(col)
+                row[f"{role} {way} analytic"] = b["analytic"][way].get(role, 0)
         rows.append(row)
     return rows
 
 
+def bytes_markdown(rows: list[dict], terms: dict[str, dict]) -> str:
+    lines = ["## Bytes per step: measured beside the analytic count", "",
+             "Measured: TCP payload bytes every role sent between a pause after the cell's first warm-up steps "
+             "and a pause after its last step, over the steps between (on loopback each byte one role sends "
+             "another receives, so the senders' sum counts each crossing once). Analytic "
+             "(models.landcover.step_bytes, from the model and the plan): the variables read from the ps, their "
+             "gradients and BN statistics written back, each activation crossing a cut forward and its "
+             f"gradient backward, the batch indices and the loss. Goal: within {BYTES_TOLERANCE:.0%}.", "",
+             "| cell | plan | batch | steady steps | measured B/step | analytic B/step | measured/analytic | "
+             "analytic terms |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["measured_over_analytic"]
+        mark = "" if ratio is None else (" (within)" if abs(ratio - 1) <= BYTES_TOLERANCE else " (outside)")
+        parts = ", ".join(f"{k} {v:,}" for k, v in terms.get(r["cell"], {}).items())
+        lines.append(f"| {r['cell']} | {r['plan']} | {r['batch_size']} | {r['steady_steps'] or '-'} | "
+                     f"{_fmt(r['measured_bytes_per_step'], digits=0)} | {r['analytic_bytes_per_step']:,} | "
+                     f"{_fmt(ratio, digits=3)}{mark} | {parts} |")
+    roles = sorted({k.split()[0] for r in rows for k in r if k.endswith(" measured")})
+    if roles:
+        lines += ["", "Per role, bytes per step out / in, measured (analytic):", "",
+                  "| cell | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+        for r in rows:
+            lines.append(f"| {r['cell']} | " + " | ".join(
+                f"{_fmt(r.get(f'{x} out measured'), digits=0)} ({r.get(f'{x} out analytic', 0):,}) / "
+                f"{_fmt(r.get(f'{x} in measured'), digits=0)} ({r.get(f'{x} in analytic', 0):,})" for x in roles) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def batch_rows(cells: list[dict], metrics: dict) -> list[dict]:
-    """Cluster traffic (all roles' bytes out) of the default plan per batch size (thesis Fig. 6.5)."""
+    """The default plan per batch size (thesis Fig. 6.5): cluster traffic in and out, each role's in and out
+    (MiB/s over the cell), and bytes per step measured beside the analytic count."""
     rows = []
     for cell in cells:
         if cell["plan"] != "default" or cell["id"] not in metrics:
             continue
         stats = summarise(metrics[cell["id"]])
-        total = sum((s.get("bytes_out_per_s_mean") or 0) for s in stats.values())
-        rows.append({"batch_size": cell["batch_size"], "epochs": cell["epochs"], "dataset": cell["dataset"],
-                     "cluster_out_MiB_per_s": total / MIB, "steps": cell["steps"],
-                     "bytes_per_step_MiB": sum(metrics[cell["id"]][r]["bytes_out"][-1]
-                                               if metrics[cell["id"]][r]["bytes_out"] else 0
-                                               for r in metrics[cell["id"]]) / max(cell["steps"], 1) / MIB})
+        row = {"batch_size": cell["batch_size"], "epochs": len(cell["epoch_time_s"]), "dataset": cell["dataset"],
+               "window_s": cell.get("window_s", 0), "seconds": round(cell["t_end"] - cell["t_start"], 1)
+               if "t_end" in cell else None, "steps": cell["steps"],
+               "cluster_in_MiB_per_s": sum((s.get("bytes_in_per_s_mean") or 0) for s in stats.values()) / MIB,
+               "cluster_out_MiB_per_s": sum((s.get("bytes_out_per_s_mean") or 0) for s in stats.values()) / MIB}
+        for role, s in stats.items():
+            row[f"{role} in MiB/s"] = (s.get("bytes_in_per_s_mean") or 0) / MIB
+            row[f"{role} out MiB/s"] = (s.get("bytes_out_per_s_mean") or 0) / MIB
+        rows.append(row | bytes_columns(cell))
     return sorted(rows, key=lambda r: (r["dataset"], r["batch_size"], r["epochs"]))
 
 
@@ -101,28 +174,40 @@ def parallelism_markdown(rows: list[dict]) -> str:
 
 def plans_markdown(rows: list[dict]) -> str:
     lines = ["## Placement plans", "",
-             "Measured per role over the cell (mean bytes out per second, mean CPU % of one core, peak wait "
-             "% = runqueue + I/O wait, peak resident memory); thesis observations beside ours.", "",
-             "| plan | s/epoch | merging worker out MiB/s | ps in/out MiB/s | CPU % w0/w1/w2 | wait % peak "
-             "w0/w1/w2 | RSS MiB peak ps/w0/w1/w2 | thesis |", "|---|---|---|---|---|---|---|---|"]
+             "Measured per role over the cell: mean MiB/s in and out, mean CPU in % of one core and in % of the "
+             f"host (all its cores; the thesis's unit, with one role per machine there), peak {WAIT_DEFINITION}, "
+             "peak resident memory; thesis observations beside ours.", "",
+             "| plan | s/epoch | in / out MiB/s ps, chief, w0, w1, w2 | CPU % of one core w0/w1/w2 | CPU % of host "
+             "w0/w1/w2 | wait % of one core, peak w0/w1/w2 | RSS MiB peak ps/w0/w1/w2 | measured / analytic B/step | "
+             "thesis |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cpu = "/".join(_fmt(r.get(f"{w} cpu %"), digits=0) for w in WORKERS)
+        host = "/".join(_fmt(r.get(f"{w} cpu % host"), digits=1) for w in WORKERS)
+        traffic = ", ".join(f"{_fmt(r.get(f'{x} in MiB/s'))}/{_fmt(r.get(f'{x} out MiB/s'))}" for x in ROLES)
+        bytes_ = f"{_fmt(r.get('measured_bytes_per_step'), digits=0)} / {_fmt(r.get('analytic_bytes_per_step'), digits=0)}"
         wait = "/".join(_fmt(r.get(f"{w} wait % peak"), digits=0) for w in WORKERS)
         rss = "/".join(_fmt(r.get(f"{x} rss MiB peak"), digits=0) for x in ("ps:0", *WORKERS))
-        lines.append(f"| {r['plan']} | {r['epoch_time_s']:.1f} | {_fmt(r.get('worker:2 out MiB/s'))} | "
-                     f"{_fmt(r.get('ps:0 in MiB/s'))}/{_fmt(r.get('ps:0 out MiB/s'))} | {cpu} | {wait} | {rss} | "
-                     f"{THESIS.get(r['plan'], '')} |")
+        lines.append(f"| {r['plan']} | {r['epoch_time_s']:.1f} | {traffic} | {cpu} | {host} | {wait} | {rss} | "
+                     f"{bytes_} | {THESIS.get(r['plan'], '')} |")
     return "\n".join(lines) + "\n"
 
 
 def batch_markdown(rows: list[dict]) -> str:
     lines = ["## Traffic per batch size (default plan)", "",
-             f"Thesis (Fig. 6.5): batch 10 drives cluster traffic up to about "
-             f"{THESIS_FIGURES['batch10_cluster_MBps']:.0f} MB/s; 50 and 200 are more than "
-             f"{THESIS_FIGURES['batch_traffic_ratio']:.0f}x lower.", "",
-             "| batch | cluster out MiB/s | MiB sent per step |", "|---|---|---|"]
-    lines += [f"| {r['batch_size']} | {r['cluster_out_MiB_per_s']:.2f} | {r['bytes_per_step_MiB']:.3f} |"
-              for r in rows]
+             f"Thesis (Fig. 6.5, (a) incoming and (b) outgoing over one window of about 70 minutes): batch 10 drives "
+             f"cluster traffic up to about {THESIS_FIGURES['batch10_cluster_MBps']:.0f} MB/s; 50 and 200 are more than "
+             f"{THESIS_FIGURES['batch_traffic_ratio']:.0f}x lower. Ours: each batch size trains for the same wall-clock "
+             "window (whole epochs until it has passed); traffic in MiB/s over the cell, bytes per step over its "
+             "steady window.", "",
+             "| batch | window s | seconds | epochs | steps | cluster in MiB/s | cluster out MiB/s | in / out MiB/s per "
+             "role | measured B/step | analytic B/step | measured/analytic |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        roles = sorted({k.split()[0] for k in r if k.endswith(" in MiB/s") and not k.startswith("cluster")})
+        per_role = ", ".join(f"{x} {r[f'{x} in MiB/s']:.2f}/{r[f'{x} out MiB/s']:.2f}" for x in roles)
+        lines.append(f"| {r['batch_size']} | {r['window_s']:g} | {_fmt(r['seconds'], digits=1)} | {r['epochs']} | "
+                     f"{r['steps']} | {r['cluster_in_MiB_per_s']:.2f} | {r['cluster_out_MiB_per_s']:.2f} | {per_role} | "
+                     f"{_fmt(r['measured_bytes_per_step'], digits=0)} | {_fmt(r['analytic_bytes_per_step'], digits=0)} | "
+                     f"{_fmt(r['measured_over_analytic'], digits=3)} |")
     if len(rows) > 1:
         low, high = rows[0], max(rows[1:], key=lambda r: r["batch_size"])
         ratio = low["cluster_out_MiB_per_s"] / max(high["cluster_out_MiB_per_s"], 1e-12)
@@ -149,13 +234,40 @@ def plot_curves(cells: list[dict], path: str) -> str | None:
     return save_png(fig, path)
 
 
-def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, dataset: int) -> list[str]:
+def held_out_markdown(cells: list[dict], held_out: dict, batch_size: int, dataset: int) -> str:
+    """Accuracy and loss on the held-out test region, per plan at the main batch size and the single machine,
+    beside the nearest-signature baseline."""
+    lines = ["## Held-out test region", "",
+             f"{held_out.get('test_samples', '-')} test patches from the east-most columns of the scene, none overlapping "
+             "a training patch (the thesis's Fig. 6.4 shows training loss and accuracy only). Baseline without "
+             "learning: each test patch's centre-pixel spectrum gets the class of the nearest mean training spectrum.",
+             "", "| approach | batch | epochs | test accuracy | test loss | training accuracy (last epoch) |",
+             "|---|---|---|---|---|---|"]
+    for c in cells:
+        if "test_accuracy" in c and c["batch_size"] == batch_size and c["dataset"] == dataset:
+            lines.append(f"| {c['plan']} | {c['batch_size']} | {len(c['loss'])} | {c['test_accuracy']:.3f} | "
+                         f"{c['test_loss']:.3f} | {c['accuracy'][-1]:.3f} |")
+    accuracy = held_out.get("nearest_signature_test_accuracy")
+    lines.append(f"| nearest signature (no learning) | - | - | {_fmt(accuracy, digits=3)} | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, dataset: int,
+              host_cores: dict[str, int] | None = None, held_out: dict | None = None) -> list[str]:
     """Tables, figures, per-role series and report.md into out_dir; returns the names written.
     The plan table compares plans at `batch_size` on the `dataset`-patch set."""
     os.makedirs(out_dir, exist_ok=True)
     out = lambda name: os.path.join(out_dir, name)  # noqa: E731
     written, report = [], ["# Land-cover case study: results", ""]
-    plans, batches = plan_rows(cells, metrics, batch_size, dataset), batch_rows(cells, metrics)
+    plans, batches = plan_rows(cells, metrics, batch_size, dataset, host_cores), batch_rows(cells, metrics)
+    if held_out:
+        report.append(held_out_markdown(cells, held_out, batch_size, dataset))
+    per_step = bytes_rows(cells)
+    if per_step:
+        write_csv(per_step, out("bytes_per_step.csv"))
+        written.append("bytes_per_step.csv")
+        report.append(bytes_markdown(per_step, {c["id"]: c["bytes_per_step"]["analytic"]["terms"]
+                                                for c in cells if c.get("bytes_per_step")}))
     if plans:
         write_csv(plans, out("plans.csv"))
         written.append("plans.csv")

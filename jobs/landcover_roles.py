@@ -52,53 +52,129 @@ def volumes(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             data["label"].astype(np.int32))
 
 
-def train_cell(tf, model_cfg: dict, cell: dict, data: dict, seed: int, place=None, report=None,
-               checkpoint: dict | None = None) -> dict:
+def device_data(tf, data, model_cfg: dict, place=None) -> dict:
+    """The patch set as variables, each beside the unit that reads it (models.landcover.DATA_UNITS)
+    under `place`. `data` is a patch-set URI: each modality's raw shards (rdd_io.landcover_patches
+    .modality_parts) are read and decoded by the process that holds the variable, so no patch crosses
+    the network (the thesis's workers kept their data locally); or arrays already in this process."""
+    from models.landcover import DATA_UNITS, _no_place, resolve
+    from rdd_io.landcover_patches import MODALITY_DTYPES, modality_parts
+    place, p = place or _no_place, resolve(model_cfg)
+    shapes = {"rgb": (-1, p["patch"], p["patch"], p["rgb_bands"], 1),
+              "hsi": (-1, p["patch"], p["patch"], p["hsi_bands"], 1), "label": (-1,)}
+    if isinstance(data, dict):
+        rgb, hsi, labels = volumes(data)
+        arrays = {"rgb": rgb, "hsi": hsi, "label": labels}
+    out = {}
+    for key, unit in DATA_UNITS.items():
+        with place(unit):
+            if isinstance(data, dict):
+                value = tf.constant(arrays[key])
+            else:
+                parts = [tf.io.decode_raw(tf.io.read_file(uri), MODALITY_DTYPES[key])
+                         for uri in modality_parts(data, key)]
+                value = tf.reshape(tf.concat(parts, 0), shapes[key])
+                if key == "rgb":
+                    value = value / 255.0
+            out[key] = tf.Variable(value, trainable=False, name=f"data_{key}")
+    return out
+
+
+def quiet_mark(gap_s: float, sampler=None) -> list[float]:
+    """Wall times [start, middle, end] of a pause without a step: every role's byte counters are flat
+    there, so a sample anywhere in the pause reads them at the middle exactly. Each half lasts gap_s / 2 and, under
+    load (samplers slowed down), until this process's own sampler has taken a sample in it, so that the
+    other roles' samplers, alike, most likely have too."""
+    def half():
+        start, taken = time.monotonic(), sampler.samples() if sampler else 0
+        while time.monotonic() - start < gap_s / 2 or (sampler and sampler.samples() == taken
+                                                       and time.monotonic() - start < 10 * gap_s):
+            time.sleep(0.05)
+    start = time.time()
+    half()
+    mark = time.time()
+    half()
+    return [start, mark, time.time()]
+
+
+def train_cell(tf, model_cfg: dict, cell: dict, data, seed: int, place=None, report=None,
+               checkpoint: dict | None = None, gap_s: float = 0.0, sampler=None) -> dict:
     """Train one experiment cell from the seed's initial weights; per-epoch loss, accuracy, time.
 
-    `report(record, epoch_end)`, if given, hears of every step and of every epoch's end.
-    `checkpoint` {"uri", "every", "resume"}: save the cell's state to `uri` every `every` epochs and,
-    with `resume`, start from the state found there (the result says from which epoch)."""
+    `data`: a patch-set URI or arrays (device_data). The cell trains cell["epochs"] epochs, and more
+    whole epochs until cell["window_s"] seconds have passed (when given). `report(record, epoch_end)`,
+    if given, hears of every step and of every epoch's end. `checkpoint` {"uri", "every", "resume"}:
+    save the cell's state to `uri` every `every` epochs and, with `resume`, start from the state found
+    there (the result says from which epoch). With `gap_s` > 0 the cell pauses (quiet_mark) after
+    cell["warmup_steps"] steps and after its last step; "steady" in the result gives the two pauses
+    ([start, middle, end] wall times) and the steps between them (pauses are left out of epoch times)."""
     import keras
 
     from models import landcover
-    rgb, hsi, labels = volumes(data)
     keras.utils.set_random_seed(seed)
     scope = place("variables") if place else tf.device(None)
     with scope:
         units = landcover.build_units(model_cfg)
         optimizer = landcover.make_optimizer(model_cfg)
-        step = landcover.train_step_fn(units, optimizer, place, count_correct=True)
+    batches = device_data(tf, data, model_cfg, place)
+    with scope:
+        step = landcover.indexed_step_fn(units, optimizer, batches, place)
+    n = int(batches["label"].shape[0])
     history = {"loss": [], "accuracy": [], "epoch_time_s": [], "steps": 0, "first_step_loss": None}
     first = 0
     if checkpoint and checkpoint["resume"]:
         history, first = restore_cell(checkpoint["uri"], units, optimizer) or (history, 0)
     first_loss = history.pop("first_step_loss")
     bs = cell["batch_size"]
-    steps = -(-len(labels) // bs)
-    for epoch in range(first, cell["epochs"]):
-        started, losses, correct = time.monotonic(), [], 0
-        order = epoch_order(seed, epoch, len(labels))
-        for start in range(0, len(labels), bs):
-            idx = np.sort(order[start:start + bs])
-            loss, hits = step(rgb[idx], hsi[idx], labels[idx])
+    steps = -(-n // bs)
+    warmup, steady = cell.get("warmup_steps", 0), {}
+    started_cell = time.monotonic()
+    epoch = first
+    while epoch < cell["epochs"] or time.monotonic() - started_cell < cell.get("window_s", 0):
+        started, losses, correct, paused = time.monotonic(), [], 0, 0.0
+        order = epoch_order(seed, epoch, n)
+        for start in range(0, n, bs):
+            idx = np.sort(order[start:start + bs]).astype(np.int32)
+            loss, hits = step(tf.constant(idx))
             losses.append(float(loss) * len(idx))
             correct += int(hits)
             first_loss = float(loss) if first_loss is None else first_loss
             history["steps"] += 1
+            if gap_s and history["steps"] == warmup:
+                paused = time.monotonic()
+                steady = {"from": quiet_mark(gap_s, sampler), "steps_before": history["steps"]}
+                paused = time.monotonic() - paused
             if report:
                 report({"epoch": epoch, "epochs": cell["epochs"], "step": start // bs + 1, "steps": steps}, False)
-        history["loss"].append(sum(losses) / len(labels))
-        history["accuracy"].append(correct / len(labels))
-        history["epoch_time_s"].append(round(time.monotonic() - started, 3))
+        history["loss"].append(sum(losses) / n)
+        history["accuracy"].append(correct / n)
+        history["epoch_time_s"].append(round(time.monotonic() - started - paused, 3))
+        epoch += 1
         if report:
-            report({"epoch": epoch + 1, "epochs": cell["epochs"], "loss": history["loss"][-1],  # unrounded for
-                    "accuracy": history["accuracy"][-1], "epoch_time_s": history["epoch_time_s"][-1]},  # TensorBoard
+            report({"epoch": epoch, "epochs": max(cell["epochs"], epoch), "loss": history["loss"][-1],  # unrounded
+                    "accuracy": history["accuracy"][-1], "epoch_time_s": history["epoch_time_s"][-1]},  # for TensorBoard
                    True)
         every = checkpoint["every"] if checkpoint else 0
-        if every and (epoch + 1) % every == 0 and epoch + 1 < cell["epochs"]:  # the last one is the result
-            save_cell(checkpoint["uri"], units, optimizer, epoch + 1, {**history, "first_step_loss": first_loss})
-    return {**history, "first_step_loss": first_loss, "resumed_from_epoch": first}
+        if every and epoch % every == 0 and epoch < cell["epochs"]:  # the last one is the result
+            save_cell(checkpoint["uri"], units, optimizer, epoch, {**history, "first_step_loss": first_loss})
+    if steady:
+        steady.update(to=quiet_mark(gap_s, sampler), steps=history["steps"] - steady.pop("steps_before"))
+    test = evaluate(tf, units, cell["test_uri"], model_cfg, place, bs) if cell.get("test_uri") else {}
+    return {**history, "first_step_loss": first_loss, "resumed_from_epoch": first, "steady": steady or None,
+            **test}
+
+
+def evaluate(tf, units: dict, data, model_cfg: dict, place, batch_size: int) -> dict:
+    """Loss and accuracy of the trained units on a patch set (the held-out test region), read where
+    each modality is used, as in training."""
+    from models import landcover
+    test = device_data(tf, data, model_cfg, place)
+    run = landcover.indexed_eval_fn(units, test, place)
+    n, loss, hits = int(test["label"].shape[0]), 0.0, 0
+    for start in range(0, n, batch_size):
+        batch_loss, batch_hits = run(tf.constant(np.arange(start, min(start + batch_size, n), dtype=np.int32)))
+        loss, hits = loss + float(batch_loss), hits + int(batch_hits)
+    return {"test_loss": loss / n, "test_accuracy": hits / n, "test_samples": n}
 
 
 # ---------------------------------------------------------------------------- checkpoints, faults
@@ -146,7 +222,8 @@ class CellProgress:
             if self.writer:
                 with netns.outside():
                     self.writer.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
-        self.ctx.progress(force=epoch_end, what=self.cell["id"], done=self.done_before + record["epoch"],
+        done = self.done_before + min(record["epoch"], self.cell["epochs"])  # a window may add epochs
+        self.ctx.progress(force=epoch_end, what=self.cell["id"], done=done,
                           **{**self.last, **{k: v for k, v in record.items() if k != "epoch_time_s"}})
 
     def __enter__(self):
@@ -166,7 +243,6 @@ def chief_role(args: dict, ctx) -> dict:
         tf.train.ClusterSpec(ctx.cluster_spec), task_type="chief", task_id=0, rpc_layer="grpc")
     tf.config.experimental_connect_to_cluster(resolver, job_name="chief", make_master_device_default=False)
     plans = args["plans"]
-    cache: dict[str, dict] = {}
     cells = []
     done = 0  # epochs of all cells, for the driver's overall bar
     for cell in args["cells"]:
@@ -177,14 +253,13 @@ def chief_role(args: dict, ctx) -> dict:
             cells.append(json.loads(finished))
             done += cell["epochs"]
             continue
-        data = cache.setdefault(cell["data_uri"], load_patches(cell["data_uri"]))
         t0 = time.time()
         saved = {"uri": storage.join(args["checkpoints"], cell["id"], CHECKPOINT_FILE),
                  "every": args["checkpoint_every"], "resume": args["resume"]}
         with CellProgress(ctx, args.get("tensorboard_uri"), cell, done) as report:
             try:
-                out = train_cell(tf, args["model"], cell, data, args["seed"],
-                                 landcover.make_place(plans[cell["plan"]]), report, saved)
+                out = train_cell(tf, args["model"], cell, cell["data_uri"], args["seed"],
+                                 landcover.make_place(plans[cell["plan"]]), report, saved, args["gap_s"], sampler)
             except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
                 lost = unreachable_roles(ctx.cluster_spec, skip="chief:0")
                 if not lost:

@@ -251,7 +251,10 @@ REDSHIFT = (
 # ---------------------------------------------------------------- land cover
 _ROLES = ("ps:0", "chief:0", "worker:0", "worker:1", "worker:2")
 _ROLE_COLUMNS = (("out MiB/s", "mean bytes sent per second"), ("in MiB/s", "mean bytes received per second"),
-                 ("cpu %", "mean CPU, % of one core"), ("wait % peak", "peak wait (runqueue + I/O), % of one core"),
+                 ("cpu %", "mean CPU, % of one core"),
+                 ("cpu % host", "mean CPU, % of the role's host (all its cores; the thesis's Ganglia unit)"),
+                 ("wait % peak", "peak wait (runqueue + block-I/O wait of the role's threads, per process), "
+                                 "% of one core"),
                  ("rss MiB peak", "peak resident memory, process and children"))
 _METRIC_MEANINGS = {
     "t_s": "seconds since the cell started, at each sample",
@@ -273,13 +276,22 @@ _SUMMARY_COLUMNS = (
     *(Key(f"{c}_{stat}", f"{c}: {'time-weighted mean' if stat == 'mean' else 'largest sample'} (empty: "
           f"not measured)") for c in RATE_COLUMNS for stat in ("mean", "peak")),
 )
+_BYTES_COLUMNS = (
+    Key("steady_steps", "steps in the cell's steady window (after the warm-up steps)"),
+    Key("measured_bytes_per_step", "TCP payload bytes all roles sent per steady step (empty: not measured)"),
+    Key("analytic_bytes_per_step", "models.landcover.step_bytes: variables read, gradients and BN statistics "
+                                   "written, activations and their gradients across cuts, indices, loss"),
+    Key("measured_over_analytic", "measured / analytic"),
+)
 LANDCOVER = (
     _config("data", "model", "train", "experiments"),
     _summary(
         Key("sampling", "{patch set size: {per_class, patch, seed, available per class, with_replacement: "
                         "classes sampled with replacement}}"),
         Key("cells", "{cell id: {plan, batch_size, loss, accuracy, epoch_time_s (lists per epoch), "
-                     "first_step_loss, steps}}; cell ids are <patches>-<plan>-b<batch>-e<epochs>, 'single' "
+                     "first_step_loss, steps, bytes_per_step (model-parallel cells: {measured: {steps, total, "
+                     "per_role: {role: {bytes_in, bytes_out}}, exact} or null, analytic: {total, terms, out, in}, "
+                     "ratio})}}; cell ids are <patches>-<plan>-b<batch>-e<epochs>[-w<window s>], 'single' "
                      "and <patches>-data-parallel-b<batch>-e<epochs>"),
         Key("bytes_out", "{cell id: {role: TCP payload bytes the role sent during the cell}}"),
     ),
@@ -291,7 +303,13 @@ LANDCOVER = (
                  Key("epoch_time_s", "mean seconds per epoch"), Key("final_loss", "last epoch's training loss"),
                  Key("final_accuracy", "last epoch's training accuracy"),
                  *(Key(f"{role} {col}", f"{meaning}, {role}")
-                   for role in _ROLES for col, meaning in _ROLE_COLUMNS))),
+                   for role in _ROLES for col, meaning in _ROLE_COLUMNS), *_BYTES_COLUMNS)),
+    Output("bytes_per_step.csv", "csv", "every model-parallel cell: bytes per step measured over its steady window "
+           "beside the analytic count (models.landcover.step_bytes), in total and per role",
+           keys=(Key("cell", "cell id"), Key("plan", "plan name"), Key("batch_size", "batch size"), *_BYTES_COLUMNS,
+                 *(Key(f"{role} {way} {kind}", f"bytes {'sent' if way == 'out' else 'received'} per step by {role}, "
+                                               f"{kind}") for role in _ROLES for way in ("out", "in")
+                   for kind in ("measured", "analytic")))),
     Output("parallelism.csv", "csv", "model parallelism (default plan) vs data parallelism per role, per set",
            _flag("experiments.data_parallel"),
            keys=(Key("cell", "cell id"), Key("dataset", "patches in the set"),
@@ -299,11 +317,15 @@ LANDCOVER = (
                  Key("cpu_percent_mean", "mean CPU, % of one core"), Key("rss_MiB_peak", "peak resident memory"),
                  Key("in_MiB_per_s", "mean MiB received per second"),
                  Key("out_MiB_per_s", "mean MiB sent per second"))),
-    Output("batch_sizes.csv", "csv", "cluster traffic of the default plan per batch size (thesis Fig. 6.5)",
-           keys=(Key("batch_size", "batch size"), Key("epochs", "epochs of the cell"),
-                 Key("dataset", "patches in the set"), Key("cluster_out_MiB_per_s", "all roles' MiB sent per second"),
-                 Key("steps", "training steps of the cell"),
-                 Key("bytes_per_step_MiB", "MiB sent per step, all roles"))),
+    Output("batch_sizes.csv", "csv", "traffic of the default plan per batch size, in and out per role, each size "
+           "trained for the same wall-clock window (thesis Fig. 6.5 a and b)",
+           keys=(Key("batch_size", "batch size"), Key("epochs", "epochs the cell trained"),
+                 Key("dataset", "patches in the set"), Key("window_s", "the cell's wall-clock window (0: epochs only)"),
+                 Key("seconds", "seconds the cell took"), Key("steps", "training steps of the cell"),
+                 Key("cluster_in_MiB_per_s", "all roles' MiB received per second"),
+                 Key("cluster_out_MiB_per_s", "all roles' MiB sent per second"),
+                 *(Key(f"{role} {way} MiB/s", f"mean MiB {'received' if way == 'in' else 'sent'} per second, {role}")
+                   for role in _ROLES for way in ("in", "out")), *_BYTES_COLUMNS)),
     Output("curves.png", "png", "loss and accuracy per epoch, default plan beside the single machine "
            "(thesis Fig. 6.4)", When("when train.epochs > 1", lambda c: _cfg(c, "train.epochs") > 1)),
     Output("traffic.png", "png", "MiB/s in and out per role over time, one panel per plan", DATA_DEPENDENT),
@@ -322,6 +344,9 @@ LANDCOVER = (
            "measured)"),
     Output("patches/<N>/shard-<k>.h5", "hdf5", "the patch sets the roles train on (N patches each)",
            records="rdd_io.landcover_patches:LANDCOVER_PATCHES"),
+    Output("patches/<N>/<modality>-<k>.raw", "raw", "each shard's rgb (float32 [n, 25, 25, 3]), hsi (float32 "
+           "[n, 25, 25, bands]) and label (int32 [n]) as little-endian values: what each model-parallel worker "
+           "reads for itself"),
     Output("scene/", "folder", "the simulated scene in the DFC2018 layout: hsi.tif, rgb/tile_r<row>_c<col>.tif, "
            "gt.tif, scene.json", _simulated_input("scene/")),
     TENSORBOARD, CHECKPOINTS,

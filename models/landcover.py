@@ -49,6 +49,8 @@ DEFAULTS = dict(patch=25, rgb_bands=3, hsi_bands=11, n_classes=20, rgb_filters=[
 PLANS_FILE = Path(__file__).resolve().parent.parent / "conf" / "landcover_plans.yaml"
 ROLE_RE = re.compile(r"^(worker|ps|chief):\d+$")
 FLOAT_BYTES = 4
+SEED_STATE_BYTES = 16  # a dropout layer's seed generator state: two int64
+DATA_UNITS = {"rgb": "rgb_b1_conv", "hsi": "hsi_b1_conv", "label": "softmax"}  # who reads each modality
 
 
 def _no_place(name: str):
@@ -187,8 +189,63 @@ def build(cfg: Any):
     return model
 
 
+def indexed_step_fn(units: dict, optimizer, data: dict, place: Callable[[str], Any] | None = None):
+    """tf.function step(idx) -> (loss, correct predictions): the batch is gathered by the sample indices
+    `idx` from `data` {"rgb", "hsi", "label"} (variables, each made under place(DATA_UNITS[key]) so it
+    lives with the unit that reads it: the process that drives the step sends indices, never patches).
+    Otherwise as train_step_fn."""
+    import tensorflow as tf
+    core = train_step_fn(units, optimizer, place, count_correct=True, compiled=False)
+
+    @tf.function(reduce_retracing=True)
+    def step(idx):
+        return core(*_gather(data, idx, place))
+
+    return step
+
+
+def indexed_eval_fn(units: dict, data: dict, place: Callable[[str], Any] | None = None):
+    """tf.function evaluate(idx) -> (summed loss, correct predictions) of the samples `idx` of `data`
+    (as indexed_step_fn), inference mode: no dropout, BN with its moving statistics, no update."""
+    import keras
+    import tensorflow as tf
+    place_ = place or _no_place
+
+    @tf.function(reduce_retracing=True)
+    def evaluate(idx):
+        rgb, hsi, labels = _gather(data, idx, place)
+        probs = forward(units, rgb, hsi, training=False, place=place)
+        with place_("softmax"):
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probs))
+            predicted = tf.argmax(probs, axis=-1, output_type=labels.dtype)
+            return loss, tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
+
+    return evaluate
+
+
+def _gather(data: dict, idx, place: Callable[[str], Any] | None):
+    """The batch (rgb, hsi, labels) of sample indices idx, each gathered where its data lives."""
+    import tensorflow as tf
+    place_, batch = place or _no_place, []
+    for key in ("rgb", "hsi", "label"):
+        with place_(DATA_UNITS[key]):
+            batch.append(tf.gather(data[key], idx))
+    return batch
+
+
+def nearest_signature(train_spectra, train_labels, test_spectra) -> "np.ndarray":
+    """The no-learning baseline: each test spectrum gets the class whose mean training spectrum is
+    nearest (Euclidean). Spectra [N, bands] (a patch's centre pixel); labels 0..n_classes-1."""
+    import numpy as np
+    train_spectra, train_labels = np.asarray(train_spectra, np.float64), np.asarray(train_labels)
+    classes = np.unique(train_labels)
+    means = np.stack([train_spectra[train_labels == k].mean(axis=0) for k in classes])
+    d2 = ((np.asarray(test_spectra, np.float64)[:, None, :] - means[None]) ** 2).sum(axis=2)
+    return classes[d2.argmin(axis=1)]
+
+
 def train_step_fn(units: dict, optimizer, place: Callable[[str], Any] | None = None,
-                  count_correct: bool = False):
+                  count_correct: bool = False, compiled: bool = True):
     """tf.function step(rgb, hsi, labels) -> loss before the update (with count_correct: the pair
     (loss, correct predictions in the batch)). The loss runs where the softmax runs, the
     optimizer's update under place('variables') (make_place: the plan's ps). Call this under
@@ -205,7 +262,6 @@ def train_step_fn(units: dict, optimizer, place: Callable[[str], Any] | None = N
     optimizer.build(variables)
     place_ = place or _no_place
 
-    @tf.function
     def step(rgb, hsi, labels):
         probs = forward(units, rgb, hsi, training=True, place=place)
         with place_("softmax"):
@@ -220,7 +276,7 @@ def train_step_fn(units: dict, optimizer, place: Callable[[str], Any] | None = N
             hits = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
         return loss, hits
 
-    return step
+    return tf.function(step) if compiled else step
 
 
 def get_weights(units: dict) -> list:
@@ -325,18 +381,6 @@ def boundary_tensors(plan: dict, batch_size: int, cfg: Any) -> list[tuple]:
             for a, b in _edges() if assignment[a] != assignment[b]]
 
 
-def feed_tensors(plan: dict, batch_size: int, cfg: Any, source: str = "chief:0") -> list[tuple]:
-    """Forward-only crossings between the process that reads the batch and the plan's roles: the
-    two patches, the labels (to the loss, which runs with the softmax) and the loss back."""
-    assignment, p = _assignment(plan), resolve(cfg)
-    head = assignment["softmax"]
-    return [(source, assignment["rgb_b1_conv"], "rgb",
-             (batch_size, p["patch"], p["patch"], p["rgb_bands"], 1), "float32"),
-            (source, assignment["hsi_b1_conv"], "hsi",
-             (batch_size, p["patch"], p["patch"], p["hsi_bands"], 1), "float32"),
-            (source, head, "labels", (batch_size,), "int32"), (head, source, "loss", (), "float32")]
-
-
 def variable_bytes(cfg: Any, plan: dict | None = None) -> dict[str, int]:
     """Bytes of float32 variables per unit, or per role of the units when a plan is given. Each
     step a role reads these from the ps and sends back gradients of the trainable part."""
@@ -347,3 +391,54 @@ def variable_bytes(cfg: Any, plan: dict | None = None) -> dict[str, int]:
     for unit, role in _assignment(plan).items():
         out[role] = out.get(role, 0) + per_unit[unit]
     return out
+
+
+def step_transfers(plan: dict, batch_size: int, cfg: Any, driver: str = "chief:0") -> list[tuple]:
+    """Every tensor that crosses between processes in one training step with the data local to the
+    workers (indexed_step_fn), as (term, from_role, to_role, what, bytes):
+
+      variable reads    each unit's variables (weights, BN moving statistics, the dropout seed
+                        state), read from the variables' role by the role that runs the unit
+      gradients         the trainable ones' gradients, sent back to be applied there
+      BN statistics     the new moving mean and variance, and the dropout seed state, written back
+      activations       each activation crossing a role boundary (boundary_tensors)
+      act. gradients    its gradient, the same size, crossing back in the backward pass
+      batch indices     int32 per sample, from the driver to each role that reads a modality
+      results           the loss and the count of correct predictions, back to the driver
+    """
+    assignment, p = _assignment(plan), resolve(cfg)
+    ps = plan.get("variables", "ps:0")
+    params = unit_params(cfg)
+    out = []
+    for unit in UNITS:
+        role = assignment[unit]
+        trainable, fixed = params[unit]
+        seed = SEED_STATE_BYTES if unit.endswith("_dropout") else 0
+        if role == ps or not (trainable or fixed or seed):
+            continue
+        out.append(("variable reads", ps, role, unit, FLOAT_BYTES * (trainable + fixed) + seed))
+        if trainable:
+            out.append(("gradients", role, ps, unit, FLOAT_BYTES * trainable))
+        if fixed or seed:
+            out.append(("BN statistics", role, ps, unit, FLOAT_BYTES * fixed + seed))
+    for src, dst, unit, shape, _ in boundary_tensors(assignment, batch_size, p):
+        out.append(("activations", src, dst, unit, FLOAT_BYTES * math.prod(shape)))
+        out.append(("act. gradients", dst, src, unit, FLOAT_BYTES * math.prod(shape)))
+    for role in sorted({assignment[u] for u in DATA_UNITS.values()} - {driver}):
+        out.append(("batch indices", driver, role, "indices", 4 * batch_size))
+    head = assignment["softmax"]
+    if head != driver:
+        out += [("results", head, driver, "loss", FLOAT_BYTES), ("results", head, driver, "correct", 4)]
+    return out
+
+
+def step_bytes(plan: dict, batch_size: int, cfg: Any) -> dict:
+    """Analytic bytes per step: {"total", "terms": {term: bytes}, "out": {role: bytes sent},
+    "in": {role: bytes received}} from step_transfers."""
+    totals: dict = {"total": 0, "terms": {}, "out": {}, "in": {}}
+    for term, src, dst, _, nbytes in step_transfers(plan, batch_size, cfg):
+        totals["total"] += nbytes
+        totals["terms"][term] = totals["terms"].get(term, 0) + nbytes
+        totals["out"][src] = totals["out"].get(src, 0) + nbytes
+        totals["in"][dst] = totals["in"].get(dst, 0) + nbytes
+    return totals

@@ -15,11 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rdd_io.landcover_scene import N_CLASSES, class_name
+from rdd_io.landcover_scene import N_CLASSES, class_name, held_out_column
 from rdd_io import storage
 from rdd_io.schema import N, Field, Schema, SchemaError
 
 PATCH = 25
+UNCLASSIFIED_VALUE = 0
 
 LANDCOVER_PATCHES = Schema("landcover_patches", [
     Field("rgb", np.float32, (N, PATCH, PATCH, 3)),        # raw 0..255 values
@@ -135,6 +136,53 @@ def patch_centres(gt: np.ndarray, per_class: int, seed, patch: int = PATCH,
     return np.stack([rows + half, cols + half], axis=1).astype(np.int32), report
 
 
+def split_region(gt: np.ndarray, test_fraction: float, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray, int]:
+    """(training ground truth, test ground truth, first test column): the east-most `test_fraction` of the
+    columns is held out. Test centres lie in it; training centres end `patch` columns before it, so no
+    training patch overlaps a test patch. Pixels outside each part become 0 (unclassified)."""
+    gt = np.asarray(gt)
+    x0 = held_out_column(gt.shape[1], test_fraction)
+    if not 0 < test_fraction < 1 or x0 - patch < patch:
+        raise ValueError(f"test_fraction {test_fraction} leaves no training region in {gt.shape[1]} columns")
+    train, test = gt.copy(), gt.copy()
+    train[:, x0 - patch + 1:] = UNCLASSIFIED_VALUE
+    test[:, :x0] = UNCLASSIFIED_VALUE
+    return train, test, x0
+
+
+def test_set(gt_test: np.ndarray, per_class: int, seed, patch: int = PATCH,
+             name: str = "<gt>") -> tuple[np.ndarray, dict]:
+    """`per_class` centres of every class that has candidates in the held-out region (others are
+    listed in the report's `absent`)."""
+    half = patch // 2
+    inner = np.asarray(gt_test)[half:gt_test.shape[0] - half, half:gt_test.shape[1] - half]
+    counts = np.bincount(inner.ravel(), minlength=N_CLASSES + 1)
+    present = [k for k in range(1, N_CLASSES + 1) if counts[k]]
+    centres, report = patch_centres(gt_test, per_class, seed, patch, classes=present, name=name)
+    report["absent"] = [class_name(k) for k in range(1, N_CLASSES + 1) if not counts[k]]
+    return centres, report
+
+
+def disjoint_sets(gt: np.ndarray, sizes: Sequence[int], seed, patch: int = PATCH,
+                  name: str = "<gt>") -> tuple[dict[int, np.ndarray], dict]:
+    """Patch sets of the given sizes (each a multiple of the class count, drawn per class) that share no
+    centre: one draw of sum(sizes) / 20 centres per class, split per class in order, largest set first.
+    Returns ({size: centres int32 [size, 2], shuffled}, the draw's report). A class sampled with
+    replacement (too few pixels) may repeat a centre across sets; the report names it."""
+    total = sum(sizes) // N_CLASSES
+    centres, report = patch_centres(gt, total, seed, patch, name=name)
+    labels = np.asarray(gt)[centres[:, 0], centres[:, 1]]
+    by_class = [np.flatnonzero(labels == k) for k in range(1, N_CLASSES + 1)]
+    rng = np.random.default_rng(seed)
+    out, taken = {}, 0
+    for n in sorted(sizes, reverse=True):
+        k = n // N_CLASSES
+        picked = np.concatenate([rows[taken:taken + k] for rows in by_class])
+        out[n] = centres[rng.permutation(picked)]
+        taken += k
+    return out, report
+
+
 def cut_patches(rgb: np.ndarray, hsi: np.ndarray, centres: np.ndarray, patch: int = PATCH,
                 name: str = "<scene>") -> tuple[np.ndarray, np.ndarray]:
     """The patch x patch windows centred on `centres` in both images (already on one grid).
@@ -169,6 +217,39 @@ def build_patch_set(rgb: np.ndarray, hsi: np.ndarray, gt: np.ndarray, per_class:
     rgb_p, hsi_p = cut_patches(rgb, hsi, centres, patch, name)
     labels = np.asarray(gt)[centres[:, 0], centres[:, 1]].astype(np.int32) - 1
     return dict(rgb=rgb_p.astype(np.float32), hsi=hsi_p, label=labels, centre=centres), report
+
+
+# Each modality of a shard also as raw little-endian values (rgb-00000.raw: float32 [n, 25, 25, 3], hsi-...:
+# float32 [n, 25, 25, bands], label-...: int32 [n]), which TensorFlow reads in-graph (tf.io.read_file) on the
+# worker that holds the modality's first layer: the model-parallel run keeps the data where it is used.
+MODALITY_DTYPES = {"rgb": "float32", "hsi": "float32", "label": "int32"}
+
+
+def modality_name(key: str, index: int) -> str:
+    return f"{key}-{index:05d}.raw"
+
+
+def modality_bytes(arrays: Mapping[str, Any]) -> dict[str, bytes]:
+    """{modality file prefix: raw bytes} of one shard's rgb, hsi and label arrays."""
+    return {key: np.ascontiguousarray(arrays[key], dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+            for key, dtype in MODALITY_DTYPES.items()}
+
+
+def modality_parts(uri: str, key: str) -> list[str]:
+    """Paths of one modality's raw shards in a patch-set folder, in shard order, as TensorFlow opens
+    them (runs on executors: a local folder is listed directly, other URIs through tf.io.gfile)."""
+    if storage.is_local(uri):
+        folder = storage.local_path(uri)
+        names = sorted(os.listdir(folder)) if folder.is_dir() else []
+        base = str(folder)
+    else:
+        import tensorflow as tf
+        names, base = sorted(tf.io.gfile.listdir(uri)), uri
+    names = [n for n in names if n.startswith(f"{key}-") and n.endswith(".raw")]
+    if not names:
+        raise SchemaError(f"{uri}: no {key}-<shard>.raw files (the patch set was written before the "
+                          f"model-parallel run read its data on the workers: prepare the patches again)")
+    return [storage.join(base, n) for n in names]
 
 
 def shard_bytes(arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> bytes:

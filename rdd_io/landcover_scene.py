@@ -31,6 +31,11 @@ N_CLASSES = len(CLASSES)
 UNCLASSIFIED = 0
 PARCEL_CLASSES = (1, 2, 3, 4, 5, 6, 7, 16, 17, 20)  # land covers that fill whole parcels
 VEGETATION = (1, 2, 4, 5)
+# Materials that look alike from above (the thesis's urban classes: roofs, roads, sidewalks, crosswalks,
+# parking lots; and the vegetation), whose spectra share most of their shape: CONFUSABLE[k] is k's group.
+CONFUSABLE = {k: "urban" for k in (8, 9, 10, 11, 12, 13, 14, 16, 17)} | {k: "green" for k in (1, 2, 3, 4, 5)}
+OWN_SHARE = 0.3   # how much of a confusable class's spectrum is its own (the rest is the group's)
+BUILDINGS = (8, 9)
 SIGNATURE_SEED = 2018  # materials keep their spectra from scene to scene
 ORIGIN_UTM = (271460.0, 3290290.0)  # upper-left corner (easting, northing), metres
 GT_GSD_M = 0.5
@@ -77,7 +82,23 @@ def class_signatures(wl_nm: np.ndarray, seed: int = SIGNATURE_SEED) -> np.ndarra
         if k == 7:  # water: dark, falling towards the near infrared
             curve = 0.12 * np.exp(-(x[0] - 380) / 250) + 0.01
         out[k] = curve
+    for group in set(CONFUSABLE.values()):
+        members = [k for k, g in CONFUSABLE.items() if g == group]
+        shared = out[members].mean(axis=0)
+        out[members] = shared + OWN_SHARE * (out[members] - shared)
     return np.clip(out, 0.01, None).astype(np.float32)
+
+
+def illumination(gt: np.ndarray, rng) -> np.ndarray:
+    """float32 [H, W] factor on the light each ground pixel reflects: smooth variation (sun angle, slopes,
+    haze) times shadows cast south-east of every building (x0.45)."""
+    light = 1 + 0.2 * _blotch(rng, gt.shape, 16)
+    building = np.isin(gt, BUILDINGS)
+    shadow = np.zeros_like(building)
+    for d in range(1, 5):
+        shadow[d:, d:] |= building[:-d, :-d]
+    light[shadow & ~building] *= 0.45
+    return np.clip(light, 0.2, None).astype(np.float32)
 
 
 def _line_distance(yy, xx, point, angle):
@@ -96,11 +117,14 @@ def _voronoi(shape, rng, n_parcels):
     return owner
 
 
-def label_map(shape=(200, 200), rng=None, margin: int = 12, min_pixels: int = 40) -> np.ndarray:
+def label_map(shape=(200, 200), rng=None, margin: int = 12, min_pixels: int = 40,
+              test_fraction: float = 0.0) -> np.ndarray:
     """Ground truth uint8 [H, W]: parcels, buildings, roads, railway, cars, trains.
 
     Every class is guaranteed at least `min_pixels` pixels at least `margin` from the border
-    (where a full patch can be cut), by planting a small block where a class came out short.
+    (where a full patch can be cut), by planting a small block where a class came out short; with a
+    `test_fraction`, on each side of the held-out split (rdd_io.landcover_patches.split_region): among the
+    training centres and among the test centres.
     """
     rng = np.random.default_rng(rng)
     h, w = shape
@@ -147,16 +171,30 @@ def label_map(shape=(200, 200), rng=None, margin: int = 12, min_pixels: int = 40
         r, c = divmod(int(idx), w)
         ch, cw = (2, 4) if rng.random() < 0.5 else (4, 2)
         gt[r:r + ch, c:c + cw] = 18
-    side = int(np.ceil(np.sqrt(min_pixels))) + 2
-    for _ in range(10 * N_CLASSES):  # top up classes that came out short in the interior
-        inner = gt[margin:h - margin, margin:w - margin]
-        short = np.flatnonzero(np.bincount(inner.ravel(), minlength=N_CLASSES + 1)[1:] < min_pixels)
-        if not short.size:
-            return gt
-        r = rng.integers(margin, h - margin - side)
-        c = rng.integers(margin, w - margin - side)
-        gt[r:r + side, c:c + side] = short[0] + 1
-    raise ValueError(f"scene {shape} is too small to hold every class with {min_pixels} pixels")
+    # Column ranges [lo, hi) of training and of test centres, and the pixels each class needs there; the
+    # narrow test region is topped up as far as it goes (a class absent there is left out of the test set).
+    regions = [(margin, w - margin, min_pixels, True)]
+    if test_fraction:
+        x0 = held_out_column(w, test_fraction)
+        regions = [(margin, x0 - 2 * margin, min_pixels, True), (x0, w - margin, max(4, min_pixels // 4), False)]
+    for lo, hi, need, required in regions:
+        side = int(np.ceil(np.sqrt(need))) + 2
+        for _ in range(10 * N_CLASSES):  # top up classes that came out short in the region
+            inner = gt[margin:h - margin, lo:hi]
+            short = np.flatnonzero(np.bincount(inner.ravel(), minlength=N_CLASSES + 1)[1:] < need)
+            if not short.size or hi - lo <= side:
+                break
+            r = rng.integers(margin, h - margin - side)
+            c = rng.integers(lo, hi - side)
+            gt[r:r + side, c:c + side] = short[0] + 1
+        if required and short.size:
+            raise ValueError(f"scene {shape} is too small to hold every class with {min_pixels} pixels")
+    return gt
+
+
+def held_out_column(width: int, test_fraction: float) -> int:
+    """First column of the held-out test region: the east-most `test_fraction` of the scene."""
+    return int(round(width * (1 - test_fraction)))
 
 
 def _blotch(rng, shape, cell: int) -> np.ndarray:
@@ -165,17 +203,24 @@ def _blotch(rng, shape, cell: int) -> np.ndarray:
     return np.repeat(np.repeat(coarse, cell, 0), cell, 1)[:shape[0], :shape[1]]
 
 
-def render_hsi(gt: np.ndarray, signatures: np.ndarray, rng, noise: float = 0.01) -> np.ndarray:
-    """float32 [H/2, W/2, bands]: each 1 m pixel mixes the spectra of its 2x2 ground pixels."""
+def render_hsi(gt: np.ndarray, signatures: np.ndarray, rng, noise: float = 0.01, light=None) -> np.ndarray:
+    """float32 [H/2, W/2, bands]: each 1 m pixel mixes the spectra of its 2x2 ground pixels and, through
+    the sensor's point spread, some of its neighbours'; lit by `light` (illumination), plus sensor noise."""
     rng = np.random.default_rng(rng)
     fine = signatures[gt] * (1 + 0.05 * _blotch(rng, gt.shape, 6))[..., None].astype(np.float32)
+    if light is not None:
+        fine = fine * light[..., None]
     h, w = gt.shape[0] // 2, gt.shape[1] // 2
     coarse = fine[:2 * h, :2 * w].reshape(h, 2, w, 2, -1).mean(axis=(1, 3))
+    padded = np.pad(coarse, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    around = sum(padded[i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
+    coarse = 0.6 * coarse + 0.4 * around  # point spread: edges mix neighbouring materials
     return (coarse + noise * rng.standard_normal(coarse.shape)).astype(np.float32)
 
 
-def render_rgb(gt: np.ndarray, factor: int, rng, noise: float = 4.0) -> np.ndarray:
-    """uint8 [H*factor, W*factor, 3]: class colour plus the class's speckle, blotch and stripes."""
+def render_rgb(gt: np.ndarray, factor: int, rng, noise: float = 4.0, light=None) -> np.ndarray:
+    """uint8 [H*factor, W*factor, 3]: class colour plus the class's speckle, blotch and stripes, lit by
+    `light` (illumination on the ground-truth grid)."""
     rng = np.random.default_rng(rng)
     lab = np.repeat(np.repeat(gt, factor, 0), factor, 1)
     tex = _TEXTURE[lab]
@@ -184,7 +229,10 @@ def render_rgb(gt: np.ndarray, factor: int, rng, noise: float = 4.0) -> np.ndarr
     pattern = (tex[..., 0] * rng.standard_normal(lab.shape)
                + tex[..., 1] * _blotch(rng, lab.shape, 2 * factor)
                + tex[..., 2] * np.sin(2 * np.pi * coord / tex[..., 3]))
-    img = _RGB[lab] + pattern[..., None] + noise * rng.standard_normal(lab.shape + (3,))
+    img = _RGB[lab] + pattern[..., None]
+    if light is not None:
+        img = img * np.repeat(np.repeat(light, factor, 0), factor, 1)[..., None]
+    img = img + noise * rng.standard_normal(lab.shape + (3,))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -198,16 +246,18 @@ def split_tiles(img: np.ndarray, grid=(4, 4)) -> dict:
 
 
 def make_scene(seed: int = 0, gt_shape=(200, 200), bands: int = 48, rgb_factor: int = 4,
-               hsi_noise: float = 0.01, rgb_noise: float = 4.0) -> dict:
+               hsi_noise: float = 0.02, rgb_noise: float = 4.0, test_fraction: float = 0.0) -> dict:
     """In-memory scene: dict(gt, hsi, rgb, wavelengths_nm). A seed fixes every pixel."""
     if gt_shape[0] % 2 or gt_shape[1] % 2 or min(gt_shape) < 80 or rgb_factor < 1:
         raise ValueError(f"need an even gt_shape of at least 80x80 and rgb_factor >= 1, got "
                          f"{gt_shape}, {rgb_factor}")
     layout, hsi_seed, rgb_seed = np.random.SeedSequence(seed).spawn(3)
-    gt = label_map(tuple(gt_shape), np.random.default_rng(layout))
+    layout_rng = np.random.default_rng(layout)
+    gt = label_map(tuple(gt_shape), layout_rng, test_fraction=test_fraction)
+    light = illumination(gt, layout_rng)
     wl = wavelengths(bands)
-    return dict(gt=gt, hsi=render_hsi(gt, class_signatures(wl), hsi_seed, hsi_noise),
-                rgb=render_rgb(gt, rgb_factor, rgb_seed, rgb_noise), wavelengths_nm=wl)
+    return dict(gt=gt, hsi=render_hsi(gt, class_signatures(wl), hsi_seed, hsi_noise, light),
+                rgb=render_rgb(gt, rgb_factor, rgb_seed, rgb_noise, light), wavelengths_nm=wl)
 
 
 def tiff_bytes(array: np.ndarray, gsd_m: float, origin=ORIGIN_UTM) -> bytes:

@@ -279,11 +279,12 @@ def tiny_redshift(minicluster, tiny_root, tiny_uri_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_landcover(minicluster, tiny_root, tiny_uri_root) -> Path:
-    """One epoch under `default` and under `scheme4`, beside the single machine."""
+    """`default` and `scheme4` for the tiny preset's 20 s window each, the default plan at batch sizes 10 and 40
+    for the same window, beside the single machine."""
     if WORKERS < 5:
         pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")
     return _tiny_run(minicluster, tiny_root, tiny_uri_root, "landcover", "experiments.plans=[default,scheme4]",
-                     "experiments.batch_sizes=[]", "experiments.data_parallel=false")
+                     "experiments.data_parallel=false", timeout=600)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 cuts, the report's rows, and the bytes bench's arithmetic."""
 import pytest
 
-from bench import landcover_bytes as lb
 from conf import CONF_DIR, load
 from jobs import landcover, landcover_report
 from models import landcover as lc
@@ -22,7 +21,10 @@ def test_tiny_and_paper_presets_load():
     tiny = load(landcover.LandcoverConfig, CASE_FILE, "tiny")
     assert tiny.data.sizes == [240] and tiny.train.batch_size == 20 and tiny.model.rgb_filters == [4, 8]
     paper = paper_cfg()
-    assert paper.data.sizes == [2500, 8000] and paper.train.epochs == 10 and paper.train.batch_size == 50
+    assert paper.data.sizes == [2500, 8000] and paper.train.epochs == 10 and paper.train.batch_size == 200
+    assert paper.experiments.plan_window_s == 0 and paper.experiments.batch_window_s > 0
+    assert tiny.experiments.plan_window_s >= 20 and tiny.experiments.batch_window_s >= 20
+    assert tiny.experiments.sample_interval_s <= 0.5
     assert paper.experiments.plans == ["default", "scheme2", "scheme3", "scheme4", "scheme5"]
     assert set(paper.experiments.plans) <= set(lc.load_plans(CONF_DIR / paper.experiments.plans_file))
     assert paper.executors() == len(landcover.ROLES) == 5
@@ -34,13 +36,14 @@ def test_paper_cells_cover_each_plan_batch_size_and_set_once():
     cells = landcover.experiment_cells(cfg, uris)
     ids = [c["id"] for c in cells]
     assert len(ids) == len(set(ids))
-    main = [c for c in cells if c["dataset"] == 8000 and c["batch_size"] == 50 and c["epochs"] == 10]
+    main = [c for c in cells if c["dataset"] == 8000 and c["batch_size"] == 200 and c["epochs"] == 10]
     assert sorted(c["plan"] for c in main) == sorted(cfg.experiments.plans)  # each plan once
+    assert all(c["window_s"] == 0 for c in main)  # the thesis's 10 epochs, no more
     sweep = [c for c in cells if c["epochs"] == 1]
     assert sorted(c["batch_size"] for c in sweep) == [10, 50, 200]
-    assert {(c["plan"], c["dataset"]) for c in sweep} == {("default", 8000)}
+    assert {(c["plan"], c["dataset"], c["window_s"]) for c in sweep} == {("default", 8000, 1200)}
     small = [c for c in cells if c["dataset"] == 2500]
-    assert [(c["plan"], c["batch_size"], c["data_uri"]) for c in small] == [("default", 50, uris[2500])]
+    assert [(c["plan"], c["batch_size"], c["data_uri"]) for c in small] == [("default", 200, uris[2500])]
     assert len(cells) == len(main) + len(sweep) + len(small)
     assert all(c["data_uri"] == uris[c["dataset"]] for c in cells)
 
@@ -106,35 +109,42 @@ def test_plan_rows_take_one_cell_per_plan_at_the_main_batch_and_set():
     assert rows[1]["ps:0 out MiB/s"] == pytest.approx(0.5) and rows[1]["ps:0 wait % peak"] == 9
 
 
-def test_batch_rows_give_cluster_traffic_and_bytes_per_step_of_the_default_plan():
-    rows = landcover_report.batch_rows(CELLS, METRICS)
+def test_batch_rows_give_traffic_in_and_out_and_bytes_per_step_of_the_default_plan():
+    analytic = {"total": 1000, "terms": {}, "out": {}, "in": {}}
+    cells = [dict(c, t_start=0.0, t_end=6.0, window_s=20 if c["id"] == "b" else 0,
+                  bytes_per_step={"measured": {"total": 1050.0, "steps": 30, "per_role": {}}, "analytic": analytic,
+                                  "ratio": 1.05} if c["id"] == "b" else None) for c in CELLS]
+    rows = landcover_report.batch_rows(cells, METRICS)
     assert [(r["dataset"], r["batch_size"], r["epochs"]) for r in rows] == \
         [(2500, 50, 2), (8000, 10, 1), (8000, 50, 2), (8000, 50, 2)]
     small, low, main, again = rows  # the sort is stable: cell a before cell e
-    # cell a: ps 1.5 + worker:2 3.0 MiB/s; 3 + 6 MiB out over 10 steps
-    assert main["cluster_out_MiB_per_s"] == pytest.approx(4.5) and main["bytes_per_step_MiB"] == pytest.approx(0.9)
+    # cell a: ps 1.5 + worker:2 3.0 MiB/s out; ps 0 in, worker:2 0 in
+    assert main["cluster_out_MiB_per_s"] == pytest.approx(4.5) and main["cluster_in_MiB_per_s"] == 0
+    assert main["ps:0 out MiB/s"] == pytest.approx(1.5) and main["worker:2 in MiB/s"] == 0
     assert again["cluster_out_MiB_per_s"] == pytest.approx(9.0) and again["steps"] == 10
-    assert low["cluster_out_MiB_per_s"] == pytest.approx(4.0) and low["bytes_per_step_MiB"] == pytest.approx(8 / 40)
-    assert small["cluster_out_MiB_per_s"] == pytest.approx(1.0) and small["bytes_per_step_MiB"] == pytest.approx(0.5)
+    assert low["window_s"] == 20 and low["seconds"] == 6.0 and low["measured_bytes_per_step"] == 1050.0
+    assert low["analytic_bytes_per_step"] == 1000 and low["measured_over_analytic"] == 1.05
+    assert main["measured_bytes_per_step"] is None
+    text = landcover_report.batch_markdown(rows)
+    assert "| 10 | 20 | 6.0 | 1 | 40 |" in text and "1050 | 1000 | 1.050 |" in text
 
 
-# ------------------------------------------------------------------------ bench/landcover_bytes.py
-def test_bytes_bench_interpolates_the_tail_of_a_cumulative_series():
-    s = {"t_s": [1.0, 2.0, 3.0], "bytes_out": [100, 300, 600]}
-    assert lb.cumulative_at(s["t_s"], s["bytes_out"], 0.5) == pytest.approx(50)
-    assert lb.tail_bytes(s, 1.5) == pytest.approx(600 - 200)
-    assert lb.tail_bytes(s, 10.0) == 600
-    per = lb.measured_per_step({"epoch_time_s": [1.0, 2.0], "steps": 8}, {"w": s}, skip=1)
-    assert per["steady"]["w"] == pytest.approx((600 - 100) / 4) and per["whole"]["w"] == 600 / 8
+# ------------------------------------------------------------------------ measured bytes per step
+def test_a_counter_is_read_inside_the_pause_around_a_mark():
+    from distributed.metrics import counter_at
+    times, values = [10.0, 10.5, 11.0, 11.5, 12.0], [0, 100, 400, 400, 900]
+    assert counter_at(times, values, [10.9, 11.2, 11.6]) == (400.0, True)  # samples at 11.0 and 11.5: in the pause
+    assert counter_at(times, values, [10.7, 10.75, 10.8]) == (250.0, False)  # none in the pause: interpolated
+    assert counter_at(times, values, [8.9, 9.0, 9.1]) == (0.0, False)
+    assert counter_at(times, values, [12.9, 13.0, 13.1]) == (900.0, False)
 
 
-def test_bytes_bench_minimum_of_the_default_plan_by_hand():
-    cfg = {"rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16], "hsi_bands": 11}
-    plan = lc.load_plans()["default"]
-    terms = lb.minimum_terms(plan, 20, cfg)
-    # rgb: 25x25x3 -> 13x13x2 -> 7x7x1 (x8 filters); hsi ends 2x2x1x8: flattened 392 + 32 floats a sample
-    assert terms["activations"]["bytes"] == terms["act. gradients"]["bytes"] == 20 * (392 + 32) * 4
-    assert terms["feed"]["bytes"] == 20 * 25 * 25 * (3 + 11) * 4 + 20 * 4 + 4 + 4
-    all_vars = sum(lc.variable_bytes(cfg).values())
-    assert terms["variable reads"]["bytes"] == terms["variable updates"]["bytes"] == all_vars
-    assert terms["variable reads"]["by_role"] == {"ps:0": all_vars}
+def test_steady_bytes_sum_the_senders_between_the_two_pauses():
+    def result(origin, t, out, inn):
+        return {"origin": origin, "series": {"r": {"t_s": t, "bytes_out": out, "bytes_in": inn}}}
+    results = {role: result(100.0, [1.0, 2.0, 3.0, 4.0], [50, 60, 260, 270], [5, 6, 26, 27]) for role in landcover.ROLES}
+    cell = {"steady": {"from": [101.5, 102.0, 102.5], "to": [103.5, 104.0, 104.5], "steps": 4}}
+    got = landcover.steady_bytes(results, cell)
+    assert got["per_role"]["ps:0"] == {"bytes_out": (270 - 60) / 4, "bytes_in": (27 - 6) / 4}
+    assert got["total"] == 5 * (270 - 60) / 4 and got["exact"] and got["steps"] == 4
+    assert landcover.steady_bytes(results, {"steady": None}) is None

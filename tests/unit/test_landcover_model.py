@@ -79,10 +79,30 @@ def test_boundary_tensors_are_the_activations_between_roles():
                    for _, _, u, shape, dtype in rows)
     # 11 bands pooled four times, rounding up: 6, 3, 2, 1.
     assert shapes["hsi_flatten"] == (2 * 2 * 1 * 64,)
-    feeds = L.feed_tensors(plans["scheme4"], batch, {})
-    assert [(a, b, n) for a, b, n, _, _ in feeds] == [("chief:0", "worker:0", "rgb"),
-        ("chief:0", "worker:0", "hsi"), ("chief:0", "worker:2", "labels"),
-        ("worker:2", "chief:0", "loss")]
+
+
+def test_step_bytes_of_the_default_plan_by_hand():
+    cfg = {"rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16], "hsi_bands": 11}
+    plan = L.load_plans()["default"]
+    counts = L.unit_params(cfg)
+    trainable, fixed = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    for batch in (10, 40):
+        got = L.step_bytes(plan, batch, cfg)
+        # rgb: 25x25x3 -> 13x13x2 -> 7x7x1 (x8 filters); hsi ends 2x2x1x8: 392 + 32 floats a sample
+        assert got["terms"]["activations"] == got["terms"]["act. gradients"] == batch * (392 + 32) * 4
+        # every variable lives on the ps and is read by a worker; two dropout layers' int64 seed pairs
+        assert got["terms"]["variable reads"] == 4 * (trainable + fixed) + 2 * 16
+        assert got["terms"]["gradients"] == 4 * trainable
+        assert got["terms"]["BN statistics"] == 4 * fixed + 2 * 16
+        # the chief sends indices to the three roles that read a modality; the loss and the count come back
+        assert got["terms"]["batch indices"] == 3 * 4 * batch and got["terms"]["results"] == 8
+        assert got["total"] == sum(got["terms"].values()) == sum(got["out"].values()) == sum(got["in"].values())
+        assert got["out"]["chief:0"] == 3 * 4 * batch and got["in"]["chief:0"] == 8
+    # No patch crosses: the branch workers read their own modality (scheme4: both on worker:0).
+    s4 = L.step_transfers(L.load_plans()["scheme4"], 10, cfg)
+    assert {(src, dst) for term, src, dst, _, _ in s4 if term == "batch indices"} == \
+        {("chief:0", "worker:0"), ("chief:0", "worker:2")}
+    assert L.step_bytes(plan, 40, cfg)["total"] > L.step_bytes(plan, 10, cfg)["total"]
 
 
 # The default model's parameters by hand (3x3x3 kernels, 2x2x2 'same' pooling, 25x25 patches):
