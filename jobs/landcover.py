@@ -153,10 +153,15 @@ def _scene_files(job: Job) -> str:
 
 
 def read_scene(job: Job, uri: str):
-    """Spark reads every product in parallel (tiles, HSI, GT) and decodes them on the executors."""
+    """(RGB, HSI, GT, HSI file name). The contest's folder as downloaded (data.source dfc2018): its products
+    found by their names and placed by their georeferencing (rdd_io.landcover_dfc2018). The simulated
+    scene: Spark reads every product in parallel (tiles, HSI, GT) and decodes them on the executors."""
     from rdd_io import landcover_read as lr
     cfg = job.cfg.data
     bands_in = cfg.hsi_bands_in
+    if cfg.source == "dfc2018":
+        from rdd_io.landcover_dfc2018 import read_folder
+        return read_folder(uri, bands_in)
     tiles = dict(job.sc.binaryFiles(storage.join(uri, "rgb", "*.tif"))
                  .map(lambda kv: (kv[0], lr.read_rgb_tile(kv[1], kv[0]))).collect())
     if not tiles:
