@@ -289,11 +289,14 @@ LANDCOVER = (
         Key("sampling", "{patch set size: {per_class, patch, seed, available per class, with_replacement: "
                         "classes sampled with replacement}}"),
         Key("cells", "{cell id: {plan, batch_size, loss, accuracy, epoch_time_s (lists per epoch), "
-                     "first_step_loss, steps, bytes_per_step (model-parallel cells: {measured: {steps, total, "
+                     "first_step_loss, steps, test_loss and test_accuracy (held-out region), bytes_per_step "
+                     "(model-parallel cells: {measured: {steps, total, "
                      "per_role: {role: {bytes_in, bytes_out}}, exact} or null, analytic: {total, terms, out, in}, "
                      "ratio})}}; cell ids are <patches>-<plan>-b<batch>-e<epochs>[-w<window s>], 'single' "
                      "and <patches>-data-parallel-b<batch>-e<epochs>"),
         Key("bytes_out", "{cell id: {role: TCP payload bytes the role sent during the cell}}"),
+        Key("held_out", "{nearest_signature_test_accuracy, test_samples}: the no-learning baseline on the held-out "
+                        "test region (the CNN's test_loss and test_accuracy are in cells)"),
     ),
     REPORT,
     Output("plans.csv", "csv", "one row per placement plan at train.batch_size on the largest patch set: "
