@@ -56,12 +56,16 @@ def device_data(tf, data, model_cfg: dict, place=None) -> dict:
     """The patch set as variables, each beside the unit that reads it (models.landcover.DATA_UNITS)
     under `place`. `data` is a patch-set URI: each modality's raw shards (rdd_io.landcover_patches
     .modality_parts) are read and decoded by the process that holds the variable, so no patch crosses
-    the network (the thesis's workers kept their data locally); or arrays already in this process."""
+    the network (the thesis's workers kept their data locally); or arrays already in this process.
+    TensorFlow has no HDFS file system: a patch set on HDFS is read here, by the chief, and each
+    variable is created on its worker from that copy, once per cell, before the measured steps."""
     from models.landcover import DATA_UNITS, _no_place, resolve
     from rdd_io.landcover_patches import MODALITY_DTYPES, modality_parts
     place, p = place or _no_place, resolve(model_cfg)
     shapes = {"rgb": (-1, p["patch"], p["patch"], p["rgb_bands"], 1),
               "hsi": (-1, p["patch"], p["patch"], p["hsi_bands"], 1), "label": (-1,)}
+    if not isinstance(data, dict) and not storage.is_local(data):
+        data = load_patches(data)
     if isinstance(data, dict):
         rgb, hsi, labels = volumes(data)
         arrays = {"rgb": rgb, "hsi": hsi, "label": labels}

@@ -236,15 +236,13 @@ def modality_bytes(arrays: Mapping[str, Any]) -> dict[str, bytes]:
 
 
 def modality_parts(uri: str, key: str) -> list[str]:
-    """Paths of one modality's raw shards in a patch-set folder, in shard order, as TensorFlow opens
-    them (runs on executors: a local folder is listed directly, other URIs through tf.io.gfile)."""
-    if storage.is_local(uri):
-        folder = storage.local_path(uri)
-        names = sorted(os.listdir(folder)) if folder.is_dir() else []
-        base = str(folder)
-    else:
-        import tensorflow as tf
-        names, base = sorted(tf.io.gfile.listdir(uri)), uri
+    """Paths of one modality's raw shards in a local patch-set folder, in shard order, as TensorFlow opens
+    them (TensorFlow has no HDFS file system: a patch set elsewhere is read through rdd_io.storage)."""
+    if not storage.is_local(uri):
+        raise ValueError(f"{uri}: raw modality shards are read by TensorFlow, from a local folder only")
+    folder = storage.local_path(uri)
+    names = sorted(os.listdir(folder)) if folder.is_dir() else []
+    base = str(folder)
     names = [n for n in names if n.startswith(f"{key}-") and n.endswith(".raw")]
     if not names:
         raise SchemaError(f"{uri}: no {key}-<shard>.raw files (the patch set was written before the "
