@@ -24,6 +24,7 @@ def test_a_lost_worker_fails_fast_and_resume_finishes(minicluster, tmp_path):
     args = ["--preset", "tiny", "--master", minicluster.state.master_url, "--output", str(out),
             "--set", f"cluster.run_dir={minicluster.run_dir}", "--set", "experiments.plans=[scheme4]",
             "--set", "experiments.batch_sizes=[]", "--set", "experiments.data_parallel=false",
+            "--set", "experiments.plan_window_s=0",  # train.epochs only, no wall-clock window
             "--set", f"train.epochs={EPOCHS}", "--set", "train.checkpoint_every=1",
             "--set", f"train.timeout_s={TIMEOUT_S}", "--set", "train.tensorboard=false"]
     first, second = (f"240-{plan}-b20-e{EPOCHS}" for plan in ("default", "scheme4"))
