@@ -26,7 +26,10 @@ def test_a_lost_worker_fails_fast_and_resume_finishes(minicluster, tmp_path):
             "--set", "experiments.batch_sizes=[]", "--set", "experiments.data_parallel=false",
             "--set", "experiments.plan_window_s=0",  # train.epochs only, no wall-clock window
             "--set", f"train.epochs={EPOCHS}", "--set", "train.checkpoint_every=1",
-            "--set", f"train.timeout_s={TIMEOUT_S}", "--set", "train.tensorboard=false"]
+            "--set", f"train.timeout_s={TIMEOUT_S}", "--set", "train.tensorboard=false",
+            # Narrow dense layers: their placement divergence from the single machine is the one measured
+            # below (the tiny preset's [256, 64], measured once: 1.7e-4 after epoch 1, 3e-3 after epoch 2).
+            "--set", "model.dense_units=[32,16]"]
     first, second = (f"240-{plan}-b20-e{EPOCHS}" for plan in ("default", "scheme4"))
     ckpt, pids = out / "checkpoints", out / "checkpoints" / "pids"
 
@@ -56,14 +59,14 @@ def test_a_lost_worker_fails_fast_and_resume_finishes(minicluster, tmp_path):
     assert json.loads((ckpt / first / "result.json").read_text())["resumed_from_epoch"] >= 1
     # Both cells (the resumed one and the one trained after it) against the single machine's uninterrupted run (same units, seed and batches).
     # Resuming adds no difference (tests/unit/test_resume.py: 0 measured); placing the units on three
-    # processes changes float reduction order, which grows over epochs: measured 5e-6 relative after epoch 1,
-    # 1.2e-4 after epoch 2. Tolerance 1e-3 relative per epoch loss; a resume from a wrong epoch, a lost
+    # processes changes float reduction order, which grows over epochs: measured 2.6e-8 relative after epoch 1,
+    # 3.7e-6 after epoch 2 (both cells). Tolerance 1e-3 relative per epoch loss; a resume from a wrong epoch, a lost
     # optimizer state or a replayed batch order moves the loss by far more.
     single = np.array(cells["single"]["loss"])
+    diffs = {c: (np.array(cells[c]["loss"]) / single - 1).tolist() for c in (first, second)}
+    print(f"job ended {lost_after_s:.1f}s after worker:1 was killed; "
+          "relative loss differences to the single machine per epoch:", diffs)
     for cell in (first, second):
         assert len(cells[cell]["loss"]) == EPOCHS and cells[cell]["steps"] == EPOCHS * 12
-        np.testing.assert_allclose(cells[cell]["loss"], single, rtol=1e-3)
-    print(f"job ended {lost_after_s:.1f}s after worker:1 was killed; "
-          "relative loss differences to the single machine per epoch:",
-          {c: (np.array(cells[c]["loss"]) / single - 1).tolist() for c in (first, second)})
+        assert np.all(np.abs(diffs[cell]) <= 1e-3), (cell, diffs)
     assert leftovers(minicluster) == []
