@@ -45,6 +45,11 @@ def _fmt(value, scale: float = 1.0, digits: int = 2) -> str:
     return "-" if value is None else f"{value / scale:.{digits}f}"
 
 
+def _bytes(value) -> str:
+    """Whole bytes with thousands separators, as the analytic counts beside them."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def plan_rows(cells: list[dict], metrics: dict, batch_size: int, dataset: int,
               host_cores: dict[str, int] | None = None) -> list[dict]:
     """One row per plan at the main batch size and data set: measured figures per role; CPU also as a share
@@ -112,7 +117,7 @@ def bytes_markdown(rows: list[dict], terms: dict[str, dict]) -> str:
         mark = "" if ratio is None else (" (within)" if abs(ratio - 1) <= BYTES_TOLERANCE else " (outside)")
         parts = ", ".join(f"{k} {v:,}" for k, v in terms.get(r["cell"], {}).items())
         lines.append(f"| {r['cell']} | {r['plan']} | {r['batch_size']} | {r['steady_steps'] or '-'} | "
-                     f"{_fmt(r['measured_bytes_per_step'], digits=0)} | {r['analytic_bytes_per_step']:,} | "
+                     f"{_bytes(r['measured_bytes_per_step'])} | {r['analytic_bytes_per_step']:,} | "
                      f"{_fmt(ratio, digits=3)}{mark} | {parts} |")
     roles = sorted({k.split()[0] for r in rows for k in r if k.endswith(" measured")})
     if roles:
@@ -120,8 +125,8 @@ def bytes_markdown(rows: list[dict], terms: dict[str, dict]) -> str:
                   "| cell | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
         for r in rows:
             lines.append(f"| {r['cell']} | " + " | ".join(
-                f"{_fmt(r.get(f'{x} out measured'), digits=0)} ({r.get(f'{x} out analytic', 0):,}) / "
-                f"{_fmt(r.get(f'{x} in measured'), digits=0)} ({r.get(f'{x} in analytic', 0):,})" for x in roles) + " |")
+                f"{_bytes(r.get(f'{x} out measured'))} ({r.get(f'{x} out analytic', 0):,}) / "
+                f"{_bytes(r.get(f'{x} in measured'))} ({r.get(f'{x} in analytic', 0):,})" for x in roles) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,7 +189,7 @@ def plans_markdown(rows: list[dict]) -> str:
         cpu = "/".join(_fmt(r.get(f"{w} cpu %"), digits=0) for w in WORKERS)
         host = "/".join(_fmt(r.get(f"{w} cpu % host"), digits=1) for w in WORKERS)
         traffic = ", ".join(f"{_fmt(r.get(f'{x} in MiB/s'))}/{_fmt(r.get(f'{x} out MiB/s'))}" for x in ROLES)
-        bytes_ = f"{_fmt(r.get('measured_bytes_per_step'), digits=0)} / {_fmt(r.get('analytic_bytes_per_step'), digits=0)}"
+        bytes_ = f"{_bytes(r.get('measured_bytes_per_step'))} / {_bytes(r.get('analytic_bytes_per_step'))}"
         wait = "/".join(_fmt(r.get(f"{w} wait % peak"), digits=0) for w in WORKERS)
         rss = "/".join(_fmt(r.get(f"{x} rss MiB peak"), digits=0) for x in ("ps:0", *WORKERS))
         lines.append(f"| {r['plan']} | {r['epoch_time_s']:.1f} | {traffic} | {cpu} | {host} | {wait} | {rss} | "
@@ -206,7 +211,7 @@ def batch_markdown(rows: list[dict]) -> str:
         per_role = ", ".join(f"{x} {r[f'{x} in MiB/s']:.2f}/{r[f'{x} out MiB/s']:.2f}" for x in roles)
         lines.append(f"| {r['batch_size']} | {r['window_s']:g} | {_fmt(r['seconds'], digits=1)} | {r['epochs']} | "
                      f"{r['steps']} | {r['cluster_in_MiB_per_s']:.2f} | {r['cluster_out_MiB_per_s']:.2f} | {per_role} | "
-                     f"{_fmt(r['measured_bytes_per_step'], digits=0)} | {_fmt(r['analytic_bytes_per_step'], digits=0)} | "
+                     f"{_bytes(r['measured_bytes_per_step'])} | {_bytes(r['analytic_bytes_per_step'])} | "
                      f"{_fmt(r['measured_over_analytic'], digits=3)} |")
     if len(rows) > 1:
         low, high = rows[0], max(rows[1:], key=lambda r: r["batch_size"])
