@@ -71,3 +71,44 @@ def test_chief_progress_lines_and_tensorboard_files_per_cell(landcover_run):
         assert [step for step, _ in scalars["loss"]] == list(range(1, len(cell["loss"]) + 1))
         assert scalars["loss"][0][1] == pytest.approx(cell["loss"][0], rel=1e-5)
     assert "progress model parallel: finished [########################] 4/4 epochs 100%" in log
+
+
+def test_a_dfc2018_folder_as_downloaded_trains_through_the_job_and_a_misregistered_one_is_named(minicluster,
+                                                                                               tmp_path):
+    """data.source dfc2018 on the contest's layout (distributed names, UTM-named RGB tiles, georeferencing
+    tags): patches are cut from its products and a plan trains on them; an HSI 0.3 m off the ground truth
+    fails the run before any role starts, naming the file and the offset."""
+    from rdd_io import landcover_scene, storage
+
+    from .conftest import run_job
+    good, bad = tmp_path / "dfc2018", tmp_path / "dfc2018-shifted"
+    facts = landcover_scene.write_dfc2018(good, seed=3, gt_shape=(120, 120), test_fraction=0.2)
+    landcover_scene.write_dfc2018(bad, seed=3, gt_shape=(120, 120), test_fraction=0.2, hsi_offset_m=(0.0, 0.3))
+
+    def run(folder, out):
+        return run_job("landcover.py", "--preset", "tiny", "--master", minicluster.state.master_url,
+                       "--set", f"cluster.run_dir={minicluster.run_dir}", "--output", str(out),
+                       *[a for kv in ("data.source=dfc2018", f"data.input={folder}", "experiments.plans=[default]",
+                                      "experiments.batch_sizes=[]", "experiments.plan_window_s=0",
+                                      "experiments.data_parallel=false", "experiments.single_machine=false")
+                         for a in ("--set", kv)], timeout=600)
+
+    proc = run(bad, tmp_path / "bad")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("landcover: failed: ") and f"{bad}/HSI/2018_IEEE_GRSS_DFC_HSI_TR: misregistered" in last \
+        and "(+0.000, +0.300) m" in last, last
+
+    proc = run(good, tmp_path / "good")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "good" / "summary.json").read_text())
+    (cell,) = summary["cells"].values()
+    assert cell["plan"] == "default" and len(cell["loss"]) == 1 and summary["held_out"]["test_samples"] > 0
+    # The training patches are the folder's: each centre's label is the downloaded ground truth's there.
+    shards = storage.list_tree(str(tmp_path / "good" / "patches" / "240"))
+    assert shards
+    for name in (n for n in shards if n.endswith(".h5")):
+        with h5py.File(tmp_path / "good" / "patches" / "240" / name, "r") as h5:
+            centre, label = h5["centre"][()], h5["label"][()]
+        assert (facts["gt"][centre[:, 0], centre[:, 1]] - 1 == label).all()
+    assert leftovers(minicluster) == []
