@@ -126,7 +126,7 @@ def test_batch_rows_give_traffic_in_and_out_and_bytes_per_step_of_the_default_pl
     assert low["analytic_bytes_per_step"] == 1000 and low["measured_over_analytic"] == 1.05
     assert main["measured_bytes_per_step"] is None
     text = landcover_report.batch_markdown(rows)
-    assert "| 10 | 20 | 6.0 | 1 | 40 |" in text and "1050 | 1000 | 1.050 |" in text
+    assert "| 10 | 20 | 6.0 | 1 | 40 |" in text and "1,050 | 1,000 | 1.050 |" in text
 
 
 # ------------------------------------------------------------------------ measured bytes per step
