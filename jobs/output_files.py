@@ -13,11 +13,10 @@ from contextlib import contextmanager
 def atomic(path: str):
     """Yield a temporary name beside path; rename it to path only when the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)  # a folder made here is its owner's only
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the outputs from a notebook run by another user
+    try:  # mkstemp's 0600 stays: an output is readable only by the user who made it
         yield tmp
         os.replace(tmp, path)
     except BaseException:

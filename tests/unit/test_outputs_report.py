@@ -75,3 +75,15 @@ def test_main_writes_the_report_into_a_local_root_and_leaves_no_copy(tmp_path, m
     page = (root / "report.html").read_text(encoding="utf-8")
     assert f"Output root <code>{root}</code>" in page and "absent" in capsys.readouterr().out
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary folder for a remote root's copy is gone
+
+
+def test_the_report_and_a_folder_made_for_it_are_readable_only_by_their_owner(tmp_path):
+    import os
+    import stat
+    old = os.umask(0o022)  # a common default: without care, files 0644 and folders 0755
+    try:
+        assert rep.main([str(tmp_path / "outputs"), "--html", str(tmp_path / "new" / "report.html")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "report.html").stat().st_mode) == 0o600
