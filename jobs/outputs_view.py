@@ -33,15 +33,37 @@ def default_root() -> str:
 
 def local_root(root: str, copy_to: str | None = None) -> Path:
     """A local folder holding the output root: a path or file:// URI as it is; any other URI (hdfs://)
-    is copied to a local folder first, every case study's whole tree (the output check reads them)."""
+    is copied to a local folder first, every case study's whole tree (the output check reads them).
+
+    Without `copy_to` the copy goes to one folder per root in the user's cache (0700), replaced by each
+    new copy, so a notebook run again and again keeps one copy, not one per run."""
     from rdd_io import storage
     if storage.is_local(root):
         return storage.local_path(root)
+    if copy_to:
+        _download(root, Path(copy_to))
+        return Path(copy_to)
+    import hashlib
+    import shutil
     import tempfile
-    target = Path(copy_to or tempfile.mkdtemp(prefix="scidl-outputs-"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scidl-outputs"
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = cache / hashlib.sha256(root.encode()).hexdigest()[:16]
+    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+    try:
+        _download(root, fresh)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    fresh.rename(target)
+    return target
+
+
+def _download(root: str, target: Path) -> None:
+    from rdd_io import storage
     for case in CASES:
         storage.download_tree(storage.join(root, case), target / case)
-    return target
 
 
 def present(root: str | Path) -> dict[str, Path | None]:

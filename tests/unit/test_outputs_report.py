@@ -87,3 +87,28 @@ def test_the_report_and_a_folder_made_for_it_are_readable_only_by_their_owner(tm
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "new" / "report.html").stat().st_mode) == 0o600
+
+
+def test_a_remote_root_is_copied_to_one_owner_only_folder_per_root_replaced_each_time(tmp_path, monkeypatch):
+    import shutil
+    import stat
+
+    from jobs import outputs_view as ov
+    from rdd_io import storage
+    remote = tmp_path / "remote"  # stands in for hdfs://: storage's remote branch copies it
+    (remote / "redshift").mkdir(parents=True)
+    (remote / "redshift" / "summary.json").write_text("{}")
+    (remote / "redshift" / "old.csv").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(storage, "is_local", lambda uri: not uri.startswith("hdfs://"))
+    monkeypatch.setattr(storage, "download_tree", lambda uri, to: shutil.copytree(
+        remote / uri.rsplit("/", 1)[1], to) if (remote / uri.rsplit("/", 1)[1]).exists() else None)
+    first = ov.local_root("hdfs://nn:9000/outputs")
+    assert (first / "redshift" / "old.csv").exists()
+    (remote / "redshift" / "old.csv").unlink()
+    second = ov.local_root("hdfs://nn:9000/outputs")
+    assert second == first and not (second / "redshift" / "old.csv").exists()
+    assert (second / "redshift" / "summary.json").exists()
+    assert [p.name for p in (tmp_path / "cache" / "scidl-outputs").iterdir()] == [first.name]  # one copy
+    assert stat.S_IMODE((tmp_path / "cache" / "scidl-outputs").stat().st_mode) == 0o700
+    assert ov.local_root("hdfs://nn:9000/other") != first
