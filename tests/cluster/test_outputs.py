@@ -29,9 +29,11 @@ def test_each_case_study_writes_what_the_schema_declares(tiny_outputs, case):
     assert check(case, tiny_outputs / case) == []
 
 
-def test_the_notebook_runs_headless_and_shows_every_table_and_figure(tiny_outputs, tiny_uri_root, monkeypatch):
+def test_the_notebook_runs_headless_and_shows_every_table_and_figure(tiny_outputs, tiny_uri_root, monkeypatch,
+                                                                      tmp_path):
     """On the runs' own root: on HDFS in CI (the notebook copies it to a local folder), the local copies compared."""
     monkeypatch.setenv("SCIDL_OUTPUTS", tiny_uri_root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where the copy of an hdfs:// root goes
     nb = nbformat.read(NOTEBOOK, as_version=4)
     km = KernelManager(kernel_name="python3", ip="127.0.0.1")  # the kernel's ports on loopback only
     # A failing cell raises CellExecutionError naming the cell and its traceback.
@@ -46,7 +48,8 @@ def test_the_notebook_runs_headless_and_shows_every_table_and_figure(tiny_output
                      for o in outputs)
     assert "absent" not in text
     if not storage.is_local(tiny_uri_root):
-        assert f"Output root: `{tiny_uri_root}` (read from a local copy in `/" in text, text[:2000]
+        assert f"Output root: `{tiny_uri_root}` (read from a local copy in `{tmp_path}/scidl-outputs/" in text, \
+            text[:2000]
     for shown in ("600-different-M2-staleness-aware-s1", "worker:1", "scheme4", "chief:0", "W03", "Singlehead(+P)",
                   "difference", "spacetime-P4"):
         assert shown in text, shown
