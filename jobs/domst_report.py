@@ -182,7 +182,7 @@ def pixcon_lines(c: dict, design: dict) -> list[str]:
 def report_md(results: dict, summ: dict) -> str:
     pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     num = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    sh, t = summ["shares"], results["times"]
+    sh = summ["shares"]
     lines = ["# Dom-ST: NSE per watershed, S vs IP-D", "",
              f"{summ['watersheds']} watersheds; scores from the {results['primary_mode'].upper()} runs; "
              f"{summ['missing_days_total']} missing discharge days in all (masked, never trained on).", ""]

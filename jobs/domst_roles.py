@@ -270,7 +270,7 @@ def role(args: dict, ctx) -> dict:
     t_start = time.time()
     watersheds = []
     progress = ModelProgress(args, ctx, len(mine) * len(args["approaches"]))
-    for i, wid in enumerate(mine):
+    for wid in mine:
         (path, data), = storage.read_parts(args["bundles"], f"{wid}.", ".h5")
         bundle = read_bundle(data, path)
         try:

@@ -233,7 +233,7 @@ def _gather(data: dict, idx, place: Callable[[str], Any] | None):
     return batch
 
 
-def nearest_signature(train_spectra, train_labels, test_spectra) -> "np.ndarray":
+def nearest_signature(train_spectra, train_labels, test_spectra):
     """The no-learning baseline: each test spectrum gets the class whose mean training spectrum is
     nearest (Euclidean). Spectra [N, bands] (a patch's centre pixel); labels 0..n_classes-1."""
     import numpy as np

@@ -157,7 +157,10 @@ def _precipitation(rng, dates, land, clim, storm_rate, storm_mm):
         field = np.zeros((n_lat, n_lon))
         for s in storms:
             field += s[5] * np.exp(-((ii - s[0]) ** 2 + (jj - s[1]) ** 2) / (2 * s[4] ** 2))
-            s[0] += s[2]; s[1] += s[3]; s[5] *= 0.6; s[6] -= 1
+            s[0] += s[2]  # the storm moves,
+            s[1] += s[3]
+            s[5] *= 0.6  # weakens
+            s[6] -= 1  # and ages
         storms = [s for s in storms if s[6] > 0]
         field *= clim * rng.lognormal(-0.02, 0.2, field.shape)
         field[field < 0.1] = 0.0  # traces count as dry

@@ -46,7 +46,7 @@ def finish(proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError(f"the job did not end within {timeout_s:.0f}s:\n" + tail(log))
+        raise AssertionError(f"the job did not end within {timeout_s:.0f}s:\n" + tail(log)) from None
     return proc.returncode
 
 

@@ -65,7 +65,7 @@ def test_idle_sockets_neither_exhaust_the_server_nor_stop_registration(tmp_path,
             sock.connect_ex(addr)
             idle.append(sock)
         deadline = time.monotonic() + 60              # until the kernel has connected every one of them
-        while (pending := [s for s in idle if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        while ([s for s in idle if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
                            and not select.select([], [s], [], 0)[1]]) and time.monotonic() < deadline:
             time.sleep(0.1)
         client = SecureClient(addr, SECRET, timeout_s=20)   # while all of them stay open

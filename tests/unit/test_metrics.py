@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -232,11 +231,14 @@ def test_summarise_weights_by_interval_and_skips_unmeasured():
 
 def _fake_run(scale):
     t = [0.5 * (k + 1) for k in range(6)]
-    role = lambda k: {"t_s": t, "bytes_in": [k * 10 * i for i in range(6)], "bytes_out": [k * 5 * i for i in range(6)],
-                      "bytes_in_per_s": [scale * k * 1e5] * 6, "bytes_out_per_s": [scale * k * 5e4] * 6,
-                      "cpu_percent": [scale * k * 10.0 + i for i in range(6)], "wait_percent": [float(i) for i in range(6)],
-                      "runq_wait_percent": [float(i) for i in range(6)], "io_wait_percent": [None] * 6,
-                      "rss_bytes": [k * (1 << 20)] * 6, "n_procs": [1] * 6}
+    ramp = [float(i) for i in range(6)]
+
+    def role(k):
+        return {"t_s": t, "bytes_in": [k * 10 * i for i in range(6)], "bytes_out": [k * 5 * i for i in range(6)],
+                "bytes_in_per_s": [scale * k * 1e5] * 6, "bytes_out_per_s": [scale * k * 5e4] * 6,
+                "cpu_percent": [scale * k * 10.0 + i for i in range(6)], "wait_percent": ramp,
+                "runq_wait_percent": list(ramp), "io_wait_percent": [None] * 6,
+                "rss_bytes": [k * (1 << 20)] * 6, "n_procs": [1] * 6}
     return {"ps": role(1), "worker0": role(2), "worker1": role(3)}
 
 

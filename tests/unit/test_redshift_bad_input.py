@@ -140,13 +140,13 @@ def test_bundle_indices_are_unique_and_dense_and_the_two_partition_modes(spark, 
     source = {}
     for path in sorted(folder.glob("*.h5")):
         arrays = REDSHIFT.read_h5(str(path))
-        source.update({s.tobytes(): int(l) for s, l in zip(arrays["spectra"], arrays["label"])})
+        source.update({s.tobytes(): int(y) for s, y in zip(arrays["spectra"], arrays["label"])})
     bundle = rb.read_bundle(spark.sparkContext, storage.to_uri(folder), "hdf5", N_CLASSES, bands=BANDS).cache()
     rows = bundle.collect()
     assert bundle.count() == n
     assert sorted(i for i, _ in rows) == list(range(n))
     # every (spectrum, label) pair is a sample of the input, each once, still paired correctly
-    assert {s.tobytes(): l for _, (s, l) in rows} == source
+    assert {s.tobytes(): y for _, (s, y) in rows} == source
     everything = set(range(n))
     for workers in (2, 3):
         parts = [set(s.keys().collect()) for s in rb.shares(bundle, workers, "different")]

@@ -62,7 +62,7 @@ def test_single_fresh_delta_lands_on_the_local_weights():
     rng = np.random.default_rng(0)
     w_read = [rng.integers(-64, 64, (3, 4)) / 8.0, rng.integers(-64, 64, 5) / 8.0]
     w_local = [w - rng.integers(-8, 8, w.shape) / 16.0 for w in w_read]
-    delta = [r - l for r, l in zip(w_read, w_local)]       # dW = W_read - W_local
+    delta = [r - w for r, w in zip(w_read, w_local)]       # dW = W_read - W_local
     new = aggregate(w_read, [delta], [0], s=1)
     for got, want in zip(new, w_local):
         np.testing.assert_array_equal(got, want)
