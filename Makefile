@@ -33,8 +33,10 @@ report: $(VENV)/.installed
 	$(BIN)/python -m jobs.outputs_report $(OUT) --html $(OUT)/report.html
 
 # The unit tests on two processes (one file per process at a time: a file's fixtures stay in one process),
-# then everything else in one: the cluster tests share one mini-cluster and one HDFS per session.
+# then everything else in one: the cluster tests share one mini-cluster and one HDFS per session. First the
+# linter (ruff.toml): a finding fails the run before any test.
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile
 	$(BIN)/python -m pytest -m "not unit"
 
