@@ -39,7 +39,8 @@ setup(
         "notebook": ["jupyterlab>=4,<5"],
         # Viewing the per-role event files under <output>/tensorboard (writing them needs only TensorFlow).
         "tensorboard": ["tensorboard>=2.20,<3"],
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4",
+                 "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
                  "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["scidl-minicluster=distributed.minicluster:main"]},

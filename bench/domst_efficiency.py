@@ -3,7 +3,8 @@
 Runs the real job (jobs/domst.py, tiny preset, modes ipd and s) on its embedded mini-cluster. Both times
 are the job's role-measured training phases, summed over the approaches' own runs (summary.json's
 times_s.<mode>.<approach>.phase_s: first node's start to last node's end, after TensorFlow start-up,
-including reading the bundles, building, fitting and scoring the approach on every watershed). S trains every watershed on one node; IP-D spreads them over
+including reading the bundles, building, fitting and scoring the approach on every watershed).
+S trains every watershed on one node; IP-D spreads them over
 `--nodes` nodes (balanced by estimated cost). Goal: efficiency >= 0.7.
 
 On a 2-core machine the nodes share the two cores (plus Spark's JVMs), so with more than 2 nodes the goal

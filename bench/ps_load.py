@@ -149,7 +149,8 @@ def serve_sink(conn, max_bytes: int) -> None:
 
 # ---------------------------------------------------------------- clients (child processes)
 def _window(start, seconds: float, step) -> tuple[int, float]:
-    """Wait at the barrier for every client and the parent, then call step() until `seconds` have passed: (calls, elapsed)."""
+    """Wait at the barrier for every client and the parent, then call step() until `seconds` have passed:
+    (calls, elapsed)."""
     start.wait(300)
     t0 = time.monotonic()
     n = 0

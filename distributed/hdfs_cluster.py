@@ -198,7 +198,8 @@ class HdfsCluster:
     def _java(self, lib: Path, conf: Path, main: str, *args: str) -> list[str]:
         java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) \
             if os.environ.get("JAVA_HOME") else shutil.which("java")
-        return [java, f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true",
+        return [java, f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.net.preferIPv4Stack=true",
                 f"-Dhadoop.log.dir={self.run_dir / 'logs'}", "-cp", f"{conf}:{lib}/*", main, *args]
 
     def _env(self) -> dict[str, str]:

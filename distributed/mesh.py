@@ -159,7 +159,8 @@ class Mesh:
                     break
                 except OSError as exc:  # the peer's listener is not up yet
                     if time.monotonic() > deadline:
-                        raise MeshError(f"rank {self.rank}: cannot reach rank {peer} at {addresses[peer]}: {exc}") from exc
+                        raise MeshError(f"rank {self.rank}: cannot reach rank {peer} "
+                                        f"at {addresses[peer]}: {exc}") from exc
                     time.sleep(0.2)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client_handshake(sock, secret)

@@ -215,7 +215,8 @@ def build_watersheds(job: Job, uri: str) -> list[dict]:
         lambda kv: dr.read_cru_precip(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
     (d_lat, d_lon, dist), = sc.binaryFiles(storage.join(uri, dist_name)).map(
         lambda kv: dr.read_distance(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
-    if d_lat.shape != lat.shape or d_lon.shape != lon.shape or not (np.allclose(d_lat, lat) and np.allclose(d_lon, lon)):
+    if d_lat.shape != lat.shape or d_lon.shape != lon.shape \
+            or not (np.allclose(d_lat, lat) and np.allclose(d_lon, lon)):
         raise ValueError(f"{dist_name}: its grid ({len(d_lat)} x {len(d_lon)}) is not the grid of {precip_name} "
                          f"({len(lat)} x {len(lon)})")
     shared = sc.broadcast((dates, pre, dist.reshape(-1), precip_name, dist_name))

@@ -187,7 +187,8 @@ def paper_rows(summ: dict) -> list[dict]:
         {"figure": "Best NSE gain of Dom-ST in one watershed (\"highest increase in individual NSE by 93%\")",
          "paper": 0.93, "ours": pw.get("nse_gain_best"), "unit": "%",
          "how": f"largest (NSE_DomST - NSE_SH+P) / |NSE_SH+P| over watersheds (watershed "
-                f"{pw.get('nse_gain_best_watershed')}); over Singlehead: {_pct(pw.get('nse_gain_over_singlehead_best'))}"},
+                f"{pw.get('nse_gain_best_watershed')}); over Singlehead: "
+                f"{_pct(pw.get('nse_gain_over_singlehead_best'))}"},
     ]
     return rows
 

@@ -172,7 +172,8 @@ def pixcon_lines(c: dict, design: dict) -> list[str]:
     return [f"Design: heads take {'each pixel as a channel' if head == 'pixels' else 'the weighted group mean'}; "
             f"groups {'fixed by distance quantiles' if part == 'distance' else 're-cut every epoch from the weights'}.",
             "", f"Median over watersheds, Spearman of the learned weights with the planted coefficients: "
-            f"{num(c.get('spearman'))} (goal >= 0.6); inside each distance group: {num(c.get('spearman_within_groups'))}; "
+            f"{num(c.get('spearman'))} (goal >= 0.6); "
+            f"inside each distance group: {num(c.get('spearman_within_groups'))}; "
             f"learned weights vs distance to water: {num(c.get('spearman_vs_distance'))}, planted vs distance: "
             f"{num(c.get('planted_vs_distance'))}; Pearson {num(c.get('pearson'))}. Per watershed in "
             "nse_per_watershed.csv.", "", PIXCON_WHY.get(head, ""),

@@ -57,7 +57,8 @@ def bundle_bytes(aligned, distance_km, pixels, site_no: str, distance_name: str 
     import h5py
     distance = np.asarray(distance_km, np.float64).reshape(-1)
     if distance.shape != (aligned.precip.shape[1],) or not np.all(np.isfinite(distance)):
-        raise SchemaError(f"{distance_name}: watershed {aligned.watershed}: distance to water must be finite at each of its "
+        raise SchemaError(f"{distance_name}: watershed {aligned.watershed}: distance to water "
+                          f"must be finite at each of its "
                           f"{aligned.precip.shape[1]} pixels (nodata inside the watershed?)")
     buf = io.BytesIO()
     WATERSHED.write_h5(buf, {"precip": aligned.precip, "discharge": np.where(aligned.valid, aligned.discharge, 0.0),

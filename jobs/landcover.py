@@ -189,7 +189,8 @@ def prepare_patches(job: Job) -> tuple[dict, dict]:
     sets, report = lp.disjoint_sets(train_gt, cfg.sizes, cfg.seed, cfg.patch, name="gt.tif")  # no centre in two sets
     if report.get("with_replacement"):
         log.warning("%s patches: sampled with replacement for %s", "+".join(map(str, cfg.sizes)),
-                    ", ".join(f"{r['name']} ({r['available']} of {r['requested']})" for r in report["with_replacement"]))
+                    ", ".join(f"{r['name']} ({r['available']} of {r['requested']})"
+                              for r in report["with_replacement"]))
     sets["test"], test_report = lp.test_set(test_gt, cfg.test_per_class, cfg.seed + 1, cfg.patch, name="gt.tif")
     test_report["first_column"] = x0
     uris, reports = {}, {str(n): report for n in cfg.sizes} | {"test": test_report}

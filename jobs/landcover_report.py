@@ -201,16 +201,20 @@ def batch_markdown(rows: list[dict]) -> str:
     lines = ["## Traffic per batch size (default plan)", "",
              f"Thesis (Fig. 6.5, (a) incoming and (b) outgoing over one window of about 70 minutes): batch 10 drives "
              f"cluster traffic up to about {THESIS_FIGURES['batch10_cluster_MBps']:.0f} MB/s; 50 and 200 are more than "
-             f"{THESIS_FIGURES['batch_traffic_ratio']:.0f}x lower. Ours: each batch size trains for the same wall-clock "
+             f"{THESIS_FIGURES['batch_traffic_ratio']:.0f}x lower. Ours: each batch size trains "
+             f"for the same wall-clock "
              "window (whole epochs until it has passed); traffic in MiB/s over the cell, bytes per step over its "
              "steady window.", "",
-             "| batch | window s | seconds | epochs | steps | cluster in MiB/s | cluster out MiB/s | in / out MiB/s per "
-             "role | measured B/step | analytic B/step | measured/analytic |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| batch | window s | seconds | epochs | steps | cluster in MiB/s | "
+             "cluster out MiB/s | in / out MiB/s per "
+             "role | measured B/step | analytic B/step | measured/analytic |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         roles = sorted({k.split()[0] for k in r if k.endswith(" in MiB/s") and not k.startswith("cluster")})
         per_role = ", ".join(f"{x} {r[f'{x} in MiB/s']:.2f}/{r[f'{x} out MiB/s']:.2f}" for x in roles)
         lines.append(f"| {r['batch_size']} | {r['window_s']:g} | {_fmt(r['seconds'], digits=1)} | {r['epochs']} | "
-                     f"{r['steps']} | {r['cluster_in_MiB_per_s']:.2f} | {r['cluster_out_MiB_per_s']:.2f} | {per_role} | "
+                     f"{r['steps']} | {r['cluster_in_MiB_per_s']:.2f} | "
+                     f"{r['cluster_out_MiB_per_s']:.2f} | {per_role} | "
                      f"{_bytes(r['measured_bytes_per_step'])} | {_bytes(r['analytic_bytes_per_step'])} | "
                      f"{_fmt(r['measured_over_analytic'], digits=3)} |")
     if len(rows) > 1:
@@ -243,7 +247,8 @@ def held_out_markdown(cells: list[dict], held_out: dict, batch_size: int, datase
     """Accuracy and loss on the held-out test region, per plan at the main batch size and the single machine,
     beside the nearest-signature baseline."""
     lines = ["## Held-out test region", "",
-             f"{held_out.get('test_samples', '-')} test patches from the east-most columns of the scene, none overlapping "
+             f"{held_out.get('test_samples', '-')} test patches from the east-most columns "
+             f"of the scene, none overlapping "
              "a training patch (the thesis's Fig. 6.4 shows training loss and accuracy only). Baseline without "
              "learning: each test patch's centre-pixel spectrum gets the class of the nearest mean training spectrum.",
              "", "| approach | batch | epochs | test accuracy | test loss | training accuracy (last epoch) |",

@@ -156,7 +156,8 @@ def train_cell(tf, model_cfg: dict, cell: dict, data, seed: int, place=None, rep
         epoch += 1
         if report:
             report({"epoch": epoch, "epochs": max(cell["epochs"], epoch), "loss": history["loss"][-1],  # unrounded
-                    "accuracy": history["accuracy"][-1], "epoch_time_s": history["epoch_time_s"][-1]},  # for TensorBoard
+                    "accuracy": history["accuracy"][-1],
+                    "epoch_time_s": history["epoch_time_s"][-1]},  # for TensorBoard
                    True)
         every = checkpoint["every"] if checkpoint else 0
         if every and epoch % every == 0 and epoch < cell["epochs"]:  # the last one is the result

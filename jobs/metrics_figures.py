@@ -54,7 +54,8 @@ def plot_traffic(series_by_run: dict, path: str) -> str | None:
 
 def plot_cpu_wait_box(series_by_run: dict, path: str) -> str | None:
     """Box plots per role of CPU % and wait % (runqueue + I/O wait, % of one core), one row per run."""
-    runs = [run for run, by_role in series_by_run.items() if any(len(_values(c, "cpu_percent")) for c in by_role.values())]
+    runs = [run for run, by_role in series_by_run.items()
+            if any(len(_values(c, "cpu_percent")) for c in by_role.values())]
     if not runs:
         return None
     plt = _pyplot()

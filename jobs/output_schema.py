@@ -100,7 +100,8 @@ DATA_DEPENDENT = When("when there is something to draw (always, in practice)")
 TENSORBOARD = Output("tensorboard/<run>/<role>/events.out.tfevents.<stamp>", "file",
                      "TensorBoard event file of one role that trains, scalars per epoch (tags: see train.tensorboard "
                      "in conf/<case>.yaml); <run>: the run id (redshift), the cell id (land cover) or "
-                     "<mode>_<approach> and <mode>_ablation (Dom-ST); <role>: worker_<i> or chief_0. View with `tensorboard --logdir <output>/tensorboard` "
+                     "<mode>_<approach> and <mode>_ablation (Dom-ST); <role>: worker_<i> or chief_0. View with "
+                     "`tensorboard --logdir <output>/tensorboard` "
                      "(pip install tensorboard)", _flag("train.tensorboard"))
 CHECKPOINTS = Output("checkpoints/", "folder", "checkpoints that `--resume` continues from",
                      When("when the job checkpoints"))
@@ -511,7 +512,8 @@ SPACETIME = (
                                                          lambda c, m=m: m in _cfg(c, "experiments.modes")))
                for m in ("space", "depth", "spacetime")
                for col, meaning in (("problem_per_process", "voxels and layers per process"),
-                                    ("step_s", "seconds per training step"), ("bytes", "bytes sent per step per process")))),
+                                    ("step_s", "seconds per training step"),
+                                    ("bytes", "bytes sent per step per process")))),
     Output("modelled.csv", "csv", "MODELLED weak scaling to 2^modelled.max_exponent processes on "
            "modelled.cores_per_node-core nodes (jobs/spacetime_model.py), not measured",
            keys=(Key("processes", "P"), Key("nodes", "ceil(P / cores_per_node)")) + tuple(
@@ -527,7 +529,8 @@ SPACETIME = (
                  Key("forward_residual", "forward C-point residual norm after this iteration (empty: no MGRIT)"),
                  Key("adjoint_residual", "adjoint C-point residual norm after this iteration (empty: no MGRIT)"))),
     Output("training.csv", "csv", "loss per training step per cell, beside the same problem on one process",
-           keys=(_CELL, Key("step", "training step (0: the untimed warm-up step)"), Key("loss", "mean loss of the step"),
+           keys=(_CELL, Key("step", "training step (0: the untimed warm-up step)"),
+                 Key("loss", "mean loss of the step"),
                  Key("serial_loss", "the one-process run's loss at that step (empty for P = 1 or without "
                                     "experiments.serial_training)"))),
     Output("weak_scaling.png", "png", "seconds per step against processes: measured (left), modelled (right)"),

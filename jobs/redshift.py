@@ -99,7 +99,8 @@ class RedshiftConfig:
             raise ConfigError("train.checkpoint_every: 0 (only when the ps stops) or a number of updates")
 
     def executors(self) -> int:
-        return 1 + max(self.experiments.workers + (self.experiments.ablation_workers if self.experiments.ablation else []))
+        return 1 + max(self.experiments.workers
+                       + (self.experiments.ablation_workers if self.experiments.ablation else []))
 
 
 def model_args(cfg: RedshiftConfig) -> dict:

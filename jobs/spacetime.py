@@ -100,7 +100,8 @@ class SpacetimeConfig:
         ex, m, mg = self.experiments, self.model, self.mgrit
         if m.kernel < 1 or m.kernel % 2 == 0:
             raise ConfigError(f"model.kernel: an odd size >= 1, got {m.kernel}")
-        if not ex.processes or any(p < 1 or p & (p - 1) for p in ex.processes) or len(set(ex.processes)) != len(ex.processes):
+        if not ex.processes or any(p < 1 or p & (p - 1) for p in ex.processes) \
+                or len(set(ex.processes)) != len(ex.processes):
             raise ConfigError(f"experiments.processes: distinct powers of two, got {ex.processes}")
         if not ex.modes or len(set(ex.modes)) != len(ex.modes):
             raise ConfigError(f"experiments.modes: a non-empty list without repeats, got {ex.modes}")

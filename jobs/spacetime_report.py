@@ -74,7 +74,8 @@ def training_rows(plan: list[dict], results: dict) -> list[dict]:
         ranks = _per_rank(results, cell["id"])
         loss = next(r["loss"] for r in ranks if r["loss"] is not None)
         serial = ranks[0].get("serial_loss") or [None] * len(loss)
-        rows += [{"cell": cell["id"], "step": k, "loss": v, "serial_loss": s} for k, (v, s) in enumerate(zip(loss, serial))]
+        rows += [{"cell": cell["id"], "step": k, "loss": v, "serial_loss": s}
+                 for k, (v, s) in enumerate(zip(loss, serial))]
     return rows
 
 
@@ -243,7 +244,8 @@ def report_md(report: dict, summ: dict) -> str:
              f"Per process {mo['side']}^3 voxels and {mo['layers_per_process']} layers as on the slides, "
              f"{mo['cores_per_node']} processes per node. Layer evaluations, halo exchanges and messages counted "
              "from the algorithm (jobs/spacetime_model.py); one evaluation costs a + b x voxels, fitted to the cells "
-             f"measured here with at most {fit['cores']} processes ({', '.join(fit['cells'])}): a = {fit['a_s']:.3g} s, "
+             f"measured here with at most {fit['cores']} processes ({', '.join(fit['cells'])}): "
+             f"a = {fit['a_s']:.3g} s, "
              f"b = {fit['b_s_per_voxel']:.3g} s per voxel (this machine's core and TensorFlow, not a Broadwell core). "
              f"Network: ASSUMED {mo['latency_s']:g} s per message and {mo['bandwidth_Bps']:g} bytes/s (the slides "
              "give none); every message is costed as if it crossed the network. Every level of our MGRIT keeps at "

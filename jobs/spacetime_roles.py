@@ -94,7 +94,8 @@ def check(args: dict, cell: dict, comm, rank: int) -> dict:
                 full.setdefault(name, []).append(comm.recv(layout.comm_rank(0, t), GATHER))
         got = {name: np.concatenate(v) if name.startswith("res_") else v[0] for name, v in full.items()}
         out["iterations"].append(iterations)
-        out["forward_rel_diff"].append(rel_diff(halo.gather(blocks, cell["shape"], cell["grid"]), ref_logits[..., None]))
+        out["forward_rel_diff"].append(rel_diff(halo.gather(blocks, cell["shape"], cell["grid"]),
+                                                ref_logits[..., None]))
         out["gradient_rel_diff"].append(max(rel_diff(got[k], ref_grads[k]) for k in ref_grads))
         out["loss_rel_diff"].append(abs(loss_sum / x[..., 0].size - ref_loss) / abs(ref_loss))
     return out

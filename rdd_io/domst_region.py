@@ -106,7 +106,8 @@ def outlines_from_mask(raster: np.ndarray, name: str) -> list[dict]:
     """[{site_no, id None, cells}] from a mask raster holding site numbers (0 or NaN: no watershed)."""
     values = raster[np.isfinite(raster) & (raster != 0)]
     if values.size and not np.all(values == np.round(values)):
-        raise SchemaError(f"{name}: mask values must be whole USGS site numbers, found {values[values != np.round(values)][0]:g}")
+        raise SchemaError(f"{name}: mask values must be whole USGS site numbers, "
+                          f"found {values[values != np.round(values)][0]:g}")
     return [{"site_no": site_text(int(v)), "id": None, "cells": raster == v, "where": f"{name}: value {int(v)}"}
             for v in np.unique(values)]
 

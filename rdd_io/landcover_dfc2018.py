@@ -170,7 +170,8 @@ def load(files: dict[str, bytes], expected_bands: int | None = None) -> tuple[np
         place = tiles[path][1]
         if abs(place.x0 - east) > 0.5 or abs(place.y0 - north) > 0.5:  # names round to metres
             raise SchemaError(f"{path}: its name says corner ({east:.0f}, {north:.0f}), its tie point "
-                              f"({place.x0:.2f}, {place.y0:.2f}): off by ({place.x0 - east:+.2f}, {place.y0 - north:+.2f}) m")
+                              f"({place.x0:.2f}, {place.y0:.2f}): "
+                              f"off by ({place.x0 - east:+.2f}, {place.y0 - north:+.2f}) m")
     rgb, rgb_place = mosaic(tiles)
     rgb = cut_to(rgb, rgb_place, gt_place, gt.shape, "the RGB tiles (" + ", ".join(
         os.path.basename(p) for p in sorted(found["rgb"])) + ")")

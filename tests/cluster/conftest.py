@@ -178,7 +178,8 @@ def probe_tf_servers(line: str, found: dict) -> None:
     addresses (not a member of the run: must be refused). Results go into `found`."""
     import psutil
     from distributed import netns
-    servers = [(f"{job}:{i}", host, int(port)) for job, i, host, port in re.findall(r"(\w+):(\d+)@([\d.]+):(\d+)", line)]
+    servers = [(f"{job}:{i}", host, int(port))
+               for job, i, host, port in re.findall(r"(\w+):(\d+)@([\d.]+):(\d+)", line)]
     network = re.search(r"private network (\S+)", line)
     found.update(servers=servers, network=network and network.group(1), member={}, outsider={})
     if not network:
@@ -263,7 +264,8 @@ def _tiny_run(cluster, root: Path, uri_root: str, case: str, *sets: str, timeout
         for t in threads + probes:
             t.join(timeout=180)
     text, errors = "".join(stdout), "".join(stderr)
-    assert proc.returncode == 0, f"exit {proc.returncode} (-9: killed after {timeout:.0f}s)\n" + text[-5000:] + errors[-3000:]
+    assert proc.returncode == 0, \
+        f"exit {proc.returncode} (-9: killed after {timeout:.0f}s)\n" + text[-5000:] + errors[-3000:]
     TINY_STDOUT[case], TINY_CMDLINES[case] = text, seen
     if not storage.is_local(uri):
         storage.download_tree(uri, out)

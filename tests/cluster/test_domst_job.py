@@ -75,7 +75,8 @@ def test_domst_progress_lines_and_tensorboard_files_per_worker(tiny_domst):
                 models = len(wids)
                 assert re.search(rf"progress {mode} {approach}: worker:{node}  {wids[-1]} {approach}  "
                                  rf"models {models}/{models}  epoch \d/2  nse -?[\d.]+", log), log[-3000:]
-                (events,) = (out / "tensorboard" / f"{mode}_{approach}" / f"worker_{node}").glob("events.out.tfevents.*")
+                (events,) = (out / "tensorboard" / f"{mode}_{approach}" / f"worker_{node}").glob(
+                    "events.out.tfevents.*")
                 scalars = read_scalars(events)
                 for wid in wids:
                     assert [step for step, _ in scalars[f"{wid}/{approach}/val_loss"]][:1] == [1]

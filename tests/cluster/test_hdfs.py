@@ -61,7 +61,8 @@ def test_private_output_folder_is_closed_to_another_hdfs_user(hdfs, monkeypatch)
     fs, path = storage._remote(root)
     assert fs.client.get_file_info(path).permission == 0o700
     probe = ("import sys\nfrom rdd_io import storage\n"
-             "for call in (lambda: storage.read_text(sys.argv[1] + '/summary.json'), lambda: storage.list_names(sys.argv[1]),"
+             "for call in (lambda: storage.read_text(sys.argv[1] + '/summary.json'), "
+             "lambda: storage.list_names(sys.argv[1]),"
              " lambda: storage.remove_tree(sys.argv[1]), lambda: storage.write_text(sys.argv[1] + '/x', 'x')):\n"
              "    try:\n        call(); print('ALLOWED')\n"
              "    except PermissionError as exc:\n        print('REFUSED', exc)\n")

@@ -57,7 +57,8 @@ def test_a_lost_worker_fails_fast_and_resume_finishes(minicluster, tmp_path):
     assert result["status"] == "ok" and result["resumed"] is True
     cells = result["cells"]
     assert json.loads((ckpt / first / "result.json").read_text())["resumed_from_epoch"] >= 1
-    # Both cells (the resumed one and the one trained after it) against the single machine's uninterrupted run (same units, seed and batches).
+    # Both cells (the resumed one and the one trained after it) against the single machine's uninterrupted run
+    # (same units, seed and batches).
     # Resuming adds no difference (tests/unit/test_resume.py: 0 measured); placing the units on three
     # processes changes float reduction order, which grows over epochs: measured 2.6e-8 relative after epoch 1,
     # 3.7e-6 after epoch 2 (both cells). Tolerance 1e-3 relative per epoch loss; a resume from a wrong epoch, a lost

@@ -123,7 +123,8 @@ def test_ps_killed_fails_fast_by_name_and_resume_reaches_the_uninterrupted_weigh
     # Same final weights as the uninterrupted run. The resumed worker gets back its Adam moments and
     # iteration count, its dropout seed-generator state and the epoch's shuffling (from seed and epoch);
     # one TF thread makes each step deterministic. The tolerance only allows float32 rounding.
-    want, got = weights(reference / "weights" / f"{cell}.weights.h5"), weights(damaged / "weights" / f"{cell}.weights.h5")
+    want, got = (weights(reference / "weights" / f"{cell}.weights.h5"),
+                 weights(damaged / "weights" / f"{cell}.weights.h5"))
     assert set(got) == set(want) and want
     worst = max(float(np.max(np.abs(got[k] - want[k]))) for k in want)
     print(f"ps killed after epoch {epochs_before}, job ended {stopped_after:.1f}s later; "

@@ -2,7 +2,8 @@
 
 Each case starts from a valid tiny file (redshift HDF5 shard, .npy pair and share part; land-cover RGB
 tile, hyperspectral image, ground truth and patch shard; Dom-ST netCDF, RDB, distance raster,
-watersheds.json and per-watershed bundle), damages it (truncation, flipped bytes, overwritten ranges, an empty file, or a
+watersheds.json and per-watershed bundle), damages it (truncation, flipped bytes,
+overwritten ranges, an empty file, or a
 structural change: a dataset/variable/column dropped, wrong shape, wrong dtype, NaN/inf, values out of
 range, garbage text) and hands it to the function an executor calls on those bytes. The outcome must be
 either a successful read whose result still satisfies the format's declared schema, or a SchemaError
@@ -180,10 +181,12 @@ def h5_structural(valid: bytes, arrays: dict, float_fields: tuple[str, ...], bad
         return f"dataset {f!r} dropped", h5_edit(valid, lambda h5: h5.__delitem__(f)), (f"'{f}'",)
 
     def extra_axis(f):
-        return f"dataset {f!r} with an extra axis", h5_edit(valid, lambda h5: _replace(h5, f, arrays[f][..., None])), (f"'{f}'",)
+        return f"dataset {f!r} with an extra axis", \
+            h5_edit(valid, lambda h5: _replace(h5, f, arrays[f][..., None])), (f"'{f}'",)
 
     def fewer(f):
-        return f"dataset {f!r} one record short", h5_edit(valid, lambda h5: _replace(h5, f, arrays[f][:-1])), (f"'{f}'",)
+        return f"dataset {f!r} one record short", \
+            h5_edit(valid, lambda h5: _replace(h5, f, arrays[f][:-1])), (f"'{f}'",)
 
     def retype(args):
         f, dtype = args
@@ -244,7 +247,8 @@ def valid_redshift(out) -> str:
     return all_of(
         "" if spectra.dtype == np.float32 and spectra.ndim == 2 and spectra.shape[1] == BANDS
         else f"spectra {spectra.dtype} {spectra.shape}",
-        "" if labels.dtype == np.int32 and labels.shape == spectra.shape[:1] else f"labels {labels.dtype} {labels.shape}",
+        "" if labels.dtype == np.int32 and labels.shape == spectra.shape[:1]
+        else f"labels {labels.dtype} {labels.shape}",
         finite("spectra", spectra),
         "" if labels.size == 0 or (labels.min() >= 0 and labels.max() < N_CLASSES) else "label out of range")
 
@@ -338,7 +342,8 @@ SHARE_PART = h5_bytes(rb.BUNDLE, SHARE_ARRAYS)
 def valid_share(out) -> str:
     """What rdd_io.redshift_bundle.BUNDLE declares (the worker checks labels against n_classes itself)."""
     spectra, label, index = out["spectra"], out["label"], out["index"]
-    return all_of("" if spectra.dtype == np.float32 and spectra.ndim == 2 else f"spectra {spectra.dtype} {spectra.shape}",
+    return all_of("" if spectra.dtype == np.float32 and spectra.ndim == 2
+                  else f"spectra {spectra.dtype} {spectra.shape}",
                   "" if label.dtype == np.int32 and label.shape == spectra.shape[:1] else "label",
                   "" if index.dtype == np.int64 and index.shape == label.shape else "index",
                   finite("spectra", spectra), "" if (label >= 0).all() and (index >= 0).all() else "negative values")
@@ -368,7 +373,8 @@ def tiff(array) -> bytes:
     if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
         return lscene.tiff_bytes(array, 0.5)
     buf = io.BytesIO()
-    tifffile.imwrite(buf, array, photometric="minisblack", planarconfig="contig" if array.ndim == 3 and array.shape[2] > 1 else None,
+    tifffile.imwrite(buf, array, photometric="minisblack",
+                     planarconfig="contig" if array.ndim == 3 and array.shape[2] > 1 else None,
                      extratags=[(33550, "d", 3, (0.5, 0.5, 0.0), True),
                                 (33922, "d", 6, (0.0, 0.0, 0.0) + lscene.ORIGIN_UTM + (0.0,), True)])
     return buf.getvalue()
@@ -545,7 +551,8 @@ RDB_NAME = f"{SITE}.rdb"
 def rdb_structural():
     lines = RDB_TEXT.splitlines()
     header = next(k for k, line in enumerate(lines) if line.startswith("agency_cd"))
-    junk = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+    junk = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                          blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
                    max_size=40)
 
     def insert(args):

@@ -79,5 +79,6 @@ def test_the_job_reads_a_downloaded_folder_and_names_a_misregistered_hsi(tmp_pat
     job = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(source="dfc2018", hsi_bands_in=48)))
     rgb, hsi, gt, name = read_scene(job, str(good))
     assert gt.shape == SHAPE and hsi.shape == (60, 60, 48) and rgb.shape == (480, 480, 3)
-    with pytest.raises(SchemaError, match=r"bad/HSI/2018_IEEE_GRSS_DFC_HSI_TR: misregistered .* \(\+0\.000, \+0\.300\) m"):
+    with pytest.raises(SchemaError, match=r"bad/HSI/2018_IEEE_GRSS_DFC_HSI_TR: misregistered .* "
+                                          r"\(\+0\.000, \+0\.300\) m"):
         read_scene(job, str(bad))

@@ -142,7 +142,8 @@ def test_a_counter_is_read_inside_the_pause_around_a_mark():
 def test_steady_bytes_sum_the_senders_between_the_two_pauses():
     def result(origin, t, out, inn):
         return {"origin": origin, "series": {"r": {"t_s": t, "bytes_out": out, "bytes_in": inn}}}
-    results = {role: result(100.0, [1.0, 2.0, 3.0, 4.0], [50, 60, 260, 270], [5, 6, 26, 27]) for role in landcover.ROLES}
+    results = {role: result(100.0, [1.0, 2.0, 3.0, 4.0], [50, 60, 260, 270], [5, 6, 26, 27])
+               for role in landcover.ROLES}
     cell = {"steady": {"from": [101.5, 102.0, 102.5], "to": [103.5, 104.0, 104.5], "steps": 4}}
     got = landcover.steady_bytes(results, cell)
     assert got["per_role"]["ps:0"] == {"bytes_out": (270 - 60) / 4, "bytes_in": (27 - 6) / 4}

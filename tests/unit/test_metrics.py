@@ -27,15 +27,18 @@ needs_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) 
 # same pair shared with a forked child (pid 12425), an IPv6 socket in CLOSE-WAIT and an orphan in
 # FIN-WAIT-2 with an empty info line. Info lines trimmed to the fields that matter.
 SS_SAMPLE = (
-    "ESTAB 0      0      127.0.0.1:52939 127.0.0.1:46980 users:((\"python\",pid=12421,fd=5)) ino:328653 sk:8 cgroup:/ <->\n"
+    "ESTAB 0      0      127.0.0.1:52939 127.0.0.1:46980 users:((\"python\",pid=12421,fd=5)) "
+    "ino:328653 sk:8 cgroup:/ <->\n"
     "\t ts sack bbr wscale:10,10 rto:204 rtt:0.018/0.01 mss:38400 cwnd:11 bytes_sent:1234 bytes_acked:1234 "
     "bytes_received:100000 segs_out:3 segs_in:6 data_segs_out:1 data_segs_in:3 bbr:(bw:76800000000bps,mrtt:0.004) "
     "send 187733333333bps lastsnd:216 delivered:2 app_limited minrtt:0.004 snd_wnd:76800\n"
-    "ESTAB 0      0      127.0.0.1:46980 127.0.0.1:52939 users:((\"python\",pid=12425,fd=4),(\"python\",pid=12421,fd=4)) "
+    "ESTAB 0      0      127.0.0.1:46980 127.0.0.1:52939 "
+    "users:((\"python\",pid=12425,fd=4),(\"python\",pid=12421,fd=4)) "
     "ino:328652 sk:9 cgroup:/ <->\n"
     "\t ts sack bbr wscale:10,10 rto:204 rtt:0.029/0.011 mss:47616 cwnd:13 bytes_sent:100000 bytes_acked:100001 "
     "bytes_received:1234 segs_out:6 segs_in:4 data_segs_out:3 data_segs_in:1 delivered:4 snd_wnd:95232\n"
-    "CLOSE-WAIT 1      0          [::1]:50759     [::1]:36376 users:((\"python\",pid=12421,fd=8)) ino:329507 sk:a cgroup:/ -->\n"
+    "CLOSE-WAIT 1      0          [::1]:50759     [::1]:36376 users:((\"python\",pid=12421,fd=8)) "
+    "ino:329507 sk:a cgroup:/ -->\n"
     "\t ts sack bbr wscale:10,10 rto:204 rtt:0.145/0.072 mss:32768 cwnd:10 bytes_received:11 segs_out:2 segs_in:4 "
     "data_segs_in:1 delivered:1 app_limited snd_wnd:65536\n"
     "FIN-WAIT-2 0      0          [::1]:36376     [::1]:50759 timer:(timewait,59sec,0) ino:0 sk:b\n"
@@ -64,7 +67,8 @@ def test_parse_ss_counts_retransmitted_bytes_once():
 
 
 def test_parse_ss_old_kernel_falls_back_to_acked_and_rejects_garbage():
-    old = "ESTAB 0 0 10.0.0.1:5000 10.0.0.2:6000 users:((\"java\",pid=7,fd=9))\n\t cubic bytes_acked:4097 bytes_received:50\n"
+    old = ("ESTAB 0 0 10.0.0.1:5000 10.0.0.2:6000 users:((\"java\",pid=7,fd=9))\n"
+           "\t cubic bytes_acked:4097 bytes_received:50\n")
     assert parse_ss(old)[0] == {"pid": 7, "fd": 9, "state": "ESTAB", "local": "10.0.0.1:5000",
                                      "peer": "10.0.0.2:6000", "ino": 0, "bytes_sent": 4097, "bytes_received": 50,
                                      "bytes_retrans": 0}
@@ -245,7 +249,8 @@ def _fake_run(scale):
 def test_figures_and_tables_are_written(tmp_path):
     from jobs import metrics_figures as mf
     runs = {"default": _fake_run(1), "scheme4": _fake_run(2)}
-    for plot, name in ((mf.plot_traffic, "traffic.png"), (mf.plot_cpu_wait_box, "cpu.png"), (mf.plot_memory, "mem.png")):
+    for plot, name in ((mf.plot_traffic, "traffic.png"), (mf.plot_cpu_wait_box, "cpu.png"),
+                       (mf.plot_memory, "mem.png")):
         path = plot(runs, str(tmp_path / name))
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -253,7 +258,8 @@ def test_figures_and_tables_are_written(tmp_path):
     h5 = mf.write_series_h5(runs, str(tmp_path / "series.h5"), {"default": {"interval_s": 0.5}})
     back, meta = mf.read_series_h5(h5)
     assert back["scheme4"]["worker1"]["cpu_percent"] == runs["scheme4"]["worker1"]["cpu_percent"]
-    assert all(math.isnan(v) for v in back["default"]["ps"]["io_wait_percent"]) and meta == {"default": {"interval_s": 0.5}}
+    assert all(math.isnan(v) for v in back["default"]["ps"]["io_wait_percent"]) \
+        and meta == {"default": {"interval_s": 0.5}}
     csv_path = mf.write_summary_csv(runs, str(tmp_path / "summary.csv"))
     lines = open(csv_path).read().splitlines()
     assert len(lines) == 1 + 6 and lines[0].startswith("run,role,samples")

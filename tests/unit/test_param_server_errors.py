@@ -157,7 +157,8 @@ def test_a_push_of_integer_tensors_is_refused_whole(dtype):
         c0.join(0)
         before = state(ps)
         name = np.dtype(dtype).name
-        with pytest.raises(ParameterServerError, match=rf"^tensor 0: got {name} \(2,\), expected floats of shape \(2,\)$"):
+        with pytest.raises(ParameterServerError, match=rf"^tensor 0: got {name} \(2,\), "
+                                                       rf"expected floats of shape \(2,\)$"):
             c0.push(delta(1, dtype), 0)
         assert_unchanged(ps, before)
 

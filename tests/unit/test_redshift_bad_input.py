@@ -179,7 +179,8 @@ def test_failed_prepare_leaves_earlier_outputs_intact(spark, tmp_path):
     _earlier_run(out)
     CASES["nan"][0](out / "input" / "shard-00001.h5")  # the input went bad since
     before = _snapshot(out)
-    data = DataConfig(source="hdf5", feed="tensorflow", input="", npy_spectra="spectra.npy", npy_labels="labels.npy", sizes=[8],
+    data = DataConfig(source="hdf5", feed="tensorflow", input="",
+                      npy_spectra="spectra.npy", npy_labels="labels.npy", sizes=[8],
                       shard_size=4, seed=5, bands=BANDS, z_min=1.0, z_max=1.8, n_classes=N_CLASSES, snr=10.0)
     job = Job("redshift", SimpleNamespace(data=data), spark, storage.to_uri(out), "secret", None)
     with pytest.raises(Exception) as info:

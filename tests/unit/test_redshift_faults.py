@@ -85,7 +85,8 @@ FAILURE = """worker:0 failed
 --- worker:0 ---
 Traceback (most recent call last):
   File "jobs/redshift_roles.py", line 300, in worker_role
-distributed.ps_client.ParameterServerLost: lost the parameter server ps:0 at 127.0.0.1:4000: 'push' failed (BrokenPipeError: [Errno 32] Broken pipe; timeout 630.0 s)
+distributed.ps_client.ParameterServerLost: lost the parameter server ps:0 at 127.0.0.1:4000: 'push' failed \
+(BrokenPipeError: [Errno 32] Broken pipe; timeout 630.0 s)
 """
 
 
