@@ -41,7 +41,7 @@ setup(
         "tensorboard": ["tensorboard>=2.20,<3"],
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4",
                  "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.9,<6",
-                 "ipykernel>=6.29,<8"],
+                 "ipykernel>=6.29,<8", "ruff>=0.15,<1"],
     },
     entry_points={"console_scripts": ["scidl-minicluster=distributed.minicluster:main"]},
 )
