@@ -246,7 +246,14 @@ class MiniCluster:
         req = urllib.request.Request(f"{self.state.master_ui}/json/",
                                      headers={"Authorization": f"Bearer {ui_token(self.state.secret)}"})
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return json.load(resp)
+            body = resp.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            # Another web server holds the port (a Spark UI answers any path with a page): not the master.
+            # The master itself then stops on its BindException, which `up` reports and retries.
+            raise ConnectionError(f"{req.full_url} answered with a page that is not the master's JSON: "
+                                  f"{body[:80]!r}") from None
 
     def _log_tail(self, name: str, lines: int = 25) -> str:
         path = self.run_dir / "logs" / f"{name}.log"

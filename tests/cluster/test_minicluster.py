@@ -1,5 +1,7 @@
 """The loopback mini-cluster: real master and workers, loopback only, authenticated, stopped by pid."""
+import http.server
 import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -55,22 +57,42 @@ def test_up_names_the_worker_that_fails_and_cleans_up(tmp_path):
     assert not (tmp_path / "state.json").exists()
 
 
-def test_a_port_taken_before_the_master_binds_it_is_retried_on_new_ports(tmp_path, monkeypatch):
+class AnyPathPage(http.server.BaseHTTPRequestHandler):
+    """Another web server: like a Spark application's UI, it answers every path with an HTML page."""
+    def do_GET(self):
+        body = b"<!DOCTYPE html><html><body>not the master</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["master port, silent", "web UI port, answering HTML"])
+def test_a_port_taken_before_the_master_binds_it_is_retried_on_new_ports(tmp_path, monkeypatch, index):
     cfg = replace(load_cluster(), start_timeout_s=300)
     chosen, real = [], mc.free_ports
 
-    def taken_in_between(host, n):  # the first choice's master port is taken before the master binds it
+    def taken_in_between(host, n):  # one of the first choice's ports is taken before the master binds it
         ports = real(host, n)
         if not chosen:
-            ports[0] = taken.getsockname()[1]
+            ports[index] = taken.server_address[1]
         chosen.append(ports)
         return ports
 
     monkeypatch.setattr(mc, "free_ports", taken_in_between)
-    with socket.create_server((cfg.host, 0)) as taken:
-        cluster = mc.up_on_free_ports(cfg, tmp_path, workers=1)
+    with http.server.HTTPServer((cfg.host, 0), AnyPathPage) as taken:
+        threading.Thread(target=taken.serve_forever, daemon=True).start()
+        try:
+            cluster = mc.up_on_free_ports(cfg, tmp_path, workers=1)
+        finally:
+            taken.shutdown()
         try:
             assert len(chosen) == 2 and cluster.cfg.master_port == chosen[1][0] != chosen[0][0]
+            assert cluster.state.master_ui.endswith(f":{chosen[1][1]}")
             assert cluster.status()["running"] is True and cluster.status()["alive_workers"] == 1
             first_attempt = (tmp_path / "logs" / "master.log").read_text(errors="replace")
             assert any(sign in first_attempt for sign in mc.PORT_TAKEN)  # it did collide, and was retried
