@@ -182,28 +182,24 @@ def prepare_patches(job: Job) -> tuple[dict, dict]:
     cfg = job.cfg.data
     uri = _scene_files(job)
     rgb, hsi, gt, hsi_name = read_scene(job, uri)
-    rgb = lp.resize(rgb, gt.shape[:2], "area" if rgb.shape[0] % gt.shape[0] == 0 else "nearest")
-    hsi = lp.select_bands(lp.resize(hsi, gt.shape[:2], "bilinear"), cfg.bands, cfg.hsi_bands_in, hsi_name)
-    images = job.sc.broadcast((rgb, hsi))
-    train_gt, test_gt, x0 = lp.split_region(gt, cfg.test_fraction, cfg.patch)
-    sets, report = lp.disjoint_sets(train_gt, cfg.sizes, cfg.seed, cfg.patch, name="gt.tif")  # no centre in two sets
+    images = job.sc.broadcast(lp.on_gt_grid(rgb, hsi, gt.shape, cfg.bands, cfg.hsi_bands_in, hsi_name))
+    sets, reports = lp.draw_sets(gt, cfg.sizes, cfg.test_fraction, cfg.test_per_class, cfg.seed, cfg.patch,
+                                 name="gt.tif")  # no centre in two sets, none near the held-out region
+    report = reports[str(cfg.sizes[0])]
     if report.get("with_replacement"):
         log.warning("%s patches: sampled with replacement for %s", "+".join(map(str, cfg.sizes)),
                     ", ".join(f"{r['name']} ({r['available']} of {r['requested']})"
                               for r in report["with_replacement"]))
-    sets["test"], test_report = lp.test_set(test_gt, cfg.test_per_class, cfg.seed + 1, cfg.patch, name="gt.tif")
-    test_report["first_column"] = x0
-    uris, reports = {}, {str(n): report for n in cfg.sizes} | {"test": test_report}
+    uris = {}
     patch = cfg.patch
 
     def cut(chunk):
         index, c, y = chunk
-        r, h = lp.cut_patches(images.value[0], images.value[1], c, patch)
-        arrays = {"rgb": r.astype("float32"), "hsi": h, "label": y, "centre": c}
+        arrays = lp.patch_arrays(images.value[0], images.value[1], c, y, patch)
         return index, lp.shard_bytes(arrays), lp.modality_bytes(arrays)
 
     for n, centres in sets.items():
-        labels = gt[centres[:, 0], centres[:, 1]].astype("int32") - 1
+        labels = lp.labels_at(gt, centres)
         chunks = [(i, centres[i:i + cfg.shard_size], labels[i:i + cfg.shard_size])
                   for i in range(0, len(centres), cfg.shard_size)]
         target = job.out("patches", str(n))

@@ -210,13 +210,42 @@ def cut_patches(rgb: np.ndarray, hsi: np.ndarray, centres: np.ndarray, patch: in
     return rgb[rows, cols], hsi[rows, cols].astype(np.float32, copy=False)
 
 
+def on_gt_grid(rgb: np.ndarray, hsi: np.ndarray, gt_shape: Sequence[int], bands: Sequence[int],
+               bands_in: int | None = None, hsi_name: str = "<hsi>") -> tuple[np.ndarray, np.ndarray]:
+    """Both products on the ground-truth grid (thesis 6.2.1), the hyperspectral one reduced to `bands`:
+    RGB averaged over whole pixels where the grids divide (else nearest), HSI bilinear."""
+    rgb = resize(rgb, gt_shape[:2], "area" if rgb.shape[0] % gt_shape[0] == 0 else "nearest")
+    return rgb, select_bands(resize(hsi, gt_shape[:2], "bilinear"), bands, bands_in, hsi_name)
+
+
+def draw_sets(gt: np.ndarray, sizes: Sequence[int], test_fraction: float, test_per_class: int, seed,
+              patch: int = PATCH, name: str = "<gt>") -> tuple[dict, dict]:
+    """The training sets (disjoint_sets, west of the held-out region) and the held-out test set (test_set):
+    ({size: centres, "test": centres}, {str(size): sampling report, "test": its report})."""
+    train_gt, test_gt, x0 = split_region(gt, test_fraction, patch)
+    sets, report = disjoint_sets(train_gt, sizes, seed, patch, name=name)
+    sets["test"], test_report = test_set(test_gt, test_per_class, seed + 1, patch, name=name)
+    test_report["first_column"] = x0
+    return sets, {str(n): report for n in sizes} | {"test": test_report}
+
+
+def labels_at(gt: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The class index (ground-truth value - 1) at each centre."""
+    return np.asarray(gt)[centres[:, 0], centres[:, 1]].astype(np.int32) - 1
+
+
+def patch_arrays(rgb: np.ndarray, hsi: np.ndarray, centres: np.ndarray, labels: np.ndarray,
+                 patch: int = PATCH, name: str = "<scene>") -> dict[str, np.ndarray]:
+    """The LANDCOVER_PATCHES record of `centres` (images already on the ground-truth grid)."""
+    rgb_p, hsi_p = cut_patches(rgb, hsi, centres, patch, name)
+    return dict(rgb=rgb_p.astype(np.float32), hsi=hsi_p, label=labels, centre=centres)
+
+
 def build_patch_set(rgb: np.ndarray, hsi: np.ndarray, gt: np.ndarray, per_class: int, seed,
                     patch: int = PATCH, name: str = "<gt>") -> tuple[dict, dict]:
     """Images on the ground-truth grid -> (arrays for LANDCOVER_PATCHES, sampling report)."""
     centres, report = patch_centres(gt, per_class, seed, patch, name=name)
-    rgb_p, hsi_p = cut_patches(rgb, hsi, centres, patch, name)
-    labels = np.asarray(gt)[centres[:, 0], centres[:, 1]].astype(np.int32) - 1
-    return dict(rgb=rgb_p.astype(np.float32), hsi=hsi_p, label=labels, centre=centres), report
+    return patch_arrays(rgb, hsi, centres, labels_at(gt, centres), patch, name), report
 
 
 # Each modality of a shard also as raw little-endian values (rgb-00000.raw: float32 [n, 25, 25, 3], hsi-...:

@@ -1,4 +1,4 @@
-"""The parameter-server benches run end to end on tiny sizes and end with a parseable, positive ratio."""
+"""The benches run end to end on tiny sizes and end with a parseable ratio that their printed measurements give."""
 import os
 import re
 import subprocess
@@ -94,3 +94,15 @@ def test_ps_scaling_prints_the_rate_at_each_client_count_and_their_ratio():
     assert len(rates) == 2 and all(r > 0 for r in rates), out
     assert abs(value - rates[1] / rates[0]) <= 1e-2 * value  # the printed rates are rounded
     assert "warning" not in out  # at each count the server applied exactly the updates the clients counted
+
+
+def test_landcover_learning_scores_both_sides_on_the_same_held_out_patches():
+    name, value, out = run_bench("landcover_learning.py", "--quick")
+    assert name == "landcover_cnn_over_nearest_signature_held_out_accuracy"
+    n = int(re.search(r"training patches, (\d+) held-out patches", out).group(1))
+    baseline = float(re.search(r"^nearest-signature baseline, held-out accuracy: ([0-9.]+)", out, re.M).group(1))
+    cnn = float(re.search(r"held-out accuracy ([0-9.]+), held-out loss", out).group(1))
+    for accuracy in (baseline, cnn):  # each a count of those n patches over n, printed to 3 decimals
+        assert abs(accuracy * n - round(accuracy * n)) <= n * 0.0005 + 1e-9, (accuracy, n, out)
+    assert value == pytest.approx(cnn / baseline, rel=0.01), out
+    assert ("MET" if baseline <= 0.5 and value >= 1.5 else "NOT MET") in out.splitlines()[-2], out

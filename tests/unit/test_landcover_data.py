@@ -142,15 +142,15 @@ def test_the_two_sets_share_no_centre_and_keep_their_per_class_counts(scene):
 
 
 def test_no_training_patch_overlaps_a_held_out_test_patch():
-    from rdd_io.landcover_patches import disjoint_sets, split_region, test_set
+    from rdd_io.landcover_patches import draw_sets
     gt = scene_mod.make_scene(SEED, test_fraction=0.2)["gt"]
-    train, test, x0 = split_region(gt, 0.2)
+    sets, reports = draw_sets(gt, [200, 60], 0.2, 3, seed=1)
+    x0, centres, report = reports["test"]["first_column"], sets["test"], reports["test"]
     assert x0 == 160
-    sets, _ = disjoint_sets(train, [200], seed=1)
-    centres, report = test_set(test, 3, seed=2)
     assert report["absent"] == [] and len(centres) == 60  # the generator tops every class up on both sides
-    # 25-pixel windows: training columns [c - 12, c + 12] end before the test windows begin
-    assert sets[200][:, 1].max() + 12 < centres[:, 1].min() - 12
+    assert not set(map(tuple, sets[200])) & set(map(tuple, sets[60]))  # the two training sets are disjoint
+    for n in (200, 60):  # 25-pixel windows: training columns [c - 12, c + 12] end before the test windows begin
+        assert len(sets[n]) == n and sets[n][:, 1].max() + 12 < centres[:, 1].min() - 12
     assert (gt[centres[:, 0], centres[:, 1]] > 0).all() and centres[:, 1].min() >= x0
 
 
