@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from conf import CONF_DIR, load
     from jobs.landcover import LandcoverConfig, model_args
     from jobs.landcover_roles import train_cell
-    from jobs.redshift_roles import quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
     from models.landcover import nearest_signature
     from rdd_io import landcover_patches as lp
     from rdd_io.landcover_scene import make_scene

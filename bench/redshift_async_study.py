@@ -130,7 +130,8 @@ def main(argv=None) -> float:
         args.set = ["data.bands=450", "data.n_classes=40", "data.snr=20.0", "model.learning_rate=0.001"] + args.set
     from conf import CONF_DIR, load
     from jobs.redshift import RedshiftConfig, model_args
-    from jobs.redshift_roles import fit_sequential, new_model, quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import fit_sequential, new_model
     from bench.redshift_target import simulate_like_job
     cfg = load(RedshiftConfig, CONF_DIR / "redshift.yaml", args.preset, args.set)
     quiet_tensorflow(cfg.train.tf_threads)

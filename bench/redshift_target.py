@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> float:
 
     from conf import CONF_DIR, load
     from jobs.redshift import RedshiftConfig, model_args
-    from jobs.redshift_roles import fit_sequential, new_model, quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import fit_sequential, new_model
     from models.redshift import count_params
 
     cfg = load(RedshiftConfig, CONF_DIR / "redshift.yaml", args.preset, args.set)

@@ -80,7 +80,8 @@ def in_process_side(args, share_uri: str, epochs: int) -> tuple[float, float, in
     """fit_sequential on the worker's share: (samples/s after the warm-up epochs, seconds, samples)."""
     from conf import load
     from jobs.redshift import RedshiftConfig, model_args
-    from jobs.redshift_roles import fit_sequential, new_model, quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import fit_sequential, new_model
     from rdd_io.redshift_bundle import load_share
     cfg = load(RedshiftConfig, REPO / "conf" / "redshift.yaml", args.preset, args.overrides)
     share = load_share(share_uri)

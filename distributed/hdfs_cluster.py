@@ -22,6 +22,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from distributed import processes
+from distributed.java import require_java
 
 ROOT = Path(__file__).resolve().parents[1]
 POM = ROOT / "hdfs" / "pom.xml"
@@ -128,7 +129,6 @@ class HdfsCluster:
 
     # -- starting -------------------------------------------------------------------------------
     def up(self, run_id: str | None = None) -> HdfsState:
-        from distributed.minicluster import require_java
         require_java()
         lib = jars()
         previous = self.load_state()

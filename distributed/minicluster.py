@@ -23,7 +23,6 @@ import json
 import os
 import logging
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distributed import processes
+from distributed.java import JavaError, require_java
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -46,28 +46,6 @@ log = logging.getLogger(__name__)
 
 class ClusterError(RuntimeError):
     """The mini-cluster could not be started, reached or stopped."""
-
-
-def require_java(min_major: int = 17) -> str:
-    """Return `java -version`'s first line, or fail with a message a new user can act on."""
-    java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) \
-        if os.environ.get("JAVA_HOME") else shutil.which("java")
-    hint = (f"Spark 4 needs Java {min_major} or newer. Install it (Debian/Ubuntu: "
-            f"`sudo apt-get install openjdk-{min_major}-jre-headless`; macOS: `brew install openjdk@{min_major}`) "
-            "and make sure `java` is on PATH or JAVA_HOME points at it.")
-    if not java:
-        raise ClusterError(f"Java was not found. {hint}")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    # The JVM may print "Picked up JAVA_TOOL_OPTIONS: ..." before the version line.
-    first = next((line for line in out.splitlines() if 'version "' in line), out.strip()[:200])
-    try:
-        version = first.split('"')[1]
-        major = int(version.split(".")[1] if version.startswith("1.") else version.split(".")[0])
-    except (IndexError, ValueError):
-        raise ClusterError(f"could not read the Java version from {first!r}. {hint}") from None
-    if major < min_major:
-        raise ClusterError(f"found Java {version} at {java}. {hint}")
-    return first
 
 
 def spark_home() -> Path:
@@ -417,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped {len(pids)} processes: {' '.join(map(str, pids)) or '-'}")
         else:
             print(json.dumps(cluster.status(), indent=2))
-    except (ClusterError, HdfsError) as exc:
+    except (ClusterError, HdfsError, JavaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

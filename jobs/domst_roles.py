@@ -263,7 +263,7 @@ def role(args: dict, ctx) -> dict:
                        f"was lost while training watershed {wid} ({approach}): its process died (Spark started it "
                        f"again, attempt {tries + 1}); continue with --resume")
     pidfile.write(storage.join(args["checkpoints"], "pids"), name)
-    from jobs.redshift_roles import quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
     tf = quiet_tensorflow(args["tf_threads"])  # thread settings and the CPU split come before any op
     n_gpus, n_cpus, device_names = node_devices(tf, args["placement"], args["model"]["k_groups"])
     from models.domst import device_map, make_place

@@ -219,9 +219,9 @@ def baseline(data_uris: dict, n: int) -> dict:
     class of the nearest mean spectrum of the n-patch training set (no learning beyond class means)."""
     import numpy as np
 
-    from jobs.landcover_roles import load_patches
     from models.landcover import nearest_signature
-    train, test = load_patches(data_uris[n]), load_patches(data_uris["test"])
+    from rdd_io.landcover_patches import read_patch_set
+    train, test = read_patch_set(data_uris[n]), read_patch_set(data_uris["test"])
     c = train["hsi"].shape[1] // 2
     predicted = nearest_signature(train["hsi"][:, c, c, :], train["label"], test["hsi"][:, c, c, :])
     return {"nearest_signature_test_accuracy": float(np.mean(predicted == test["label"])),
@@ -308,7 +308,7 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
 def run_single_machine(job: Job, data_uri: str, test_uri: str | None) -> dict:
     """The same units and training loop in this process, no placement (the thesis's single machine)."""
     from jobs.landcover_roles import train_cell
-    from jobs.redshift_roles import quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
     cfg = job.cfg
     tf = quiet_tensorflow(cfg.train.tf_threads)
     cell = {"id": "single", "plan": "single machine", "batch_size": cfg.train.batch_size,

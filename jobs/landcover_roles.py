@@ -14,9 +14,10 @@ import time
 import numpy as np
 
 from distributed import netns, pidfile
-from jobs.redshift_roles import quiet_tensorflow
+from distributed.tf_process import quiet_tensorflow
 from jobs.resume import RoleLost, attempt, epoch_order, error_line, unreachable_roles
 from rdd_io import storage
+from rdd_io.landcover_patches import read_patch_set, volumes
 
 CHECKPOINT_FILE, RESULT_FILE = "chief.h5", "result.json"  # per cell, under <output>/checkpoints/<cell id>/
 
@@ -38,18 +39,9 @@ def server_role(args: dict, ctx) -> dict:
 
 
 def load_patches(uri: str) -> dict[str, np.ndarray]:
-    """Every shard-*.h5 of a patch set, concatenated (runs on executors)."""
-    from rdd_io import storage
-    from rdd_io.landcover_patches import LANDCOVER_PATCHES
+    """A patch set read from outside the run's private network (storage is on the machine's network)."""
     with netns.outside():
-        parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
-    return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "hsi", "label")}
-
-
-def volumes(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches as the model's one-channel volumes (N, 25, 25, bands, 1), RGB scaled to [0, 1]."""
-    return (data["rgb"][..., None].astype(np.float32) / 255.0, data["hsi"][..., None].astype(np.float32),
-            data["label"].astype(np.int32))
+        return read_patch_set(uri)
 
 
 def device_data(tf, data, model_cfg: dict, place=None) -> dict:

@@ -65,7 +65,7 @@ def _change(values: dict, mode: str):
 
 
 def redshift_comparisons(folder: Path) -> list[dict]:
-    from jobs import redshift_report as rr
+    from jobs import redshift_tables as rr
     thesis = rr.THESIS_STABLE[5000]
     theirs = rr._by_size(thesis, 1)
     rows = []

@@ -354,7 +354,8 @@ def run_cell(job: Job, cell_id: str, compute, resumed: dict) -> dict:
 def run_baseline(job: Job, bundle, n: int) -> dict:
     """The same CNN, same data and seed, trained in this process without Spark."""
     import numpy as np
-    from jobs.redshift_roles import fit_sequential, new_model, quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import fit_sequential, new_model
     cfg = job.cfg
     rows = bundle.filter(lambda t: t[0] < n).sortByKey().collect()
     x = np.stack([r[1][0] for r in rows]).astype(np.float32)

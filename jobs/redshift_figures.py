@@ -5,7 +5,7 @@ import numpy as np
 
 from distributed.early_stopping import CRITERIA
 from jobs.output_files import pyplot as _pyplot, save_png as _save
-from jobs.redshift_report import COLUMNS, DATA_MODES, TABLE_MODES, _workers_of, ablation_table, censored
+from jobs.redshift_tables import COLUMNS, DATA_MODES, TABLE_MODES, _workers_of, ablation_table, censored
 
 
 def plot_curves(runs: list[dict], metric: str, path: str) -> str | None:

@@ -32,22 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from distributed.early_stopping import CRITERIA, EarlyStopper
+from distributed.tf_process import quiet_tensorflow
 from jobs.resume import epoch_rng
 from rdd_io.redshift_bundle import seen
 
 log = logging.getLogger(__name__)
-
-
-def quiet_tensorflow(threads: int):
-    import os
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    try:  # fails if TF already ran an op in this process; the setting then stays as it was
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass
-    return tf
 
 
 def new_model(model_cfg: dict, seed: int, name: str = "redshift"):
@@ -78,8 +67,8 @@ def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=Non
 def worker_data(args: dict, task_index: int) -> tuple:
     """(x, y, share facts) of one worker: its redshift share, or every M-th land-cover patch."""
     if args.get("data", "redshift-share") == "landcover-patches":
-        from jobs.landcover_roles import load_patches, volumes
-        rgb, hsi, y = volumes(load_patches(args["data_uri"]))
+        from rdd_io.landcover_patches import read_patch_set, volumes
+        rgb, hsi, y = volumes(read_patch_set(args["data_uri"]))
         index = np.arange(len(y))[task_index::args["workers"]]
         return [rgb[index], hsi[index]], y[index], index
     from rdd_io.redshift_bundle import load_share

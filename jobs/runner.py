@@ -309,7 +309,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
     try:
         if embedded:
-            from distributed.minicluster import require_java
+            from distributed.java import require_java
             require_java()
             cluster = _start_embedded(cfg, case, executors)
             master, cluster_secret = cluster.state.master_url, cluster.state.secret

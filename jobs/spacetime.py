@@ -21,16 +21,15 @@ space and depth solve the same global problem (volume P x side^3, P x layers_per
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Seconds, Seed
 from jobs.runner import Job, run_job
+from jobs.spacetime_model import cell
 
 log = logging.getLogger("jobs.spacetime")
-MODES = ("space", "depth", "spacetime")
 
 
 @dataclass
@@ -117,33 +116,6 @@ class SpacetimeConfig:
 
 
 # ---------------------------------------------------------------------------------- pure helpers
-def split_spacetime(processes: int) -> tuple[int, int]:
-    """(P_s, P_t) of a space x depth run on 2^k processes: P_t = 2^ceil(k/2), P_s = P / P_t."""
-    k = int(math.log2(processes))
-    p_t = 2 ** math.ceil(k / 2)
-    return processes // p_t, p_t
-
-
-def cell(mode: str, processes: int, side: int, layers_per_process: int) -> dict:
-    """One weak-scaling cell: its process grid and global problem (see the module docstring)."""
-    from distributed.halo import grid_for
-    if mode == "space":
-        p_s, p_t = processes, 1
-    elif mode == "depth":
-        p_s, p_t = 1, processes
-    elif mode == "spacetime":
-        p_s, p_t = split_spacetime(processes)
-    else:
-        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
-    grid = grid_for(p_s)
-    volume_blocks = grid_for(processes) if mode != "spacetime" else grid  # space and depth: P x side^3
-    shape = [side * g for g in volume_blocks]
-    layers = layers_per_process * (processes if mode != "spacetime" else p_t)
-    return {"id": f"{mode}-P{processes}", "mode": mode, "processes": processes, "p_s": p_s, "p_t": p_t,
-            "grid": list(grid), "shape": shape, "layers": layers,
-            "voxels_per_process": int(math.prod(shape)) // p_s, "layers_per_process": layers // p_t}
-
-
 def cells(ex: ExperimentsConfig) -> list[dict]:
     """Every cell to run, in order; P = 1 is the same serial problem in every mode, run once as 'serial'."""
     out = []

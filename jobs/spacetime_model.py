@@ -23,6 +23,33 @@ import numpy as np
 from distributed import halo
 
 FLOAT_BYTES = 4
+MODES = ("space", "depth", "spacetime")
+
+
+def split_spacetime(processes: int) -> tuple[int, int]:
+    """(P_s, P_t) of a space x depth run on 2^k processes: P_t = 2^ceil(k/2), P_s = P / P_t."""
+    k = int(math.log2(processes))
+    p_t = 2 ** math.ceil(k / 2)
+    return processes // p_t, p_t
+
+
+def cell(mode: str, processes: int, side: int, layers_per_process: int) -> dict:
+    """One weak-scaling cell: its process grid and global problem (see jobs/spacetime.py's docstring)."""
+    if mode == "space":
+        p_s, p_t = processes, 1
+    elif mode == "depth":
+        p_s, p_t = 1, processes
+    elif mode == "spacetime":
+        p_s, p_t = split_spacetime(processes)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
+    grid = halo.grid_for(p_s)
+    volume_blocks = halo.grid_for(processes) if mode != "spacetime" else grid  # space and depth: P x side^3
+    shape = [side * g for g in volume_blocks]
+    layers = layers_per_process * (processes if mode != "spacetime" else p_t)
+    return {"id": f"{mode}-P{processes}", "mode": mode, "processes": processes, "p_s": p_s, "p_t": p_t,
+            "grid": list(grid), "shape": shape, "layers": layers,
+            "voxels_per_process": int(math.prod(shape)) // p_s, "layers_per_process": layers // p_t}
 
 
 def cycle_evaluations(n: int, c: int, levels: int, fcf: bool) -> tuple[int, int]:
@@ -84,7 +111,6 @@ def modelled_rows(modes: list[str], exponents: range, side: int, layers_per_proc
                   bandwidth_Bps: float, cores_per_node: int) -> list[dict]:
     """The weak-scaling table extended to 2^k processes, one row per k: modelled seconds and bytes per
     step per process for each mode."""
-    from jobs.spacetime import cell
     rows = []
     for k in exponents:
         p = 2 ** k

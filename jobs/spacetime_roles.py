@@ -169,7 +169,7 @@ def run_cells(args: dict, comm, rank: int, progress=lambda **fields: None) -> di
 def role(args: dict, ctx) -> dict:
     """One process of every cell that needs it (rank = the worker's task index)."""
     from distributed.mesh import Mesh
-    from jobs.redshift_roles import quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
     quiet_tensorflow(args["tf_threads"])
     rank, addresses = ctx.task_index, ctx.addresses("worker")
     started = time.time()

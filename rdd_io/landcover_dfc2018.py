@@ -1,5 +1,6 @@
 """The 2018 IEEE GRSS Data Fusion Contest products as downloaded, placed on the ground by their
-georeferencing and cut to the ground truth's extent (pure: bytes in, arrays out).
+georeferencing and cut to the ground truth's extent (pure: bytes in, arrays out); and `write_dfc2018`,
+a simulated scene written in the same layout (for tests and demos).
 
 Files are recognised by their distributed names, in any folder under the input:
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rdd_io.landcover_scene import GT_GSD_M, ORIGIN_UTM, make_scene, split_tiles, tiff_bytes, write_atomic
 from rdd_io.schema import SchemaError
 
 GT_STEM, HSI_STEM = "2018_IEEE_GRSS_DFC_GT_TR", "2018_IEEE_GRSS_DFC_HSI_TR"
@@ -218,3 +220,31 @@ def read_folder(uri: str, expected_bands: int | None = None):
     found = classify(names)
     wanted = [found["gt"], found["hsi"], *found["rgb"]] + ([found["hsi_header"]] if found["hsi_header"] else [])
     return load({path: storage.read_bytes(path) for path in wanted}, expected_bands)
+
+
+# ------------------------------------------------------------------ a simulated scene in this layout
+def write_dfc2018(out_dir, seed: int = 0, gt_shape=(200, 200), bands: int = 48, rgb_factor: int = 4,
+                  tile_grid=(2, 2), hsi_offset_m=(0.0, 0.0), test_fraction: float = 0.0) -> dict:
+    """Generate a scene (rdd_io.landcover_scene) and write it as the contest distributes its products:
+    GT/2018_IEEE_GRSS_DFC_GT_TR.tif, HSI/2018_IEEE_GRSS_DFC_HSI_TR + .HDR (ENVI), and
+    Final RGB HR Imagery/UH_NAD83_<easting>_<northing>.tif tiles. `hsi_offset_m` (east, north) moves the
+    HSI's georeferencing, to make a misregistered copy. Returns the scene's facts."""
+    scene = make_scene(seed, gt_shape, bands, rgb_factor, test_fraction=test_fraction)
+    for folder in ("GT", "HSI", "Final RGB HR Imagery"):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    write_atomic(os.path.join(out_dir, "GT", f"{GT_STEM}.tif"), tiff_bytes(scene["gt"], GT_GSD_M))
+    hsi_place = Place(ORIGIN_UTM[0] + hsi_offset_m[0], ORIGIN_UTM[1] + hsi_offset_m[1], 2 * GT_GSD_M, 2 * GT_GSD_M)
+    header, data = envi_bytes(scene["hsi"], hsi_place)
+    write_atomic(os.path.join(out_dir, "HSI", f"{HSI_STEM}.HDR"), header)
+    write_atomic(os.path.join(out_dir, "HSI", HSI_STEM), data)
+    rgb_gsd = GT_GSD_M / rgb_factor
+    tiles = split_tiles(scene["rgb"], tile_grid)
+    names = []
+    for (r, c), tile in tiles.items():
+        y0 = sum(tiles[(i, c)].shape[0] for i in range(r))
+        x0 = sum(tiles[(r, j)].shape[1] for j in range(c))
+        origin = (ORIGIN_UTM[0] + x0 * rgb_gsd, ORIGIN_UTM[1] - y0 * rgb_gsd)
+        name = "UH_NAD83_{}_{}.tif".format(*(f"{v:.3f}".rstrip("0").rstrip(".") for v in origin))
+        write_atomic(os.path.join(out_dir, "Final RGB HR Imagery", name), tiff_bytes(tile, rgb_gsd, origin))
+        names.append(name)
+    return {"gt": scene["gt"], "hsi_shape": list(scene["hsi"].shape), "rgb_tiles": sorted(names)}

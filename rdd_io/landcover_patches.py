@@ -248,6 +248,18 @@ def build_patch_set(rgb: np.ndarray, hsi: np.ndarray, gt: np.ndarray, per_class:
     return patch_arrays(rgb, hsi, centres, labels_at(gt, centres), patch, name), report
 
 
+def read_patch_set(uri: str) -> dict[str, np.ndarray]:
+    """Every shard-*.h5 of a patch set, concatenated: {rgb, hsi, label}."""
+    parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "hsi", "label")}
+
+
+def volumes(data: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches as the model's one-channel volumes (N, 25, 25, bands, 1), RGB scaled to [0, 1]."""
+    return (data["rgb"][..., None].astype(np.float32) / 255.0, data["hsi"][..., None].astype(np.float32),
+            data["label"].astype(np.int32))
+
+
 # Each modality of a shard also as raw little-endian values (rgb-00000.raw: float32 [n, 25, 25, 3], hsi-...:
 # float32 [n, 25, 25, bands], label-...: int32 [n]), which TensorFlow reads in-graph (tf.io.read_file) on the
 # worker that holds the modality's first layer: the model-parallel run keeps the data where it is used.

@@ -272,7 +272,7 @@ def tiff_bytes(array: np.ndarray, gsd_m: float, origin=ORIGIN_UTM) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
@@ -296,10 +296,10 @@ def write_scene(out_dir, seed: int = 0, gt_shape=(200, 200), bands: int = 48,
         x0 = sum(tiles[(r, j)].shape[1] for j in range(c))
         name = f"rgb/tile_r{r}_c{c}.tif"
         origin = (ORIGIN_UTM[0] + x0 * rgb_gsd, ORIGIN_UTM[1] - y0 * rgb_gsd)
-        _write_atomic(os.path.join(out_dir, name), tiff_bytes(tile, rgb_gsd, origin))
+        write_atomic(os.path.join(out_dir, name), tiff_bytes(tile, rgb_gsd, origin))
         tile_files[name], offsets[name] = list(tile.shape), [y0, x0]
-    _write_atomic(os.path.join(out_dir, "hsi.tif"), tiff_bytes(scene["hsi"], 2 * GT_GSD_M))
-    _write_atomic(os.path.join(out_dir, "gt.tif"), tiff_bytes(scene["gt"], GT_GSD_M))
+    write_atomic(os.path.join(out_dir, "hsi.tif"), tiff_bytes(scene["hsi"], 2 * GT_GSD_M))
+    write_atomic(os.path.join(out_dir, "gt.tif"), tiff_bytes(scene["gt"], GT_GSD_M))
     counts = np.bincount(scene["gt"].ravel(), minlength=N_CLASSES + 1)
     meta = dict(
         seed=seed, gt_shape=list(scene["gt"].shape), hsi_shape=list(scene["hsi"].shape),
@@ -309,34 +309,6 @@ def write_scene(out_dir, seed: int = 0, gt_shape=(200, 200), bands: int = 48,
         gsd_m=dict(hsi=2 * GT_GSD_M, gt=GT_GSD_M, rgb=rgb_gsd), origin_utm=list(ORIGIN_UTM),
         classes=list(CLASSES), class_pixels={class_name(k): int(n) for k, n in enumerate(counts)},
         generator_kw={k: v for k, v in kw.items()})
-    _write_atomic(os.path.join(out_dir, "scene.json"),
+    write_atomic(os.path.join(out_dir, "scene.json"),
                   json.dumps(meta, indent=1, sort_keys=True).encode())
     return meta
-
-
-def write_dfc2018(out_dir, seed: int = 0, gt_shape=(200, 200), bands: int = 48, rgb_factor: int = 4,
-                  tile_grid=(2, 2), hsi_offset_m=(0.0, 0.0), test_fraction: float = 0.0) -> dict:
-    """Generate a scene and write it as the contest distributes its products (rdd_io.landcover_dfc2018):
-    GT/2018_IEEE_GRSS_DFC_GT_TR.tif, HSI/2018_IEEE_GRSS_DFC_HSI_TR + .HDR (ENVI), and
-    Final RGB HR Imagery/UH_NAD83_<easting>_<northing>.tif tiles. `hsi_offset_m` (east, north) moves the
-    HSI's georeferencing, to make a misregistered copy. Returns the scene's facts."""
-    from rdd_io.landcover_dfc2018 import GT_STEM, HSI_STEM, Place, envi_bytes
-    scene = make_scene(seed, gt_shape, bands, rgb_factor, test_fraction=test_fraction)
-    for folder in ("GT", "HSI", "Final RGB HR Imagery"):
-        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
-    _write_atomic(os.path.join(out_dir, "GT", f"{GT_STEM}.tif"), tiff_bytes(scene["gt"], GT_GSD_M))
-    hsi_place = Place(ORIGIN_UTM[0] + hsi_offset_m[0], ORIGIN_UTM[1] + hsi_offset_m[1], 2 * GT_GSD_M, 2 * GT_GSD_M)
-    header, data = envi_bytes(scene["hsi"], hsi_place)
-    _write_atomic(os.path.join(out_dir, "HSI", f"{HSI_STEM}.HDR"), header)
-    _write_atomic(os.path.join(out_dir, "HSI", HSI_STEM), data)
-    rgb_gsd = GT_GSD_M / rgb_factor
-    tiles = split_tiles(scene["rgb"], tile_grid)
-    names = []
-    for (r, c), tile in tiles.items():
-        y0 = sum(tiles[(i, c)].shape[0] for i in range(r))
-        x0 = sum(tiles[(r, j)].shape[1] for j in range(c))
-        origin = (ORIGIN_UTM[0] + x0 * rgb_gsd, ORIGIN_UTM[1] - y0 * rgb_gsd)
-        name = "UH_NAD83_{}_{}.tif".format(*(f"{v:.3f}".rstrip("0").rstrip(".") for v in origin))
-        _write_atomic(os.path.join(out_dir, "Final RGB HR Imagery", name), tiff_bytes(tile, rgb_gsd, origin))
-        names.append(name)
-    return {"gt": scene["gt"], "hsi_shape": list(scene["hsi"].shape), "rgb_tiles": sorted(names)}

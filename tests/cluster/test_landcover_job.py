@@ -78,12 +78,12 @@ def test_a_dfc2018_folder_as_downloaded_trains_through_the_job_and_a_misregister
     """data.source dfc2018 on the contest's layout (distributed names, UTM-named RGB tiles, georeferencing
     tags): patches are cut from its products and a plan trains on them; an HSI 0.3 m off the ground truth
     fails the run before any role starts, naming the file and the offset."""
-    from rdd_io import landcover_scene, storage
+    from rdd_io import landcover_dfc2018, storage
 
     from .conftest import run_job
     good, bad = tmp_path / "dfc2018", tmp_path / "dfc2018-shifted"
-    facts = landcover_scene.write_dfc2018(good, seed=3, gt_shape=(120, 120), test_fraction=0.2)
-    landcover_scene.write_dfc2018(bad, seed=3, gt_shape=(120, 120), test_fraction=0.2, hsi_offset_m=(0.0, 0.3))
+    facts = landcover_dfc2018.write_dfc2018(good, seed=3, gt_shape=(120, 120), test_fraction=0.2)
+    landcover_dfc2018.write_dfc2018(bad, seed=3, gt_shape=(120, 120), test_fraction=0.2, hsi_offset_m=(0.0, 0.3))
 
     def run(folder, out):
         return run_job("landcover.py", "--preset", "tiny", "--master", minicluster.state.master_url,

@@ -19,7 +19,7 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_the_downloaded_layout_reads_back_as_the_scene(tmp_path):
-    facts = scene_mod.write_dfc2018(tmp_path, SEED, SHAPE)
+    facts = dfc.write_dfc2018(tmp_path, SEED, SHAPE)
     assert sorted(os.listdir(tmp_path)) == ["Final RGB HR Imagery", "GT", "HSI"]
     assert "UH_NAD83_271460_3290290.tif" in facts["rgb_tiles"]
     (tmp_path / "GT" / "2018_IEEE_GRSS_DFC_GT_TR.tif").rename(tmp_path / "GT" / "2018_IEEE_GRSS_DFC_GT_TR.tiff")
@@ -30,7 +30,7 @@ def test_the_downloaded_layout_reads_back_as_the_scene(tmp_path):
 
 
 def test_a_larger_hsi_is_cut_to_the_ground_truth_not_stretched(tmp_path):
-    scene_mod.write_dfc2018(tmp_path, SEED, SHAPE)
+    dfc.write_dfc2018(tmp_path, SEED, SHAPE)
     files = folder_bytes(tmp_path)
     header = next(k for k in files if k.endswith(".HDR"))
     data = header[:-4]
@@ -47,13 +47,13 @@ def test_a_larger_hsi_is_cut_to_the_ground_truth_not_stretched(tmp_path):
                   r"on the west"),
 ])
 def test_a_misregistered_or_shifted_hsi_is_named_with_its_offset(tmp_path, offset, message):
-    scene_mod.write_dfc2018(tmp_path, SEED, SHAPE, hsi_offset_m=offset)
+    dfc.write_dfc2018(tmp_path, SEED, SHAPE, hsi_offset_m=offset)
     with pytest.raises(SchemaError, match=message):
         dfc.load(folder_bytes(tmp_path), expected_bands=48)
 
 
 def test_a_tile_off_its_grid_and_a_missing_product_are_named(tmp_path):
-    scene_mod.write_dfc2018(tmp_path, SEED, SHAPE)
+    dfc.write_dfc2018(tmp_path, SEED, SHAPE)
     files = folder_bytes(tmp_path)
     with pytest.raises(SchemaError, match="missing the ground truth 2018_IEEE_GRSS_DFC_GT_TR.tif"):
         dfc.load({k: v for k, v in files.items() if "GT_TR" not in k})
@@ -72,8 +72,8 @@ def test_the_job_reads_a_downloaded_folder_and_names_a_misregistered_hsi(tmp_pat
 
     from jobs.landcover import read_scene
     good, bad = tmp_path / "good", tmp_path / "bad"
-    scene_mod.write_dfc2018(good, SEED, SHAPE)
-    scene_mod.write_dfc2018(bad, SEED, SHAPE, hsi_offset_m=(0.0, 0.3))
+    dfc.write_dfc2018(good, SEED, SHAPE)
+    dfc.write_dfc2018(bad, SEED, SHAPE, hsi_offset_m=(0.0, 0.3))
     (good / "Lidar GeoTiff Rasters").mkdir()
     (good / "Lidar GeoTiff Rasters" / "UH17_GEG05_TR.tif").write_bytes(b"not read")
     job = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(source="dfc2018", hsi_bands_in=48)))

@@ -9,7 +9,8 @@ import stat
 import pytest
 
 from distributed import minicluster
-from distributed.minicluster import ClusterError, require_java, security_conf, ui_key, ui_token
+from distributed.java import JavaError, require_java
+from distributed.minicluster import security_conf, ui_key, ui_token
 
 pytestmark = pytest.mark.unit
 
@@ -74,13 +75,13 @@ def test_require_java_without_java_explains_how_to_install(tmp_path, monkeypatch
     empty = tmp_path / "empty"
     (empty / "bin").mkdir(parents=True)
     monkeypatch.setenv("JAVA_HOME", str(empty))
-    with pytest.raises(ClusterError) as err:
+    with pytest.raises(JavaError) as err:
         require_java()
     msg = str(err.value)
     assert "Java was not found" in msg and "openjdk-17" in msg and "JAVA_HOME" in msg
     monkeypatch.delenv("JAVA_HOME")
     monkeypatch.setenv("PATH", str(empty))
-    with pytest.raises(ClusterError, match="Java was not found.*apt-get install openjdk-21"):
+    with pytest.raises(JavaError, match="Java was not found.*apt-get install openjdk-21"):
         require_java(min_major=21)
 
 
@@ -91,7 +92,7 @@ def test_require_java_accepts_a_recent_java(tmp_path, monkeypatch, line, major):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     assert require_java() == line
-    with pytest.raises(ClusterError, match=f"found Java .* at {tmp_path}"):
+    with pytest.raises(JavaError, match=f"found Java .* at {tmp_path}"):
         require_java(min_major=major + 1)
 
 
@@ -99,10 +100,10 @@ def test_require_java_rejects_java_8_and_unreadable_versions(tmp_path, monkeypat
     java = _fake_java(tmp_path / "bin", 'java version "1.8.0_292"')
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{tmp_path / 'nothing'}")
-    with pytest.raises(ClusterError, match=r"found Java 1\.8\.0_292 .*Java 17 or newer"):
+    with pytest.raises(JavaError, match=r"found Java 1\.8\.0_292 .*Java 17 or newer"):
         require_java()
     java.write_text("#!/bin/sh\necho 'garbage' >&2\n")
-    with pytest.raises(ClusterError, match="could not read the Java version from 'garbage'"):
+    with pytest.raises(JavaError, match="could not read the Java version from 'garbage'"):
         require_java()
 
 

@@ -15,8 +15,8 @@ MODEL = {"variant": "thesis", "filters": [4, 8], "kernel_size": 5, "dropout": 0.
 def test_a_worker_checkpoint_resumes_training_bit_for_bit(tmp_path):
     """Optimizer moments, dropout seed state and the epoch's shuffling come back: the next epoch after a
     restore is the epoch the uninterrupted worker trains (one TF thread: deterministic kernels)."""
-    from jobs.redshift_roles import (new_model, quiet_tensorflow, restore_worker,
-                                     save_worker_checkpoint, train_epoch)
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import new_model, restore_worker, save_worker_checkpoint, train_epoch
     from jobs.resume import epoch_rng
     quiet_tensorflow(1)
     data = np.random.default_rng(0)
@@ -47,7 +47,8 @@ def test_a_worker_checkpoint_resumes_training_bit_for_bit(tmp_path):
 
 
 def test_a_worker_checkpoint_for_another_model_is_refused_by_name(tmp_path):
-    from jobs.redshift_roles import new_model, quiet_tensorflow, restore_worker, save_worker_checkpoint
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import new_model, restore_worker, save_worker_checkpoint
     quiet_tensorflow(1)
     uri = str(tmp_path / "worker-1.h5")
     small = new_model(MODEL, 1)

@@ -9,6 +9,7 @@ import pytest
 
 from jobs import redshift_figures as rf
 from jobs import redshift_report as rr
+from jobs import redshift_tables as rt
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +75,7 @@ def row(rows, cluster, worker_label):
 
 
 def test_stable_table_rows_match_the_runs():
-    rows = rr.stable_table(MAIN, 5000)
+    rows = rt.stable_table(MAIN, 5000)
     assert [(r["cluster"], r["worker"]) for r in rows] == [
         ("single machine", "-"), ("1 worker", "-"), ("2 workers", "#1"), ("2 workers", "#2"),
         ("3 workers", "#1"), ("3 workers", "#2"), ("3 workers", "#3")]
@@ -89,46 +90,46 @@ def test_stable_table_rows_match_the_runs():
 
 
 def test_stable_table_marks_cells_not_run():
-    rows = rr.stable_table(MAIN, 15000)
+    rows = rt.stable_table(MAIN, 15000)
     assert [(r["cluster"], r["worker"]) for r in rows] == [
         ("single machine", "-"), ("3 workers", "#1"), ("3 workers", "#2"), ("3 workers", "#3")]
     assert row(rows, "3 workers", "#1")["crit1_different"] is None
     assert row(rows, "3 workers", "#1")["crit2_same"] == 11
-    assert rr.stable_table(MAIN, 999) == []
+    assert rt.stable_table(MAIN, 999) == []
 
 
 def test_stable_table_rejects_two_runs_in_one_cell():
     dup = copy.deepcopy(MAIN[2])
     dup["id"] = "other-M2"
     with pytest.raises(ValueError, match="5000-same-M2.*other-M2"):
-        rr.stable_table(MAIN + [dup], 5000)
+        rt.stable_table(MAIN + [dup], 5000)
 
 
 def test_bad_worker_key_is_named():
     bad = copy.deepcopy(MAIN[1])
     bad["per_worker"] = {"w0": bad["per_worker"]["worker:0"]}
     with pytest.raises(ValueError, match="5000-same-M1.*'w0'"):
-        rr.stable_table([bad], 5000)
+        rt.stable_table([bad], 5000)
 
 
 def test_thesis_table_expands_three_worker_row():
-    thesis = rr.THESIS_STABLE[5000]
+    thesis = rt.THESIS_STABLE[5000]
     assert [r["worker"] for r in thesis if r["cluster"] == "3 workers"] == ["#1", "#2", "#3"]
     assert {r["crit2_different"] for r in thesis if r["cluster"] == "3 workers"} == {10}
     assert row(thesis, "2 workers", "#2")["crit1_different"] == 5
 
 
 def test_markdown_puts_thesis_beside_ours():
-    md = rr.stable_markdown(rr.stable_table(MAIN, 5000), 5000, MAIN)
+    md = rt.stable_markdown(rt.stable_table(MAIN, 5000), 5000, MAIN)
     assert "| 2 workers | #1 | 7 (7) | 4 (6) | 13 (13) | 15 (15) |" in md
     assert "| 3 workers | #3 | 8 (6) | 5 (6) | 14 (13) | 10 (10) |" in md
     assert "| 1 worker | - | 8 (8) | 8 (8) | 16 (16) | 16 (16) |" in md
-    md15 = rr.stable_markdown(rr.stable_table(MAIN, 15000), 15000, MAIN)
+    md15 = rt.stable_markdown(rt.stable_table(MAIN, 15000), 15000, MAIN)
     assert "| 3 workers | #1 | 5 (–) | – (–) | 11 (–) | – (–) |" in md15
 
 
 def test_findings_are_computed_from_our_numbers():
-    lines = rr.findings(rr.stable_table(MAIN, 5000), 5000, MAIN)
+    lines = rt.findings(rt.stable_table(MAIN, 5000), 5000, MAIN)
     more_nodes, gap, loss, level = lines
     # crit. 1: same 8 -> mean(6,7,8)=7 is -12.5%; different 8 -> 5 is -37.5%; thesis 8 -> 6 is -25.0%
     assert "same data: 1 worker 8 -> 3 workers 7.00 epochs, -12.5% (thesis table: -25.0%)" in more_nodes
@@ -146,15 +147,15 @@ def test_findings_are_computed_from_our_numbers():
 
 
 def test_findings_say_not_run_without_data():
-    lines = rr.findings(rr.stable_table(MAIN, 15000), 15000, MAIN)
+    lines = rt.findings(rt.stable_table(MAIN, 15000), 15000, MAIN)
     assert "same data: not run; different data: not run" in lines[0]
     assert "ours not run" in lines[1]
     assert "different data: not run" in lines[2]
-    assert len(rr.findings(rr.stable_table(MAIN, 15000), 15000)) == 2  # without runs: table findings only
+    assert len(rt.findings(rt.stable_table(MAIN, 15000), 15000)) == 2  # without runs: table findings only
 
 
 def test_ablation_table_staleness_stats():
-    rows = rr.ablation_table(RESULTS["runs"], RESULTS["ablation_ids"])
+    rows = rt.ablation_table(RESULTS["runs"], RESULTS["ablation_ids"])
     sa, asy = rows
     assert (sa["mode"], sa["workers"], sa["s"]) == ("staleness-aware", 2, 2)
     assert sa["final_accuracy"] == pytest.approx(0.8)
@@ -168,7 +169,7 @@ def test_ablation_table_staleness_stats():
     assert asy["final_accuracy"] == pytest.approx((0.62 + 0.9) / 2)
     assert asy["tau_mean"] == pytest.approx(4 / 3) and asy["tau_max"] == 4 and asy["tau_hist"] == {0: 2, 4: 1}
     with pytest.raises(ValueError, match="'missing'"):
-        rr.ablation_table(RESULTS["runs"], ["missing"])
+        rt.ablation_table(RESULTS["runs"], ["missing"])
 
 
 def test_h5_round_trip(tmp_path):
@@ -247,7 +248,7 @@ def test_write_all_skips_absent_parts(tmp_path):
 
 
 def test_plots_without_data_write_nothing(tmp_path):
-    empty_rows = [{"cluster": "1 worker", "worker": "-", **dict.fromkeys(rr.COLUMNS)}]
+    empty_rows = [{"cluster": "1 worker", "worker": "-", **dict.fromkeys(rt.COLUMNS)}]
     assert rf.plot_stable_bars(empty_rows, str(tmp_path / "b.png")) is None
     assert rf.plot_curves([], "loss", str(tmp_path / "c.png")) is None
     assert rf.plot_tau_hist(MAIN, ["5000-base"], str(tmp_path / "t.png")) is None  # no updates
@@ -262,17 +263,17 @@ def test_cells_that_stopped_on_a_criterion_fill_only_its_columns_and_never_stopp
         return {**r, "stop_on": crit, "stopping_rule": "keras2.0", "max_epochs": 20}
     runs = [run("5000-base", 0, "same", 5000, [worker(9, 15, 3, 4)]),
             stopped("M2-c1", 2, "different", 1, [6, ">20"]), stopped("M2-c2", 2, "different", 2, [15, 16])]
-    rows = rr.stable_table(runs, 5000)
+    rows = rt.stable_table(runs, 5000)
     assert row(rows, "2 workers", "#1")["crit1_different"] == 6
     assert row(rows, "2 workers", "#2")["crit1_different"] == ">20"
     assert [row(rows, "2 workers", w)["crit2_different"] for w in ("#1", "#2")] == [15, 16]
-    md = rr.stable_markdown(rows, 5000, runs)
+    md = rt.stable_markdown(rows, 5000, runs)
     assert "| 2 workers | #2 | – (7) | >20 (5) | – (13) | 16 (15) |" in md
     assert "stopping rule keras2.0 / keras3" in md  # the baseline dicts of this test record no rule
     # the finding's mean leaves the worker that never stopped out: 2 workers different = 6
-    assert rr._by_size(rows, 1)[(2, "different")] == 6
+    assert rt._by_size(rows, 1)[(2, "different")] == 6
     with pytest.raises(ValueError, match="both fill the cell"):
-        rr.stable_table(runs + [stopped("M2-c1-again", 2, "different", 1, [6, 6])], 5000)
+        rt.stable_table(runs + [stopped("M2-c1-again", 2, "different", 1, [6, 6])], 5000)
 
 
 def test_stable_bars_draw_a_never_stopped_worker(tmp_path):

@@ -70,7 +70,7 @@ def _data(n=24, seed=0):
 
 
 def test_a_cell_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(tmp_path):
-    from jobs.redshift_roles import quiet_tensorflow
+    from distributed.tf_process import quiet_tensorflow
     tf = quiet_tensorflow(1)
     data = _data()
     cell = {"id": "c", "batch_size": 8, "epochs": 4}

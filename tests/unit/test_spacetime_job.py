@@ -10,7 +10,8 @@ from conf import CONF_DIR, ConfigError, dump, load
 from distributed.mesh import LocalWorld
 from distributed.mgrit import Solver
 from jobs import spacetime_model as sm
-from jobs.spacetime import SpacetimeConfig, cell, cells, split_spacetime
+from jobs.spacetime import SpacetimeConfig, cells
+from jobs.spacetime_model import cell, split_spacetime
 
 pytestmark = pytest.mark.unit
 CONF = CONF_DIR / "spacetime.yaml"
