@@ -2,7 +2,8 @@
 
 A job declares its configuration once, as nested dataclasses (the schema); the values live in YAML
 under conf/. Loading merges, in order: conf/cluster.yaml (as the `cluster` section), the case file,
-the chosen preset from the case file's `presets:` section, then `--set a.b=value` overrides. The
+the chosen preset from the case file's `presets:` section, then `--set a.b=value` overrides (`!include
+file.yaml` in a case file stands for that file's mapping, e.g. land cover's placement plans). The
 result is type-checked against the dataclasses: an unknown key or a missing one is an error that
 names the valid keys, never a warning. A number's range is declared with its type
 (`Annotated[int, Range(1)]`, or an alias below) and checked here, the key named in the error.
@@ -73,10 +74,22 @@ class ClusterConfig:
     hdfs: Literal["none", "embedded"]
 
 
+def _include_loader(folder: Path) -> type:
+    """A safe YAML loader where `!include name.yaml` is that file's content (a path relative to `folder`),
+    so a section kept in its own file is still part of the one typed config (and of config.yaml)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def include(loader, node):
+        return read_yaml(folder / loader.construct_scalar(node))
+    Loader.add_constructor("!include", include)
+    return Loader
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_include_loader(path.parent)) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from conf import CONF_DIR, ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -81,7 +81,6 @@ class TrainConfig:
 
 @dataclass
 class ExperimentsConfig:
-    plans_file: str
     single_machine: bool
     batch_sizes: list[Count]
     batch_window_s: Annotated[float, Range(0, 1e9)]  # 0: off
@@ -99,8 +98,18 @@ class LandcoverConfig:
     model: ModelConfig
     train: TrainConfig
     experiments: ExperimentsConfig
+    # plan name -> {"variables": role, role: [unit name globs]} (conf/landcover_plans.yaml, included)
+    placement: dict[str, dict[str, str | list[str]]]
 
     def validate(self) -> None:
+        from models.landcover import check_plans
+        try:
+            check_plans(self.placement, "placement")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        unknown = sorted(set(self.experiments.plans + ["default"]) - set(self.placement))
+        if unknown:
+            raise ConfigError(f"experiments.plans: {unknown} not in placement ({sorted(self.placement)})")
         if any(n % 20 for n in self.data.sizes):
             raise ConfigError(f"data.sizes: each set is drawn per class, so sizes must be multiples of 20, "
                               f"got {self.data.sizes}")
@@ -233,12 +242,8 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
     from distributed import tfos
     from jobs import progress
     from jobs.landcover_roles import role
-    from models.landcover import load_plans
     cfg = job.cfg
-    plans = load_plans(CONF_DIR / cfg.experiments.plans_file)
-    unknown = sorted({c["plan"] for c in cells} - set(plans))
-    if unknown:
-        raise ConfigError(f"experiments.plans: {unknown} not in {cfg.experiments.plans_file} ({sorted(plans)})")
+    plans = cfg.placement
     args = {"model": model_args(cfg), "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
             "timeout_s": cfg.train.timeout_s, "sample_interval_s": cfg.experiments.sample_interval_s,
             "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells,
@@ -390,8 +395,7 @@ def run(job: Job) -> dict:
     log.info("model-parallel cells: %s", ", ".join(c["id"] for c in cells))
     results = run_model_parallel(job, cells)
     trained = results["chief:0"]["cells"]
-    from models.landcover import load_plans
-    bytes_per_step(results, trained, load_plans(CONF_DIR / cfg.experiments.plans_file), model_args(cfg))
+    bytes_per_step(results, trained, cfg.placement, model_args(cfg))
     metrics = per_cell_metrics(results)
     if cfg.experiments.data_parallel:
         for n in cfg.data.sizes:

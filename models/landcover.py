@@ -310,12 +310,17 @@ def load_plans(path: str | Path = PLANS_FILE) -> dict:
         plans = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read placement plans: {exc}") from None
+    return check_plans(plans, str(path))
+
+
+def check_plans(plans: dict, where: str) -> dict:
+    """`plans` (plan name -> raw plan) if every name is safe and every plan places each unit once."""
     if not isinstance(plans, dict) or not plans:
-        raise ValueError(f"{path}: expected a mapping of plan name -> {{role: [unit patterns]}}")
+        raise ValueError(f"{where}: expected a mapping of plan name -> {{role: [unit patterns]}}")
     for name, plan in plans.items():
         if name_problem(name):  # a plan's name becomes part of its cells' checkpoint paths
-            raise ValueError(f"{path}: plan name {name_problem(name)}")
-        resolve_plan(plan, f"{path}: plan {name!r}")
+            raise ValueError(f"{where}: plan name {name_problem(name)}")
+        resolve_plan(plan, f"{where}: plan {name!r}")
     return plans
 
 

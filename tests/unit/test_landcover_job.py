@@ -26,8 +26,44 @@ def test_tiny_and_paper_presets_load():
     assert tiny.experiments.plan_window_s >= 20 and tiny.experiments.batch_window_s >= 20
     assert tiny.experiments.sample_interval_s <= 0.5
     assert paper.experiments.plans == ["default", "scheme2", "scheme3", "scheme4", "scheme5"]
-    assert set(paper.experiments.plans) <= set(lc.load_plans(CONF_DIR / paper.experiments.plans_file))
+    assert set(paper.experiments.plans) <= set(paper.placement) == set(lc.load_plans())
     assert paper.executors() == len(landcover.ROLES) == 5
+
+
+def test_the_plans_are_part_of_the_config_and_a_changed_plan_refuses_resume(tmp_path):
+    from conf import ConfigError, dump
+    from jobs.runner import check_resumable
+    text = dump(paper_cfg())
+    assert "placement:" in text and "hsi_b2_conv" in text  # written into config.yaml with the run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(text)
+    check_resumable(str(out), text)
+    moved = load(landcover.LandcoverConfig, CASE_FILE, "paper", [  # scheme4's last HSI convolution moves
+        "placement.scheme4.worker:1=[hsi_b2_pool, hsi_b2_bn, 'hsi_b3_*']",
+        "placement.scheme4.worker:2=[hsi_b4_conv, hsi_b4_pool, hsi_b4_bn, hsi_dropout, hsi_flatten, rgb_dropout, "
+        "rgb_flatten, fusion_concat, fc1, fc2, softmax]"])
+    with pytest.raises(ConfigError, match="config differs") as err:
+        check_resumable(str(out), dump(moved))
+    assert "+    worker:2:" in str(err.value)  # the one line that moved: hsi_b4_conv now opens worker:2's list
+
+
+@pytest.mark.parametrize("override, message", [
+    ("placement.scheme2.worker:0=['rgb_*', fc1]", r"placement: plan 'scheme2'.*fc1"),
+    ("experiments.plans=[default, scheme9]", r"experiments.plans: \['scheme9'\] not in placement"),
+])
+def test_a_plan_that_places_a_unit_twice_or_a_plan_not_defined_is_refused(override, message):
+    from conf import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        load(landcover.LandcoverConfig, CASE_FILE, "paper", [override])
+
+
+def test_an_included_file_that_is_missing_is_named(tmp_path):
+    from conf import ConfigError
+    case = tmp_path / "case.yaml"
+    case.write_text(CASE_FILE.read_text().replace("!include landcover_plans.yaml", "!include nowhere.yaml"))
+    with pytest.raises(ConfigError, match=f"config file not found: {tmp_path / 'nowhere.yaml'}"):
+        load(landcover.LandcoverConfig, case, "paper")
 
 
 def test_paper_cells_cover_each_plan_batch_size_and_set_once():
