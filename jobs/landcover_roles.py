@@ -156,7 +156,10 @@ def train_cell(tf, model_cfg: dict, cell: dict, data, seed: int, place=None, rep
             save_cell(checkpoint["uri"], units, optimizer, epoch, {**history, "first_step_loss": first_loss})
     if steady:
         steady.update(to=quiet_mark(gap_s, sampler), steps=history["steps"] - steady.pop("steps_before"))
-    test = evaluate(tf, units, cell["test_uri"], model_cfg, place, bs) if cell.get("test_uri") else {}
+    test = {}
+    if cell.get("test_uri"):  # population BN statistics first (models.landcover.recalibrate_bn), then the test
+        landcover.recalibrate_bn(units, batches, bs, place)
+        test = evaluate(tf, units, cell["test_uri"], model_cfg, place, bs)
     return {**history, "first_step_loss": first_loss, "resumed_from_epoch": first, "steady": steady or None,
             **test}
 

@@ -223,6 +223,43 @@ def indexed_eval_fn(units: dict, data: dict, place: Callable[[str], Any] | None 
     return evaluate
 
 
+def recalibrate_bn(units: dict, data: dict, batch_size: int, place: Callable[[str], Any] | None = None) -> int:
+    """Give every BN layer the population statistics of `data` (the training set) under the final weights:
+    the mean over its batches of each layer's batch mean and variance, in training mode (precise BN).
+    Training keeps Keras's moving averages (momentum 0.99), which after a few hundred steps still carry
+    the statistics of earlier weights, and an inference-mode evaluation with them falls to chance level
+    even on the training patches. Training itself is unchanged; this runs once, before evaluating.
+    Returns the number of batches read."""
+    import numpy as np
+    import tensorflow as tf
+    bns = [units[name] for name in UNITS if name.endswith("_bn")]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:  # read when the function below is traced: each call leaves one batch's statistics
+        bn.momentum = 0.0
+
+    @tf.function(reduce_retracing=True)
+    def batch_statistics(idx):
+        rgb, hsi, _ = _gather(data, idx, place)
+        forward(units, rgb, hsi, training=True, place=place)
+
+    n = int(data["label"].shape[0])
+    sums = [[0.0, 0.0] for _ in bns]
+    try:
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(start + batch_size, n), dtype=np.int32)
+            batch_statistics(tf.constant(idx))
+            for total, bn in zip(sums, bns):
+                total[0] = total[0] + len(idx) * bn.moving_mean.numpy()
+                total[1] = total[1] + len(idx) * bn.moving_variance.numpy()
+        for (mean, variance), bn in zip(sums, bns):
+            bn.moving_mean.assign(mean / n)
+            bn.moving_variance.assign(variance / n)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+    return -(-n // batch_size)
+
+
 def _gather(data: dict, idx, place: Callable[[str], Any] | None):
     """The batch (rgb, hsi, labels) of sample indices idx, each gathered where its data lives."""
     import tensorflow as tf

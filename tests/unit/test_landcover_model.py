@@ -152,6 +152,36 @@ def test_step_counts_correct_predictions_when_asked():
     assert int(hits) == 5 and np.isfinite(float(loss))
 
 
+def test_recalibrated_bn_statistics_are_the_training_sets_so_inference_matches_training_mode():
+    import tensorflow as tf
+    cfg = {**TINY, "dropout": 0.0}  # no dropout: training and inference mode differ only in BN's statistics
+    units, rng = L.build_units(cfg), np.random.default_rng(3)
+    data = {"rgb": tf.constant(rng.normal(2.0, 3.0, size=(12, 25, 25, 3, 1)), tf.float32),
+            "hsi": tf.constant(rng.normal(5.0, 2.0, size=(12, 25, 25, 11, 1)), tf.float32),
+            "label": tf.constant(rng.integers(0, 20, 12), tf.int32)}
+    step = L.indexed_step_fn(units, L.make_optimizer(cfg), data)
+    for _ in range(3):  # a few updates: the moving averages (momentum 0.99) now lag the weights
+        step(tf.constant(np.arange(12, dtype=np.int32)))
+    train_mode = L.forward(units, data["rgb"], data["hsi"], training=True).numpy()  # batch statistics
+    lagging = L.forward(units, data["rgb"], data["hsi"], training=False).numpy()
+    assert np.abs(lagging - train_mode).max() > 0.05  # what an evaluation with the moving averages sees
+    before = [v.numpy() for v in L.unit_variables(units) if "moving" not in v.path]
+    assert L.recalibrate_bn(units, data, batch_size=12) == 1  # one batch: its statistics exactly
+    np.testing.assert_allclose(L.forward(units, data["rgb"], data["hsi"], training=False).numpy(), train_mode,
+                               rtol=1e-3, atol=1e-5)
+    assert all(units[n].momentum == 0.99 for n in L.UNITS if n.endswith("_bn"))  # training's setting is back
+    after = [v.numpy() for v in L.unit_variables(units) if "moving" not in v.path]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # only BN's statistics changed
+    mean_of_halves = L.recalibrate_bn(units, data, batch_size=6)  # two batches: the mean of their statistics
+    assert mean_of_halves == 2
+    first = units["rgb_b1_bn"]
+    halves = []
+    for part in (slice(0, 6), slice(6, 12)):
+        x = units["rgb_b1_pool"](units["rgb_b1_conv"](data["rgb"][part]))
+        halves.append(tf.reduce_mean(x, axis=[0, 1, 2, 3]).numpy())
+    np.testing.assert_allclose(first.moving_mean.numpy(), np.mean(halves, axis=0), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad, match", [(dict(hsi_filters=[4, 4, 4]), "hsi_filters needs 4"),
                                         (dict(dropout=1.0), "dropout"),
                                         (dict(optimizer="rmsprop"), "optimizer"),
