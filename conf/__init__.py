@@ -1,6 +1,7 @@
 """YAML configuration (cluster.yaml plus one file per case study) and the loader that types it."""
 from conf.loader import (CONF_DIR, ClusterConfig, ConfigError, Count, NonNegative, Port, Positive, Range, Rate,
-                         Seconds, Seed, dump, load, load_cluster)
+                         Seconds, Seed, TrainLoop, dump, load, load_cluster)
 
 __all__ = ["CONF_DIR", "ClusterConfig", "ConfigError", "Count", "NonNegative", "Port", "Positive", "Range", "Rate",
-           "Seconds", "Seed", "dump", "load", "load_cluster"]
+           "Seconds", "Seed", "TrainLoop", "dump", "load",
+           "load_cluster"]

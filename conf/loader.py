@@ -132,6 +132,18 @@ def set_path(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+@dataclasses.dataclass
+class TrainLoop:
+    """The training loop's settings that land cover and Dom-ST share (a study adds its own in a subclass)."""
+    epochs: Count
+    batch_size: Count
+    seed: Seed
+    tf_threads: NonNegative  # TensorFlow's thread pools per role (0: TensorFlow's choice)
+    timeout_s: Seconds
+    tensorboard: bool
+    checkpoint_every: NonNegative
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Annotated:

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
+from conf import ClusterConfig, ConfigError, Count, Positive, Range, Rate, Seed, TrainLoop
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -56,15 +56,8 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    epochs: Count
-    patience: Count
-    batch_size: Count
-    seed: Seed
-    tf_threads: NonNegative
-    timeout_s: Seconds
-    tensorboard: bool
-    checkpoint_every: NonNegative
+class TrainConfig(TrainLoop):
+    patience: Count  # early stopping: epochs without a better validation loss (best weights restored)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed, TrainLoop
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -69,17 +69,6 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    epochs: Count
-    batch_size: Count
-    seed: Seed
-    tf_threads: NonNegative
-    timeout_s: Seconds
-    tensorboard: bool
-    checkpoint_every: NonNegative
-
-
-@dataclass
 class ExperimentsConfig:
     single_machine: bool
     batch_sizes: list[Count]
@@ -96,7 +85,7 @@ class LandcoverConfig:
     cluster: ClusterConfig
     data: DataConfig
     model: ModelConfig
-    train: TrainConfig
+    train: TrainLoop
     experiments: ExperimentsConfig
     # plan name -> {"variables": role, role: [unit name globs]} (conf/landcover_plans.yaml, included)
     placement: dict[str, dict[str, str | list[str]]]
