@@ -43,9 +43,11 @@ HSI_UNITS = [f"hsi_b{k}_{p}" for k in range(1, HSI_BLOCKS + 1) for p in PARTS] +
 HEAD_UNITS = ["fusion_concat", "fc1", "fc2", "softmax"]
 UNITS: list[str] = RGB_UNITS + HSI_UNITS + HEAD_UNITS
 
-DEFAULTS = dict(patch=25, rgb_bands=3, hsi_bands=11, n_classes=20, rgb_filters=[16, 32],
-                hsi_filters=[16, 32, 64, 64], kernel_size=3, pool_size=[2, 2, 2], dropout=0.25,
-                dense_units=[256, 128], optimizer="adam", learning_rate=1e-3, seed=0)
+# The thesis's fixed choices (6.2.2), not in the config. Everything else comes from the config's model
+# section (conf/landcover.yaml via jobs.landcover.model_args): no second copy of its values here.
+ARCHITECTURE = dict(patch=25, rgb_bands=3, kernel_size=3, pool_size=[2, 2, 2], optimizer="adam")
+FROM_CONFIG = ("rgb_filters", "hsi_filters", "dropout", "dense_units", "learning_rate", "hsi_bands", "n_classes",
+               "seed")
 PLANS_FILE = Path(__file__).resolve().parent.parent / "conf" / "landcover_plans.yaml"
 ROLE_RE = re.compile(r"^(worker|ps|chief):\d+$")
 FLOAT_BYTES = 4
@@ -58,14 +60,18 @@ def _no_place(name: str):
 
 
 def resolve(cfg: Any) -> dict:
-    """Config (dict, dataclass or namespace) -> checked plain parameters, defaults filled in."""
+    """Config (dict, dataclass or namespace) -> checked plain parameters, the fixed architecture filled in."""
     given = dict(cfg) if isinstance(cfg, dict) else \
         dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
-    unknown = sorted(set(given) - set(DEFAULTS) - {"name"})
+    valid = set(ARCHITECTURE) | set(FROM_CONFIG)
+    unknown = sorted(set(given) - valid - {"name"})
     if unknown:
-        raise ValueError(f"landcover model: unknown config keys {unknown}; "
-                         f"valid: {sorted(DEFAULTS)}")
-    p = {k: (given[k] if given.get(k) is not None else v) for k, v in DEFAULTS.items()}
+        raise ValueError(f"landcover model: unknown config keys {unknown}; valid: {sorted(valid)}")
+    missing = [k for k in FROM_CONFIG if given.get(k) is None]
+    if missing:
+        raise ValueError(f"landcover model: missing config keys {missing} (the model section of "
+                         f"conf/landcover.yaml, with hsi_bands, n_classes and seed: jobs.landcover.model_args)")
+    p = {**ARCHITECTURE, **{k: v for k, v in given.items() if v is not None and k != "name"}}
     for key in ("patch", "rgb_bands", "hsi_bands", "n_classes", "kernel_size"):
         if not isinstance(p[key], int) or p[key] < 1:
             raise ValueError(f"landcover model: {key} must be a positive int, got {p[key]!r}")

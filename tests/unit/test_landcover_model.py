@@ -23,7 +23,16 @@ from models import registry
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(rgb_filters=[2, 3], hsi_filters=[2, 3, 3, 4], dense_units=[8, 6], dropout=0.25, seed=3)
+
+def _paper_model() -> dict:
+    from conf import CONF_DIR, load
+    from jobs.landcover import LandcoverConfig, model_args
+    return model_args(load(LandcoverConfig, CONF_DIR / "landcover.yaml", "paper"))
+
+
+PAPER = _paper_model()  # the model the paper preset builds: conf/landcover.yaml is the one source of its values
+TINY = {**PAPER, "rgb_filters": [2, 3], "hsi_filters": [2, 3, 3, 4], "dense_units": [8, 6], "dropout": 0.25,
+        "seed": 3}
 WORKERS = {"worker:0", "worker:1", "worker:2"}
 HEAD = ["fusion_concat", "fc1", "fc2", "softmax"]
 
@@ -67,8 +76,8 @@ def test_a_broken_plan_is_rejected_naming_the_unit_and_the_plan(tmp_path):
 
 
 def test_boundary_tensors_are_the_activations_between_roles():
-    plans, shapes, batch = L.load_plans(), L.unit_shapes({}), 50
-    crossings = {n: L.boundary_tensors(p, batch, {}) for n, p in plans.items()}
+    plans, shapes, batch = L.load_plans(), L.unit_shapes(PAPER), 50
+    crossings = {n: L.boundary_tensors(p, batch, PAPER) for n, p in plans.items()}
     assert {(a, b, u) for a, b, u, _, _ in crossings["default"]} == \
         {("worker:0", "worker:2", "rgb_flatten"), ("worker:1", "worker:2", "hsi_flatten")}
     assert {(a, b, u) for a, b, u, _, _ in crossings["scheme4"]} == \
@@ -82,7 +91,7 @@ def test_boundary_tensors_are_the_activations_between_roles():
 
 
 def test_step_bytes_of_the_default_plan_by_hand():
-    cfg = {"rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16], "hsi_bands": 11}
+    cfg = {**PAPER, "rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16]}
     plan = L.load_plans()["default"]
     counts = L.unit_params(cfg)
     trainable, fixed = (sum(c[i] for c in counts.values()) for i in (0, 1))
@@ -105,22 +114,22 @@ def test_step_bytes_of_the_default_plan_by_hand():
     assert L.step_bytes(plan, 40, cfg)["total"] > L.step_bytes(plan, 10, cfg)["total"]
 
 
-# The default model's parameters by hand (3x3x3 kernels, 2x2x2 'same' pooling, 25x25 patches):
+# The paper model's parameters by hand (3x3x3 kernels, 2x2x2 'same' pooling, 25x25 patches, dense 128 and 64):
 #   conv k*k*k*in*out + out; BN 2*out trainable + 2*out moving statistics; dense in*out + out.
 #   RGB   448 + 64 + 13,856 + 128                                   =  14,496 (flatten 7*7*1*32 = 1,568)
 #   HSI   448 + 64 + 13,856 + 128 + 55,360 + 256 + 110,656 + 256     = 181,024 (flatten 2*2*1*64 =   256)
-#   head  (1,824*256 + 256) + (256*128 + 128) + (128*20 + 20)        = 502,676
-DEFAULT_PARAMS = 14_496 + 181_024 + 502_676  # 698,196
+#   head  (1,824*128 + 128) + (128*64 + 64) + (64*20 + 20)           = 243,156
+DEFAULT_PARAMS = 14_496 + 181_024 + 243_156  # 438,676
 
 
 def test_variable_bytes_add_up_per_plan():
-    per_unit = L.variable_bytes({})
+    per_unit = L.variable_bytes(PAPER)
     total = 4 * DEFAULT_PARAMS  # float32
     assert sum(per_unit.values()) == total
     for name, plan in L.load_plans().items():
-        per_role = L.variable_bytes({}, plan)
+        per_role = L.variable_bytes(PAPER, plan)
         assert sum(per_role.values()) == total and set(per_role) == WORKERS, name
-    assert L.variable_bytes({}, L.load_plans()["default"])["worker:2"] == \
+    assert L.variable_bytes(PAPER, L.load_plans()["default"])["worker:2"] == \
         sum(per_unit[u] for u in HEAD)
 
 
@@ -185,7 +194,8 @@ def test_recalibrated_bn_statistics_are_the_training_sets_so_inference_matches_t
 @pytest.mark.parametrize("bad, match", [(dict(hsi_filters=[4, 4, 4]), "hsi_filters needs 4"),
                                         (dict(dropout=1.0), "dropout"),
                                         (dict(optimizer="rmsprop"), "optimizer"),
-                                        (dict(filters_hsi=[4] * 4), r"unknown.*'filters_hsi'")])
+                                        (dict(filters_hsi=[4] * 4), r"unknown.*'filters_hsi'"),
+                                        (dict(dense_units=None), r"missing config keys \['dense_units'\]")])
 def test_bad_model_config_is_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         L.resolve({**TINY, **bad})

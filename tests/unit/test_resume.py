@@ -11,7 +11,7 @@ from jobs import landcover_roles, resume
 pytestmark = pytest.mark.unit
 
 TINY_MODEL = {"rgb_filters": [2, 2], "hsi_filters": [2, 2, 2, 2], "dense_units": [8, 8], "hsi_bands": 3,
-              "n_classes": 4, "seed": 1, "learning_rate": 0.01}
+              "n_classes": 4, "seed": 1, "learning_rate": 0.01, "dropout": 0.25}
 
 
 def test_epoch_orders_depend_on_seed_and_epoch_only():
