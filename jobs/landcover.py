@@ -164,8 +164,7 @@ def read_scene(job: Job, uri: str):
                  .map(lambda kv: (kv[0], lr.read_rgb_tile(kv[1], kv[0]))).collect())
     if not tiles:
         raise FileNotFoundError(f"{storage.join(uri, 'rgb')}: no RGB tiles (tile_r<row>_c<col>.tif)")
-    rgb = lr.merge_tiles({lr.tile_position(k): v for k, v in tiles.items()},
-                         {lr.tile_position(k): Path(k).name for k in tiles})
+    rgb = lr.merge_named_tiles(tiles)
     (hsi_name, hsi), = job.sc.binaryFiles(storage.join(uri, "hsi.tif")).map(
         lambda kv: (kv[0], lr.read_hsi(kv[1], kv[0], expected_bands=bands_in))).collect()
     (gt_name, gt), = job.sc.binaryFiles(storage.join(uri, "gt.tif")).map(
@@ -192,21 +191,18 @@ def prepare_patches(job: Job) -> tuple[dict, dict]:
     patch = cfg.patch
 
     def cut(chunk):
-        index, c, y = chunk
-        arrays = lp.patch_arrays(images.value[0], images.value[1], c, y, patch)
-        return index, lp.shard_bytes(arrays), lp.modality_bytes(arrays)
+        shard, c, y = chunk
+        return lp.shard_files(lp.patch_arrays(images.value[0], images.value[1], c, y, patch), shard)
 
     for n, centres in sets.items():
         labels = lp.labels_at(gt, centres)
-        chunks = [(i, centres[i:i + cfg.shard_size], labels[i:i + cfg.shard_size])
+        chunks = [(i // cfg.shard_size, centres[i:i + cfg.shard_size], labels[i:i + cfg.shard_size])
                   for i in range(0, len(centres), cfg.shard_size)]
         target = job.out("patches", str(n))
         storage.remove_tree(target)
-        for index, data, raw in job.sc.parallelize(chunks, len(chunks)).map(cut).toLocalIterator():
-            shard = index // cfg.shard_size
-            storage.write_bytes(storage.join(target, f"shard-{shard:05d}.h5"), data)
-            for key, payload in raw.items():  # what each model-parallel worker reads for itself
-                storage.write_bytes(storage.join(target, lp.modality_name(key, shard)), payload)
+        for files in job.sc.parallelize(chunks, len(chunks)).map(cut).toLocalIterator():
+            for name, payload in files.items():  # the shard, and each modality's raw file for its worker
+                storage.write_bytes(storage.join(target, name), payload)
         uris[n] = target
         log.info("%d %s patches written under %s", len(centres), "held-out test" if n == "test" else "training", target)
     return uris, reports

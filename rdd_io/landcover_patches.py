@@ -241,13 +241,6 @@ def patch_arrays(rgb: np.ndarray, hsi: np.ndarray, centres: np.ndarray, labels: 
     return dict(rgb=rgb_p.astype(np.float32), hsi=hsi_p, label=labels, centre=centres)
 
 
-def build_patch_set(rgb: np.ndarray, hsi: np.ndarray, gt: np.ndarray, per_class: int, seed,
-                    patch: int = PATCH, name: str = "<gt>") -> tuple[dict, dict]:
-    """Images on the ground-truth grid -> (arrays for LANDCOVER_PATCHES, sampling report)."""
-    centres, report = patch_centres(gt, per_class, seed, patch, name=name)
-    return patch_arrays(rgb, hsi, centres, labels_at(gt, centres), patch, name), report
-
-
 def read_patch_set(uri: str) -> dict[str, np.ndarray]:
     """Every shard-*.h5 of a patch set, concatenated: {rgb, hsi, label}."""
     parts = [LANDCOVER_PATCHES.read_h5(data, path) for path, data in storage.read_parts(uri, "shard-")]
@@ -300,7 +293,8 @@ def shard_bytes(arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = Non
 
 def write_patch_shards(out_dir, arrays: Mapping[str, Any], shard_size: int,
                        attrs: Mapping[str, Any] | None = None) -> list[str]:
-    """Write shard-00000.h5, ... of at most `shard_size` patches each into a local folder.
+    """Write shard-00000.h5, ... of at most `shard_size` patches each into a local folder, each with its
+    modalities' raw files (shard_files).
 
     The whole set is checked against the schema first; each file is written under a temporary
     name and renamed, so a reader never sees half a shard.
@@ -313,7 +307,14 @@ def write_patch_shards(out_dir, arrays: Mapping[str, Any], shard_size: int,
     paths = []
     for index, start in enumerate(range(0, n, shard_size)):
         part = {k: v[start:start + shard_size] for k, v in checked.items()}
-        path = os.path.join(out_dir, f"shard-{index:05d}.h5")
-        storage.write_bytes(path, shard_bytes(part, {**(attrs or {}), "shard": index}))  # temp name, rename
-        paths.append(path)
+        for name, payload in shard_files(part, index, attrs).items():
+            storage.write_bytes(os.path.join(out_dir, name), payload)  # temporary name, then rename
+        paths.append(os.path.join(out_dir, f"shard-{index:05d}.h5"))
     return paths
+
+
+def shard_files(arrays: Mapping[str, Any], index: int, attrs: Mapping[str, Any] | None = None) -> dict[str, bytes]:
+    """{file name: bytes} of shard `index` of a patch set: shard-<index>.h5 (LANDCOVER_PATCHES) and each
+    modality's raw values (modality_name), as the job's executors make them and write_patch_shards writes."""
+    return {f"shard-{index:05d}.h5": shard_bytes(arrays, {**(attrs or {}), "shard": index}),
+            **{modality_name(key, index): payload for key, payload in modality_bytes(arrays).items()}}

@@ -219,13 +219,20 @@ def merge_tiles(tiles: Mapping[tuple[int, int], np.ndarray],
                                           axis=1) for r in range(n_rows)], axis=0)
 
 
-def merge_tile_files(files: Mapping[str, Any]) -> np.ndarray:
-    """{path: bytes or path} of tile_r{r}_c{c}.tif files (as binaryFiles gives) -> merged RGB."""
+def merge_named_tiles(decoded: Mapping[str, np.ndarray]) -> np.ndarray:
+    """{path: decoded RGB tile} of tile_r{r}_c{c}.tif files -> the merged image, each placed by its name;
+    two files at one grid position are an error naming both."""
     tiles, names = {}, {}
-    for path, data in files.items():
+    for path, tile in decoded.items():
         key = tile_position(path)
         if key in tiles:
             raise SchemaError(f"{source_name(path)}: same grid position {key} as "
                               f"{names[key]}")
-        tiles[key], names[key] = read_rgb_tile(data, path), source_name(path)
+        tiles[key], names[key] = tile, source_name(path)
     return merge_tiles(tiles, names)
+
+
+def merge_tile_files(files: Mapping[str, Any]) -> np.ndarray:
+    """{path: bytes or path} of tile_r{r}_c{c}.tif files (as binaryFiles gives) -> merged RGB, read here
+    (the job decodes the tiles on the executors and calls merge_named_tiles)."""
+    return merge_named_tiles({path: read_rgb_tile(data, path) for path, data in files.items()})

@@ -22,8 +22,8 @@ import numpy as np
 
 from rdd_io import storage
 from rdd_io.redshift_read import read_npy_pair, read_shard
-from rdd_io.redshift_sim import shard_seed, simulate
-from rdd_io.schema import N, REDSHIFT, Field, Schema, SchemaError, source_name
+from rdd_io.redshift_sim import simulated_shard
+from rdd_io.schema import N, Field, Schema, SchemaError, source_name
 
 BUNDLE = Schema("redshift-bundle", [
     Field("spectra", np.float32, (N, "bands")),
@@ -34,16 +34,13 @@ BUNDLE = Schema("redshift-bundle", [
 
 def simulate_shards(sc, uri: str, n: int, shard_size: int, seed: int, **sim_kw) -> list[str]:
     """Simulate `n` spectra as REDSHIFT shards under `uri`, one Spark task per shard."""
-    starts = list(range(0, n, shard_size))
+    shards = -(-n // shard_size)
 
     def make(index: int):
-        count = min(shard_size, n - starts[index])
-        buf = io.BytesIO()
-        REDSHIFT.write_h5(buf, simulate(count, shard_seed(seed, index), **sim_kw), attrs={"shard": index})
-        return index, buf.getvalue()
+        return index, simulated_shard(index, n, shard_size, seed, **sim_kw)
 
     names = []
-    for index, data in sc.parallelize(range(len(starts)), len(starts)).map(make).toLocalIterator():
+    for index, data in sc.parallelize(range(shards), shards).map(make).toLocalIterator():
         name = f"shard-{index:05d}.h5"
         storage.write_bytes(storage.join(uri, name), data)
         names.append(name)

@@ -169,23 +169,31 @@ def shard_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=seed, spawn_key=(index,))
 
 
+def simulated_shard(index: int, n: int, shard_size: int, seed: int = 0, **kw) -> bytes:
+    """Shard `index` of `n` simulated spectra cut into shards of `shard_size`, as REDSHIFT HDF5 bytes: the
+    same bytes wherever it is made (a Spark task or this process). Keyword arguments go to `simulate` and
+    are recorded as file attributes with the seed and the shard's index."""
+    if shard_size < 1 or n < 0 or not 0 <= index * shard_size < max(n, 1):
+        raise ValueError(f"need shard_size >= 1, n >= 0 and a shard inside n, got {shard_size}, {n}, {index}")
+    count = min(shard_size, n - index * shard_size)
+    attrs = {"seed": seed, "simulate_kw": json.dumps(kw, default=list, sort_keys=True), "shard": index}
+    buf = io.BytesIO()
+    REDSHIFT.write_h5(buf, simulate(count, shard_seed(seed, index), **kw), attrs=attrs)
+    return buf.getvalue()
+
+
 def write_shards(out_dir, n: int, shard_size: int, seed: int = 0, **kw) -> list[str]:
-    """Simulate `n` spectra into shard-00000.h5, shard-00001.h5, ... of at most `shard_size`.
+    """Simulate `n` spectra into shard-00000.h5, shard-00001.h5, ... of at most `shard_size` in a local
+    folder (rdd_io.redshift_bundle.simulate_shards makes the same files with Spark, at any URI).
 
     Each file is written under a temporary name and renamed, so a reader never sees half a shard.
-    Keyword arguments go to `simulate` and are recorded as file attributes.
     """
     if shard_size < 1 or n < 0:
         raise ValueError(f"need shard_size >= 1 and n >= 0, got {shard_size}, {n}")
     os.makedirs(out_dir, exist_ok=True)
-    attrs = {"seed": seed, "simulate_kw": json.dumps(kw, default=list, sort_keys=True)}
     paths = []
-    for index, start in enumerate(range(0, n, shard_size)):
-        count = min(shard_size, n - start)
-        data = simulate(count, shard_seed(seed, index), **kw)
+    for index in range(-(-n // shard_size)):
         path = os.path.join(out_dir, f"shard-{index:05d}.h5")
-        buf = io.BytesIO()
-        REDSHIFT.write_h5(buf, data, attrs={**attrs, "shard": index})
-        storage.write_bytes(path, buf.getvalue())  # temporary name, then rename
+        storage.write_bytes(path, simulated_shard(index, n, shard_size, seed, **kw))  # temporary name, then rename
         paths.append(path)
     return paths

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rdd_io import landcover_scene as scene_mod
-from rdd_io.landcover_patches import (LANDCOVER_PATCHES, build_patch_set, cut_patches,
+from rdd_io.landcover_patches import (LANDCOVER_PATCHES, cut_patches, labels_at, patch_arrays,
                                       patch_centres, resize, resize_nearest, select_bands,
                                       spread_bands, write_patch_shards)
 from rdd_io.landcover_read import (grid_positions, merge_tile_files, merge_tiles, read_gt,
@@ -201,7 +201,8 @@ def test_patch_set_labels_and_shards_round_trip(scene, tmp_path):
     grid = scene["gt"].shape
     rgb = resize_nearest(scene["rgb"], grid)
     hsi = select_bands(resize(scene["hsi"], grid, "bilinear"), spread_bands(48, 11))
-    arrays, _ = build_patch_set(rgb, hsi, scene["gt"], 5, seed=2)
+    centres, _ = patch_centres(scene["gt"], 5, seed=2)
+    arrays = patch_arrays(rgb, hsi, centres, labels_at(scene["gt"], centres))
     gt_at = scene["gt"][arrays["centre"][:, 0], arrays["centre"][:, 1]]
     assert np.array_equal(arrays["label"], gt_at.astype(np.int32) - 1)
     assert np.array_equal(arrays["rgb"][:, 12, 12], rgb[arrays["centre"][:, 0],
@@ -212,7 +213,13 @@ def test_patch_set_labels_and_shards_round_trip(scene, tmp_path):
     back = [LANDCOVER_PATCHES.read_h5(p) for p in paths]
     for key in arrays:
         assert np.array_equal(np.concatenate([b[key] for b in back]), arrays[key])
-    assert sorted(os.listdir(tmp_path)) == [os.path.basename(p) for p in paths]
+    raw = [f"{key}-{i:05d}.raw" for key in ("hsi", "label", "rgb") for i in range(3)]
+    assert sorted(os.listdir(tmp_path)) == sorted(raw + [os.path.basename(p) for p in paths])
+    from rdd_io.landcover_patches import MODALITY_DTYPES, modality_parts
+    for key, dtype in MODALITY_DTYPES.items():  # what each model-parallel worker reads for itself
+        values = np.concatenate([np.fromfile(storage_path, dtype=np.dtype(dtype).newbyteorder("<"))
+                                 for storage_path in modality_parts(str(tmp_path), key)])
+        assert np.array_equal(values, np.asarray(arrays[key]).ravel()), key
 
 
 def test_resize_nearest_aligns_integer_factors():

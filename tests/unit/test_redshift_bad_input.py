@@ -51,6 +51,14 @@ def good_shards(folder: Path, n: int = 14, shard_size: int = 4) -> Path:
     return folder
 
 
+def test_spark_simulates_the_same_shard_files_as_the_local_writer(spark, tmp_path):
+    local = good_shards(tmp_path / "local")
+    names = rb.simulate_shards(spark.sparkContext, storage.to_uri(tmp_path / "spark"), 14, 4, 5, **SIM)
+    assert names == [p.name for p in sorted(local.iterdir())] == [f"shard-{i:05d}.h5" for i in range(4)]
+    for name in names:  # one simulated_shard wherever it runs: the bytes are the same, attributes included
+        assert (tmp_path / "spark" / name).read_bytes() == (local / name).read_bytes(), name
+
+
 def failure(sc, folder: Path) -> str:
     """The one-line message the job would report for reading `folder`."""
     with pytest.raises(Exception) as info:
