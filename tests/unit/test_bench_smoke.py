@@ -85,6 +85,16 @@ def test_redshift_target_verdict_and_ratio_read_the_same_epoch():
     assert verdict([0.5, 0.6]) == (0.6, None)  # too few epochs: no verdict
 
 
+def test_redshift_target_prints_the_epoch_3_accuracy_over_the_published_target():
+    name, value, out = run_bench("redshift_target.py", "--n", "200", "--epochs", "3", "--preset", "tiny")
+    assert name == "accuracy_epoch3_over_published_target"
+    accuracy = {int(e): float(a) for e, a in re.findall(r"^epoch (\d+): accuracy ([0-9.]+)", out, re.M)}
+    assert sorted(accuracy) == [1, 2, 3], out
+    assert value == pytest.approx(accuracy[3] / 0.75, abs=1e-3), out  # the printed epoch-3 value, not the best
+    verdict = "MET" if accuracy[3] >= 0.75 else "MISSED"
+    assert f"at epoch 3: {verdict} ({accuracy[3]:.4f}" in out, out
+
+
 def test_ps_scaling_prints_the_rate_at_each_client_count_and_their_ratio():
     name, value, out = run_bench("ps_scaling.py", "--clients", "1,3", "--seconds", "0.5", "--bands", "100",
                                  "--classes", "4")
