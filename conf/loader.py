@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -247,3 +248,17 @@ def load_cluster(overrides: list[str] = (), cluster_file: str | Path = CONF_DIR 
 def dump(cfg: Any, **extra: Any) -> str:
     """The resolved config as YAML (written beside every run's outputs); `extra` keys go first."""
     return yaml.safe_dump({**extra, **dataclasses.asdict(cfg)}, sort_keys=False)
+
+
+def to_json(spec: Any) -> str:
+    """A typed spec (a dataclass of config sections) as JSON: what a driver sends its roles, never a pickle."""
+    return json.dumps(dataclasses.asdict(spec))
+
+
+def from_json(schema: type, text: str) -> Any:
+    """The spec from to_json's text, its types, ranges and validate() checked again where it is read."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{schema.__name__}: not a JSON object: {exc}") from None
+    return build(schema, data, schema.__name__)

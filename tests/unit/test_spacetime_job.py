@@ -1,16 +1,16 @@
 """The space-time job without Spark: config, cells, cost model, and the roles' code on threads (LocalWorld)
 through the report into an output folder that matches the declared schema."""
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from conf import CONF_DIR, ConfigError, dump, load
+from conf import CONF_DIR, ConfigError, dump, from_json, load, to_json
 from distributed.mesh import LocalWorld
 from distributed.mgrit import Solver
 from jobs import spacetime_model as sm
 from jobs.spacetime import SpacetimeConfig, cells
+from jobs.spacetime_config import SpacetimeRun
 from jobs.spacetime_model import cell, split_spacetime
 
 pytestmark = pytest.mark.unit
@@ -58,6 +58,22 @@ def test_the_fit_recovers_a_and_b_and_the_model_grows_least_for_space_x_depth():
     assert table[-1]["nodes"] == 8  # 256 processes on 36-core nodes
 
 
+def test_the_run_spec_travels_as_json_and_is_checked_again_where_it_is_read():
+    cfg = load(SpacetimeConfig, CONF, "tiny")
+    text = to_json(SpacetimeRun.of(cfg, cells(cfg.experiments), "ab"))
+    run = from_json(SpacetimeRun, text)
+    assert run.model == cfg.model and run.mesh_secret == "ab" and run.tf_threads == cfg.train.tf_threads
+    bad = json.loads(text)
+    bad["mgrit"]["levels"] = 0  # a value the config would refuse is refused on the executor too
+    with pytest.raises(ConfigError, match=r"SpacetimeRun.mgrit.levels: 0 is out of range"):
+        from_json(SpacetimeRun, json.dumps(bad))
+    del bad["steps"]
+    with pytest.raises(ConfigError, match="missing key 'steps'"):
+        from_json(SpacetimeRun, json.dumps({**bad, "mgrit": json.loads(text)["mgrit"]}))
+    with pytest.raises(ConfigError, match="SpacetimeRun: not a JSON object"):
+        from_json(SpacetimeRun, b"\x80\x04 a pickle")
+
+
 def test_roles_on_threads_through_the_report_match_the_schema(tmp_path):
     """The roles' cells run on emulated processes, the driver's report writes every declared output."""
     from jobs import spacetime_report, spacetime_roles
@@ -65,10 +81,10 @@ def test_roles_on_threads_through_the_report_match_the_schema(tmp_path):
     cfg = load(SpacetimeConfig, CONF, "tiny", ["experiments.processes=[1,2]", "experiments.side=4",
                                               "experiments.steps=1", "experiments.check_iterations=2"])
     plan = cells(cfg.experiments)
-    args = {"cells": plan, "data": asdict(cfg.data), "model": asdict(cfg.model), "mgrit": asdict(cfg.mgrit),
-            "steps": 1, "check_iterations": 2, "serial_training": True}
+    run = from_json(SpacetimeRun, to_json(SpacetimeRun.of(cfg, plan, "00")))  # as the roles receive it
+    assert run.steps == 1 and run.check_iterations == 2 and run.serial_training and run.cells == plan
     results = LocalWorld(2).run(lambda comm: {"rank": comm.rank, "address": f"thread:{comm.rank}", "mesh_s": 0.0,
-                                              "cells": spacetime_roles.run_cells(args, comm, comm.rank)})
+                                              "cells": spacetime_roles.run_cells(run, comm, comm.rank)})
     report = spacetime_report.collect(cfg, plan, {f"worker:{r['rank']}": r for r in results})
     names = spacetime_report.write_all(report, str(tmp_path))
     summary = {"case": "spacetime", "preset": "tiny", "status": "ok", "resumed": False, "wall_time_s": 1.0,
