@@ -29,86 +29,16 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed, TrainLoop
+from conf import to_json
+from jobs.landcover_config import ROLES, LandcoverConfig, LandcoverRun
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
 log = logging.getLogger("jobs.landcover")
-ROLES = ("ps:0", "chief:0", "worker:0", "worker:1", "worker:2")
-
-
-@dataclass
-class DataConfig:
-    source: Literal["simulate", "dfc2018"]
-    input: str
-    scene_seed: Seed
-    scene_size: Count
-    hsi_bands_in: Count
-    bands: list[NonNegative]
-    patch: Count
-    per_class: Count
-    sizes: list[Count]
-    test_fraction: Annotated[float, Range(0, 1, max_open=True)]  # 0: no held-out region
-    test_per_class: NonNegative
-    shard_size: Count
-    seed: Seed
-
-
-@dataclass
-class ModelConfig:
-    rgb_filters: list[Count]
-    hsi_filters: list[Count]
-    dropout: Rate
-    dense_units: list[Count]
-    learning_rate: Positive
-
-
-@dataclass
-class ExperimentsConfig:
-    single_machine: bool
-    batch_sizes: list[Count]
-    batch_window_s: Annotated[float, Range(0, 1e9)]  # 0: off
-    plans: list[str]
-    plan_window_s: Annotated[float, Range(0, 1e9)]  # 0: off
-    data_parallel: bool
-    sample_interval_s: Seconds
-    warmup_steps: NonNegative
-
-
-@dataclass
-class LandcoverConfig:
-    cluster: ClusterConfig
-    data: DataConfig
-    model: ModelConfig
-    train: TrainLoop
-    experiments: ExperimentsConfig
-    # plan name -> {"variables": role, role: [unit name globs]} (conf/landcover_plans.yaml, included)
-    placement: dict[str, dict[str, str | list[str]]]
-
-    def validate(self) -> None:
-        from models.landcover import check_plans
-        try:
-            check_plans(self.placement, "placement")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        unknown = sorted(set(self.experiments.plans + ["default"]) - set(self.placement))
-        if unknown:
-            raise ConfigError(f"experiments.plans: {unknown} not in placement ({sorted(self.placement)})")
-        if any(n % 20 for n in self.data.sizes):
-            raise ConfigError(f"data.sizes: each set is drawn per class, so sizes must be multiples of 20, "
-                              f"got {self.data.sizes}")
-        if self.train.checkpoint_every < 0:
-            raise ConfigError("train.checkpoint_every: 0 (no checkpoints) or a number of epochs")
-        if self.experiments.sample_interval_s > 0.5:
-            raise ConfigError("experiments.sample_interval_s: at most 0.5 s, so a cell's figures show a series")
-
-    def executors(self) -> int:
-        return len(ROLES)
 
 
 def model_args(cfg: LandcoverConfig) -> dict:
@@ -228,16 +158,12 @@ def run_model_parallel(job: Job, cells: list[dict]) -> dict:
     from jobs import progress
     from jobs.landcover_roles import role
     cfg = job.cfg
-    plans = cfg.placement
-    args = {"model": model_args(cfg), "seed": cfg.train.seed, "tf_threads": cfg.train.tf_threads,
-            "timeout_s": cfg.train.timeout_s, "sample_interval_s": cfg.experiments.sample_interval_s,
-            "plans": {k: plans[k] for k in {c["plan"] for c in cells}}, "cells": cells,
-            "tensorboard_uri": job.out("tensorboard") if cfg.train.tensorboard else None,
-            "checkpoints": job.out("checkpoints"), "checkpoint_every": cfg.train.checkpoint_every,
-            "resume": job.resume, "gap_s": 4 * cfg.experiments.sample_interval_s}
+    spec = LandcoverRun.of(cfg, model_args(cfg), cells, job.out("checkpoints"),
+                           job.out("tensorboard") if cfg.train.tensorboard else None, job.resume)
     if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
         storage.remove_tree(job.out("checkpoints"))
-    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, chief=True, workers=3), input_mode="tensorflow",
+    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, chief=True, workers=3),
+                       input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s, tf_servers=True)
     try:

@@ -14,7 +14,9 @@ import time
 import numpy as np
 
 from distributed import netns, pidfile
+from conf import from_json
 from distributed.tf_process import quiet_tensorflow
+from jobs.landcover_config import LandcoverRun
 from jobs.resume import RoleLost, attempt, epoch_order, error_line, unreachable_roles
 from rdd_io import storage
 from rdd_io.landcover_patches import read_patch_set, volumes
@@ -27,13 +29,13 @@ def _sampler(role: str, interval_s: float):
     return Sampler.for_self(role, interval_s).start(), time.time()
 
 
-def server_role(args: dict, ctx) -> dict:
-    tf = quiet_tensorflow(args["tf_threads"])
+def server_role(run: LandcoverRun, ctx) -> dict:
+    tf = quiet_tensorflow(run.tf_threads)
     name = f"{ctx.job_name}:{ctx.task_index}"
-    sampler, origin = _sampler(name, args["sample_interval_s"])
+    sampler, origin = _sampler(name, run.sample_interval_s)
     server = tf.distribute.Server(tf.train.ClusterSpec(ctx.cluster_spec), job_name=ctx.job_name,
                                   task_index=ctx.task_index, protocol="grpc", start=True)
-    finished = ctx.wait_for_roles(["chief:0"], timeout_s=args["timeout_s"])
+    finished = ctx.wait_for_roles(["chief:0"], timeout_s=run.timeout_s)
     del server  # the process ends with the role; TF servers cannot be stopped in place
     return {"series": sampler.stop(), "origin": origin, "meta": sampler.meta, "chief_finished": finished}
 
@@ -235,31 +237,31 @@ class CellProgress:
                 self.writer.close()
 
 
-def chief_role(args: dict, ctx) -> dict:
-    tf = quiet_tensorflow(args["tf_threads"])
+def chief_role(run: LandcoverRun, ctx) -> dict:
+    tf = quiet_tensorflow(run.tf_threads)
     from models import landcover
-    sampler, origin = _sampler("chief:0", args["sample_interval_s"])
+    sampler, origin = _sampler("chief:0", run.sample_interval_s)
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(ctx.cluster_spec), task_type="chief", task_id=0, rpc_layer="grpc")
     tf.config.experimental_connect_to_cluster(resolver, job_name="chief", make_master_device_default=False)
-    plans = args["plans"]
+    plans = run.plans
     cells = []
     done = 0  # epochs of all cells, for the driver's overall bar
-    for cell in args["cells"]:
-        result_uri = storage.join(args["checkpoints"], cell["id"], RESULT_FILE)
+    for cell in run.cells:
+        result_uri = storage.join(run.checkpoints, cell["id"], RESULT_FILE)
         with netns.outside():
-            finished = storage.read_text(result_uri) if args["resume"] and storage.exists(result_uri) else None
+            finished = storage.read_text(result_uri) if run.resume and storage.exists(result_uri) else None
         if finished:  # finished before the run was interrupted
             cells.append(json.loads(finished))
             done += cell["epochs"]
             continue
         t0 = time.time()
-        saved = {"uri": storage.join(args["checkpoints"], cell["id"], CHECKPOINT_FILE),
-                 "every": args["checkpoint_every"], "resume": args["resume"]}
-        with CellProgress(ctx, args.get("tensorboard_uri"), cell, done) as report:
+        saved = {"uri": storage.join(run.checkpoints, cell["id"], CHECKPOINT_FILE),
+                 "every": run.checkpoint_every, "resume": run.resume}
+        with CellProgress(ctx, run.tensorboard_uri, cell, done) as report:
             try:
-                out = train_cell(tf, args["model"], cell, cell["data_uri"], args["seed"],
-                                 landcover.make_place(plans[cell["plan"]]), report, saved, args["gap_s"], sampler)
+                out = train_cell(tf, run.model, cell, cell["data_uri"], run.seed,
+                                 landcover.make_place(plans[cell["plan"]]), report, saved, run.gap_s, sampler)
             except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
                 lost = unreachable_roles(ctx.cluster_spec, skip="chief:0")
                 if not lost:
@@ -286,20 +288,22 @@ def describe_role(role: str, plan_name: str, plan: dict) -> str:
     return f"{role} (the TF server holding {holds} under plan {plan_name})"
 
 
-def current_cell(args: dict) -> dict:
+def current_cell(run: LandcoverRun) -> dict:
     """The first cell without a result: the one being trained when a role was lost."""
-    return next((c for c in args["cells"]
-                 if not storage.exists(storage.join(args["checkpoints"], c["id"], RESULT_FILE))), args["cells"][-1])
+    return next((c for c in run.cells
+                 if not storage.exists(storage.join(run.checkpoints, c["id"], RESULT_FILE))), run.cells[-1])
 
 
 def role(args: dict, ctx) -> dict:
+    """args["spec"]: the LandcoverRun as JSON."""
+    run = from_json(LandcoverRun, args["spec"])
     name = f"{ctx.job_name}:{ctx.task_index}"
     tries = attempt()
     if tries:  # Spark started this role again: its first process died, and the TF cluster with it
-        cell = current_cell(args)
-        raise RoleLost(f"{describe_role(name, cell['plan'], args['plans'][cell['plan']])} was lost during cell "
+        cell = current_cell(run)
+        raise RoleLost(f"{describe_role(name, cell['plan'], run.plans[cell['plan']])} was lost during cell "
                        f"{cell['id']}: its process died (Spark started it again, attempt {tries + 1}); "
                        f"continue with --resume")
-    pidfile.write(storage.join(args["checkpoints"], "pids"), name)
+    pidfile.write(storage.join(run.checkpoints, "pids"), name)
     with ctx.private_network():  # TensorFlow's servers have no authentication: none but the run's roles reach them
-        return chief_role(args, ctx) if ctx.job_name == "chief" else server_role(args, ctx)
+        return chief_role(run, ctx) if ctx.job_name == "chief" else server_role(run, ctx)

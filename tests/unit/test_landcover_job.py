@@ -66,6 +66,25 @@ def test_an_included_file_that_is_missing_is_named(tmp_path):
         load(landcover.LandcoverConfig, case, "paper")
 
 
+def test_the_model_parallel_run_spec_travels_as_json_and_is_checked_again_where_it_is_read():
+    import json
+
+    from conf import ConfigError, from_json, to_json
+    from jobs.landcover_config import LandcoverRun
+    cfg = paper_cfg()
+    cells = landcover.experiment_cells(cfg, {2500: "file:///p/2500", 8000: "file:///p/8000"})
+    spec = LandcoverRun.of(cfg, landcover.model_args(cfg), cells, "file:///out/checkpoints", None, False)
+    text = to_json(spec)
+    assert from_json(LandcoverRun, text) == spec and set(spec.plans) == set(cfg.experiments.plans)
+    bad = json.loads(text)
+    bad["plans"]["scheme2"]["worker:0"].append("fc1")  # fc1 placed twice
+    with pytest.raises(ConfigError, match=r"LandcoverRun.plans: plan 'scheme2'.*fc1"):
+        from_json(LandcoverRun, json.dumps(bad))
+    del bad["plans"]["scheme2"]
+    with pytest.raises(ConfigError, match=r"LandcoverRun.cells: plans \['scheme2'\] are not in plans"):
+        from_json(LandcoverRun, json.dumps(bad))
+
+
 def test_paper_cells_cover_each_plan_batch_size_and_set_once():
     cfg = paper_cfg()
     uris = {2500: "file:///p/2500", 8000: "file:///p/8000"}
