@@ -71,7 +71,12 @@ def main(argv=None) -> dict:
     coef, dist = region["truth"]["runoff_coef"].reshape(-1), region["distance_km"].reshape(-1)
     model = dict(filters=[16], kernel_size=3, lstm_units=[32], dense_units=[16], k_groups=4, dropout=0.1,
                  learning_rate=2e-3, target_units=8)
-    train = {"epochs": args.epochs, "patience": 4, "batch_size": 64, "checkpoint_every": 0}
+    from dataclasses import replace
+
+    from conf import CONF_DIR, load
+    from jobs.domst_config import DomstConfig
+    train = replace(load(DomstConfig, CONF_DIR / "domst.yaml", "paper").train, epochs=args.epochs, patience=4,
+                    batch_size=64, checkpoint_every=0)
     found = {d: {"spearman": [], "within": [], "distance": [], "nse": []} for d in args.designs}
     started = time.monotonic()
     for w, pixels in watersheds(region, args.watersheds):

@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import asdict
 
 import numpy as np
 
+from conf import from_json
+from jobs.domst_config import DomstRun, PlacementConfig, TrainConfig
 from rdd_io.schema import N, Field, Schema, SchemaError
 
 WATERSHED = Schema("domst-watershed", [
@@ -126,16 +129,16 @@ def prepare_samples(bundle: dict, lookback: int, train_frac: float, val_frac: fl
     return out
 
 
-def node_devices(tf, placement: dict, k_groups: int) -> tuple[int, int, list[str]]:
+def node_devices(tf, placement: PlacementConfig, k_groups: int) -> tuple[int, int, list[str]]:
     """(GPUs used, CPU logical devices, device names) of this process. Splits the CPU into
     cpu_devices (default k_groups + 1) logical devices unless GPUs are used; must run before
     TensorFlow initialises. A reused Spark Python worker already split it in an earlier run of the
     job: its devices are used when there are enough of them."""
     from models.domst import split_cpu
-    gpus = len(tf.config.list_physical_devices("GPU")) if placement["use_gpus"] else 0
+    gpus = len(tf.config.list_physical_devices("GPU")) if placement.use_gpus else 0
     if gpus:
         return gpus, 1, [d.name for d in tf.config.list_logical_devices("GPU")]
-    want = placement["cpu_devices"] or k_groups + 1
+    want = placement.cpu_devices or k_groups + 1
     try:
         names = split_cpu(want)
     except RuntimeError:
@@ -157,12 +160,12 @@ def placed_devices(model) -> dict:
             "temporal": _device(model.lstms[0].cell.kernel), "output": _device(model.out.kernel)}
 
 
-def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: int, place=None,
+def train_one(approach: str, model_cfg: dict, samples: dict, train: TrainConfig, seed: int, place=None,
               on_epoch=None, saved: str | None = None, resume: bool = False) -> dict:
     """Build, fit (early stopping on validation loss, best weights kept) and score one approach.
 
     `on_epoch(epochs_done, logs)`, if given, hears of each epoch's end (Keras's logs: loss, val_loss).
-    `saved`: a checkpoint URI written every train["checkpoint_every"] epochs; with `resume`, training
+    `saved`: a checkpoint URI written every train.checkpoint_every epochs; with `resume`, training
     continues from the checkpoint found there (jobs/domst_resume.py)."""
     import keras
 
@@ -181,23 +184,23 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: dict, seed: 
               for part in ("train", "val", "test")}
     state, best = (domst_resume.restore(saved, model) if saved and resume else None) or (None, None)
     first, before_s = (state["epoch"], state.get("train_s", 0.0)) if state else (0, 0.0)
-    stop = domst_resume.EarlyStopping(train["patience"], state, best)
+    stop = domst_resume.EarlyStopping(train.patience, state, best)
     callbacks = [stop]
     if name == "domst" and model.pixcon.membership is not None and cfg.get("partition") == "dynamic":
         # after `stop` took this epoch's snapshot (its val_loss came from these groups), before the checkpoint
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: model.pixcon.repartition()))
     if saved:  # after `stop`, so the checkpoint holds this epoch's early-stopping decision
-        callbacks.append(domst_resume.Checkpointer(saved, train["checkpoint_every"], stop,
+        callbacks.append(domst_resume.Checkpointer(saved, train.checkpoint_every, stop,
                                                    lambda: before_s + time.monotonic() - started))
     if on_epoch:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs or {})))
-    if state and (state["stopped"] or first >= train["epochs"]):  # it had finished fitting: only score it
+    if state and (state["stopped"] or first >= train.epochs):  # it had finished fitting: only score it
         if best:
             model.set_weights(best)
     else:
-        batches, steps = domst_resume.epoch_batches(inputs["train"], samples["train"]["y"], train["batch_size"],
-                                                    seed, first, train["epochs"])
-        model.fit(batches, steps_per_epoch=steps, epochs=train["epochs"], initial_epoch=first,
+        batches, steps = domst_resume.epoch_batches(inputs["train"], samples["train"]["y"], train.batch_size,
+                                                    seed, first, train.epochs)
+        model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, initial_epoch=first,
                   validation_data=(inputs["val"], samples["val"]["y"]), shuffle=False, verbose=0,
                   callbacks=callbacks)
     pred = model.predict(inputs["test"], batch_size=1024, verbose=0)[:, 0] * samples["y_sd"] + samples["y_mean"]
@@ -217,10 +220,10 @@ class ModelProgress:
     """A worker's progress over its models (watershed x approach), for the driver's display, and its
     TensorBoard scalars per epoch (<tensorboard_uri>/worker_<i>/, tags <watershed>/<approach>/loss, ...)."""
 
-    def __init__(self, args: dict, ctx, models: int):
+    def __init__(self, run: DomstRun, ctx, models: int):
         from jobs.tb_events import open_writer
-        self.ctx, self.epochs, self.total, self.done = ctx, args["train"]["epochs"], models, 0
-        self.writer = open_writer(args.get("tensorboard_uri"), ctx.name)
+        self.ctx, self.epochs, self.total, self.done = ctx, run.train.epochs, models, 0
+        self.writer = open_writer(run.tensorboard_uri, ctx.name)
 
     def epoch(self, watershed: str, approach: str, epoch: int, logs: dict) -> None:
         values = {k: float(logs[k]) for k in ("loss", "val_loss") if k in logs}
@@ -242,60 +245,62 @@ class ModelProgress:
             self.writer.close()
 
 
-def in_progress(args: dict, node: int) -> tuple[str, str]:
+def in_progress(run: DomstRun, node: int) -> tuple[str, str]:
     """(watershed, approach) a node was training: its first without a finished result."""
     from rdd_io import storage
-    todo = [(w, a) for w in args["assignment"][node] for a in args["approaches"]
-            if not storage.exists(storage.join(args["checkpoints"], w, f"{a}.json"))]
-    return todo[0] if todo else (args["assignment"][node][-1], args["approaches"][-1])
+    todo = [(w, a) for w in run.assignment[node] for a in run.approaches
+            if not storage.exists(storage.join(run.checkpoints, w, f"{a}.json"))]
+    return todo[0] if todo else (run.assignment[node][-1], run.approaches[-1])
 
 
 def role(args: dict, ctx) -> dict:
-    """A worker: every approach on each watershed assigned to it, one watershed after another."""
+    """A worker: every approach on each watershed assigned to it, one watershed after another;
+    args["spec"]: the DomstRun as JSON."""
     role_started = time.time()
     from distributed import pidfile
     from jobs.resume import RoleLost, attempt
     from rdd_io import storage
+    run = from_json(DomstRun, args["spec"])
     name, tries = f"worker:{ctx.task_index}", attempt()
     if tries:  # Spark started this node's task again: its first process died mid-watershed
-        wid, approach = in_progress(args, ctx.task_index)
-        raise RoleLost(f"{name} (node {ctx.task_index}, watersheds {', '.join(args['assignment'][ctx.task_index])}) "
+        wid, approach = in_progress(run, ctx.task_index)
+        raise RoleLost(f"{name} (node {ctx.task_index}, watersheds {', '.join(run.assignment[ctx.task_index])}) "
                        f"was lost while training watershed {wid} ({approach}): its process died (Spark started it "
                        f"again, attempt {tries + 1}); continue with --resume")
-    pidfile.write(storage.join(args["checkpoints"], "pids"), name)
+    pidfile.write(storage.join(run.checkpoints, "pids"), name)
     from distributed.tf_process import quiet_tensorflow
-    tf = quiet_tensorflow(args["tf_threads"])  # thread settings and the CPU split come before any op
-    n_gpus, n_cpus, device_names = node_devices(tf, args["placement"], args["model"]["k_groups"])
+    tf = quiet_tensorflow(run.train.tf_threads)  # thread settings and the CPU split come before any op
+    n_gpus, n_cpus, device_names = node_devices(tf, run.placement, run.model.k_groups)
     from models.domst import device_map, make_place
-    mine = args["assignment"][ctx.task_index]
+    mine = run.assignment[ctx.task_index]
     t_start = time.time()
     watersheds = []
-    progress = ModelProgress(args, ctx, len(mine) * len(args["approaches"]))
+    progress = ModelProgress(run, ctx, len(mine) * len(run.approaches))
     for wid in mine:
-        (path, data), = storage.read_parts(args["bundles"], f"{wid}.", ".h5")
+        (path, data), = storage.read_parts(run.bundles, f"{wid}.", ".h5")
         bundle = read_bundle(data, path)
         try:
-            samples = prepare_samples(bundle, args["lookback"], args["train_frac"], args["val_frac"])
+            samples = prepare_samples(bundle, run.lookback, run.train_frac, run.val_frac)
         except Unscorable as exc:  # reported in the results; the node goes on with its next watershed
             watersheds.append({"watershed": wid, "pixels": int(bundle["precip"].shape[1]), "unscored": str(exc),
                                "n_missing": bundle["n_missing"], "scores": []})
-            progress.done += len(args["approaches"])
+            progress.done += len(run.approaches)
             continue
-        k = min(args["model"]["k_groups"], bundle["precip"].shape[1])
-        model_cfg = {**args["model"], "k_groups": k, "lookback": args["lookback"],
+        k = min(run.model.k_groups, bundle["precip"].shape[1])
+        model_cfg = {**asdict(run.model), "k_groups": k, "lookback": run.lookback,
                      "pixels": int(bundle["precip"].shape[1]), "distance": bundle["distance_km"].tolist()}
         place = make_place(device_map({"k_groups": k}, n_gpus, n_cpus))
-        seed = args["seed"] + args["index"][wid]  # the same seed for a watershed in every mode
+        seed = run.train.seed + run.index[wid]  # the same seed for a watershed in every mode
         scores = []
-        for a in args["approaches"]:
-            done_uri = storage.join(args["checkpoints"], wid, f"{a}.json")
-            if args["resume"] and storage.exists(done_uri):  # finished before the run was interrupted
+        for a in run.approaches:
+            done_uri = storage.join(run.checkpoints, wid, f"{a}.json")
+            if run.resume and storage.exists(done_uri):  # finished before the run was interrupted
                 scores.append(json.loads(storage.read_text(done_uri)))
             else:
-                scores.append(train_one(a, model_cfg, samples, args["train"], seed, place,
+                scores.append(train_one(a, model_cfg, samples, run.train, seed, place,
                                         lambda epoch, logs, a=a: progress.epoch(wid, a, epoch, logs),
-                                        saved=storage.join(args["checkpoints"], wid, f"{a}.h5"),
-                                        resume=args["resume"]))
+                                        saved=storage.join(run.checkpoints, wid, f"{a}.h5"),
+                                        resume=run.resume))
                 storage.write_text(done_uri, json.dumps(scores[-1]))
             progress.model_done(wid, scores[-1])
         watersheds.append({"watershed": wid, "k_groups": k, "pixels": model_cfg["pixels"],

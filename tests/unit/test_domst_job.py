@@ -8,7 +8,7 @@ import pytest
 
 from conf import CONF_DIR, ConfigError, load
 from bench import domst_efficiency
-from jobs import domst, domst_report, domst_roles
+from jobs import domst, domst_config, domst_report, domst_roles
 from rdd_io.domst_read import AlignedWatershed
 from rdd_io.schema import SchemaError
 
@@ -20,9 +20,9 @@ def test_tiny_and_paper_presets_load():
     tiny = load(domst.DomstConfig, CASE_FILE, "tiny")
     assert tiny.data.watersheds == 3 and tiny.data.years == 2 and tiny.experiments.nodes is None
     assert tiny.executors() == 3 and tiny.placement.cpu_devices is None  # one node per watershed
-    assert tiny.experiments.ablation == list(domst.ABLATION)
+    assert tiny.experiments.ablation == list(domst_config.ABLATION)
     paper = load(domst.DomstConfig, CASE_FILE, "paper")
-    assert paper.data.watersheds == 23 and paper.experiments.approaches == list(domst.APPROACHES)
+    assert paper.data.watersheds == 23 and paper.experiments.approaches == list(domst_config.APPROACHES)
     assert paper.executors() == 23  # the paper's input pipeline: 23 nodes, one watershed each
     capped = load(domst.DomstConfig, CASE_FILE, "tiny", ["experiments.nodes=5"])
     assert capped.executors() == 3 and load(domst.DomstConfig, CASE_FILE, "tiny",
@@ -32,10 +32,30 @@ def test_tiny_and_paper_presets_load():
     assert s_only.executors() == 1
 
 
+def test_the_worker_run_spec_travels_as_json_and_is_checked_again_where_it_is_read():
+    from conf import ConfigError, from_json, to_json
+    from jobs.domst_config import DomstRun
+    cfg = load(domst.DomstConfig, CASE_FILE, "tiny")
+    spec = DomstRun(model=cfg.model, train=cfg.train, placement=cfg.placement, approaches=["domst", "domst_k1"],
+                    assignment=[["W01", "W03"], ["W02"]], bundles="file:///out/watersheds", lookback=cfg.data.lookback,
+                    train_frac=cfg.data.train_frac, val_frac=cfg.data.val_frac, index={"W01": 0, "W02": 1, "W03": 2},
+                    tensorboard_uri=None, checkpoints="file:///out/checkpoints/ipd", resume=False)
+    text = to_json(spec)
+    assert from_json(DomstRun, text) == spec
+    bad = json.loads(text)
+    bad["approaches"] = ["domst", "lstm"]
+    with pytest.raises(ConfigError, match=r"DomstRun.approaches\[1\]: 'lstm' is not one of"):
+        from_json(DomstRun, json.dumps(bad))
+    bad = {**json.loads(text), "index": {"W01": 0, "W02": 1}}
+    with pytest.raises(ConfigError, match=r"DomstRun.assignment: watersheds \['W03'\] have no index"):
+        from_json(DomstRun, json.dumps(bad))
+
+
 @pytest.mark.parametrize("override", ["experiments.nodes=0", "experiments.modes=[]", "data.val_frac=0.5",
                                       "data.lookback=2", "experiments.approaches=[domst, domst]",
                                       "placement.extra=1", "experiments.modes=[both]",
                                       "experiments.ablation=[domst_k1, domst_k1]", "experiments.ablation=[wider]"])
+
 def test_bad_settings_are_errors(override):
     with pytest.raises(ConfigError):
         load(domst.DomstConfig, CASE_FILE, "tiny", [override])
@@ -86,8 +106,8 @@ SECS = {"W01": (1.0, 2.0, 1.0), "W02": (1.0, 3.0, 1.0), "W03": (1.0, 1.0, 2.0)}
 ABLATED = {"W01": (0.6, 0.7), "W02": (0.3, 0.95), "W03": (0.25, 0.1)}  # singlehead_p_wide, domst_k1
 
 
-def _scores(w, approaches=domst.APPROACHES):
-    return [(a, v, secs) for a, v, secs in zip(domst.APPROACHES, NSE[w], SECS[w]) if a in approaches]
+def _scores(w, approaches=domst_config.APPROACHES):
+    return [(a, v, secs) for a, v, secs in zip(domst_config.APPROACHES, NSE[w], SECS[w]) if a in approaches]
 
 
 def _run(mode, label, plan, phase_s, nodes):
@@ -105,11 +125,11 @@ def handcrafted(ablation=True):
     ipd_plan, s_plan = [["W01", "W03"], ["W02"]], [["W01", "W03", "W02"]]
     ipd_s, s_s = {"singlehead": 2.0, "singlehead_p": 2.0, "domst": 4.0}, {"singlehead": 3.0, "singlehead_p": 3.0,
                                                                           "domst": 6.0}
-    runs = [r for a in domst.APPROACHES for r in (_run("ipd", a, ipd_plan, ipd_s[a], ipd_plan),
+    runs = [r for a in domst_config.APPROACHES for r in (_run("ipd", a, ipd_plan, ipd_s[a], ipd_plan),
                                                    _run("s", a, s_plan, s_s[a], s_plan))]
     if ablation:
         runs.append(_run("ipd", "ablation", ipd_plan, 5.0, ipd_plan))
-    results = domst_report.collect(sheds, runs, list(domst.APPROACHES),
+    results = domst_report.collect(sheds, runs, list(domst_config.APPROACHES),
                                    ["singlehead_p_wide", "domst_k1"] if ablation else [])
     results["pixcon"] = {"W01": {"pearson": 0.5, "spearman": 0.4, "n": 5}, "W02": None,
                          "W03": {"pearson": 0.7, "spearman": 0.6, "n": 5}}
@@ -136,7 +156,7 @@ def test_summary_shares_speedups_and_missing_days_from_handcrafted_results():
     assert s["speedups"]["all_approaches"] == pytest.approx(12 / 8)
     assert s["speedups"]["parallel_efficiency"] == pytest.approx(12 / (8 * 2))
     assert s["missing_days"] == {"W01": 0, "W02": 1, "W03": 2} and s["missing_days_total"] == 3
-    assert s["mode_nse_gap"] == {a: 0.0 for a in domst.APPROACHES}
+    assert s["mode_nse_gap"] == {a: 0.0 for a in domst_config.APPROACHES}
     assert s["domst_heads_on_separate_devices"] is True
     assert s["pixcon_correlation_median"]["spearman"] == pytest.approx(0.5)
     assert s["unscored"] == {}
@@ -201,7 +221,7 @@ def test_report_files_hold_the_tables(tmp_path):
     mean = next(r for f, r in figures.items() if f.startswith("Dom-ST's speedup over Singlehead(+P) per watershed"))
     assert float(mean["paper"]) == 2.02 and float(mean["ours"]) == pytest.approx(5.5 / 3)
     ablation = list(csv.DictReader(open(tmp_path / "ablation.csv")))
-    assert [r["approach"] for r in ablation] == list(domst.APPROACHES) + ["singlehead_p_wide", "domst_k1"]
+    assert [r["approach"] for r in ablation] == list(domst_config.APPROACHES) + ["singlehead_p_wide", "domst_k1"]
     report = (tmp_path / "report.md").read_text()
     assert "| W02 |" in report and "parallel efficiency" in report and "91%" in report
     assert "Ablation" in report and "4.11x" in report and "93%" in report

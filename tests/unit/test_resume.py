@@ -110,12 +110,17 @@ def test_a_domst_fit_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one
     cfg = {"pixels": 6, "lookback": 8, "k_groups": 2, "filters": [4], "kernel_size": 3, "lstm_units": [4],
            "dense_units": [4], "target_units": 2, "dropout": 0.2, "learning_rate": 1e-2,
            "distance": [float(d) for d in range(6)]}
-    train = {"epochs": 5, "patience": 2, "batch_size": 32, "checkpoint_every": 1}
+    from dataclasses import replace
+
+    from conf import CONF_DIR, load
+    from jobs.domst_config import DomstConfig
+    train = replace(load(DomstConfig, CONF_DIR / "domst.yaml", "tiny").train, epochs=5, patience=2, batch_size=32,
+                    checkpoint_every=1)
     samples = _samples()
     whole, broken = str(tmp_path / "whole.h5"), str(tmp_path / "broken.h5")
     ref = train_one("domst", cfg, samples, train, 4, saved=whole)
     # The fit that broke after epoch 2 (its last checkpoint), then resumed for the remaining epochs.
-    train_one("domst", cfg, samples, {**train, "epochs": 2}, 4, saved=broken)
+    train_one("domst", cfg, samples, replace(train, epochs=2), 4, saved=broken)
     out = train_one("domst", cfg, samples, train, 4, saved=broken, resume=True)
     assert out["resumed_from_epoch"] == 2 and ref["resumed_from_epoch"] == 0
     assert out["epochs"] == ref["epochs"] and out["best_epoch"] == ref["best_epoch"]
