@@ -33,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from conf import to_json
+from jobs.async_run import AsyncRun
 from jobs.landcover_config import ROLES, LandcoverConfig, LandcoverRun
 from jobs.resume import RoleLost, lost_message
 from jobs.runner import Job, run_job
@@ -188,19 +189,21 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     from jobs.redshift_roles import ps_credentials, role
     cfg = job.cfg
     workers = 3
-    args = {"model": model_args(cfg), "model_name": "landcover", "data": "landcover-patches", "data_uri": data_uri,
-            "seed": cfg.train.seed, "workers": workers, "s": 1, "schedule": "inverse",
-            "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "update": "epoch",
-            "stop_on": None, "tf_threads": cfg.train.tf_threads, "push_timeout_s": cfg.train.timeout_s,
-            "ps_secret": job.secret, "sample_interval_s": cfg.experiments.sample_interval_s}
     cell_id = f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}"
     # The redshift study's ps and worker checkpoints (ps.h5 every few updates, worker-<i>.h5 per epoch):
     # checkpoint_every counts epochs here, and with per-epoch updates each epoch is one update per worker.
-    args.update(checkpoint_dir=job.out("checkpoints", cell_id), checkpoint_every=cfg.train.checkpoint_every * workers,
-                resume=job.resume)
-    args["tensorboard_uri"] = job.out("tensorboard", cell_id) if cfg.train.tensorboard else None
+    spec = AsyncRun(
+        model_name="landcover", model=model_args(cfg), data="landcover-patches", feed="tensorflow", shares=None,
+        share_sizes=None, data_uri=data_uri, seed=cfg.train.seed, workers=workers, s=1, schedule="inverse",
+        max_epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, update="epoch", stop_on=None,
+        stopping_rule="keras3", tf_threads=cfg.train.tf_threads, push_timeout_s=cfg.train.timeout_s,
+        ps_secret=job.secret, weights_uri=None, checkpoint_dir=job.out("checkpoints", cell_id),
+        checkpoint_every=cfg.train.checkpoint_every * workers, resume=job.resume,
+        tensorboard_uri=job.out("tensorboard", cell_id) if cfg.train.tensorboard else None,
+        sample_interval_s=cfg.experiments.sample_interval_s)
     t0 = time.time()
-    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=workers), input_mode="tensorflow",
+    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, workers=workers),
+                       input_mode="tensorflow",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s,
                        credentials=ps_credentials(workers))

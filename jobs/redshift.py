@@ -13,8 +13,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Positive, Range, Rate, Seconds, Seed, to_json
 from distributed.early_stopping import CRITERIA, RULES, stable_value
+from jobs.async_run import AsyncRun
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -203,18 +204,18 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
         share_uris, _ = materialise(job, bundle, run)
     else:
         fed = rb.feed_partitions(bundle.filter(lambda t, n=n: t[0] < n), m, mode).cache()
-    args = {"feed": cfg.data.feed, "share_sizes": sizes, "model": model_args(cfg), "seed": cfg.train.seed,
-            "workers": run["workers"], "s": run["s"],
-            "schedule": run["schedule"], "max_epochs": cfg.train.max_epochs, "batch_size": cfg.train.batch_size,
-            "update": cfg.train.update, "stop_on": run["stop_on"],
-            "stopping_rule": cfg.train.stopping_rule, "tf_threads": cfg.train.tf_threads,
-            "push_timeout_s": cfg.train.push_timeout_s, "shares": share_uris, "ps_secret": job.secret,
-            "weights_uri": job.out("weights", f"{run['id']}.weights.h5"),
-            "checkpoint_dir": cell_folder(job, run["id"]), "checkpoint_every": cfg.train.checkpoint_every,
-            "resume": job.resume,
-            "tensorboard_uri": job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None}
+    spec = AsyncRun(
+        model_name="redshift", model=model_args(cfg), data="redshift-share", feed=cfg.data.feed, shares=share_uris,
+        share_sizes=sizes, data_uri=None, seed=cfg.train.seed, workers=run["workers"], s=run["s"],
+        schedule=run["schedule"], max_epochs=cfg.train.max_epochs, batch_size=cfg.train.batch_size,
+        update=cfg.train.update, stop_on=run["stop_on"], stopping_rule=cfg.train.stopping_rule,
+        tf_threads=cfg.train.tf_threads, push_timeout_s=cfg.train.push_timeout_s, ps_secret=job.secret,
+        weights_uri=job.out("weights", f"{run['id']}.weights.h5"), checkpoint_dir=cell_folder(job, run["id"]),
+        checkpoint_every=cfg.train.checkpoint_every, resume=job.resume,
+        tensorboard_uri=job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None, sample_interval_s=0)
     started, started_at = time.monotonic(), time.time()
-    cluster = tfos.run(job.sc, role, args, tfos.Roles(ps=1, workers=run["workers"]), input_mode=cfg.data.feed,
+    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, workers=run["workers"]),
+                       input_mode=cfg.data.feed,
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s,
                        credentials=ps_credentials(run["workers"]))

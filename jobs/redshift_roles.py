@@ -1,15 +1,16 @@
 """Executor side of the asynchronous data-parallel runs: the parameter-server role and the worker role.
 
 Written for the redshift study; the land-cover study reuses them for its data-parallel comparison
-(args["model_name"] picks the registered model, args["data"] how a worker finds its samples).
+(the run spec, jobs/async_run.py AsyncRun: model_name picks the registered model, data how a worker
+finds its samples).
 
 The ps builds the model from the run's seed, serves its weights with the staleness-aware rule
 (distributed/param_server.py) on the port TFoS reserved for it, and returns the update log. A worker
 reads its share, then per epoch (or per batch) pulls (weights, version), trains locally, and pushes
 dW = W_read - W_local with the version it read. TensorFlow is imported here, on the executors only.
 
-Checkpoints (when args["checkpoint_dir"] is set): the ps writes ps.h5 (weights, version counter,
-update log, epochs reported per worker) every args["checkpoint_every"] applied updates and when it
+Checkpoints (when checkpoint_dir is set): the ps writes ps.h5 (weights, version counter,
+update log, epochs reported per worker) every checkpoint_every applied updates and when it
 stops cleanly; each worker writes worker-<i>.h5 at each epoch end with what only it holds (Keras
 optimizer state, the dropout seed generators' state, epoch, history). Shuffling is derived from
 (seed, epoch), so a resumed worker needs no other RNG state. Each role records its pid in pids/.
@@ -31,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from conf import from_json
 from distributed.early_stopping import CRITERIA, EarlyStopper
 from distributed.tf_process import quiet_tensorflow
+from jobs.async_run import AsyncRun
 from jobs.resume import epoch_rng
 from rdd_io.redshift_bundle import seen
 
@@ -64,15 +67,15 @@ def train_epoch(model, x, y, batch_size: int, rng: np.random.Generator, step=Non
     return correct / len(y), loss_sum / len(y)
 
 
-def worker_data(args: dict, task_index: int) -> tuple:
+def worker_data(run: AsyncRun, task_index: int) -> tuple:
     """(x, y, share facts) of one worker: its redshift share, or every M-th land-cover patch."""
-    if args.get("data", "redshift-share") == "landcover-patches":
+    if run.data == "landcover-patches":
         from rdd_io.landcover_patches import read_patch_set, volumes
-        rgb, hsi, y = volumes(read_patch_set(args["data_uri"]))
-        index = np.arange(len(y))[task_index::args["workers"]]
+        rgb, hsi, y = volumes(read_patch_set(run.data_uri))
+        index = np.arange(len(y))[task_index::run.workers]
         return [rgb[index], hsi[index]], y[index], index
     from rdd_io.redshift_bundle import load_share
-    share = load_share(args["shares"][task_index])
+    share = load_share(run.shares[task_index])
     return share["spectra"], share["label"], share["index"]
 
 
@@ -99,12 +102,12 @@ class FedShare:
         self.feed.terminate()
 
 
-def _sampling(args: dict, name: str):
+def _sampling(run: AsyncRun, name: str):
     """Sample this role's process tree when the run asks for it (the land-cover comparison)."""
-    if not args.get("sample_interval_s"):
+    if not run.sample_interval_s:
         return None, None
     from distributed.metrics import Sampler
-    return Sampler.for_self(name, args["sample_interval_s"]).start(), time.time()
+    return Sampler.for_self(name, run.sample_interval_s).start(), time.time()
 
 
 def _sampled(sampler, origin) -> dict:
@@ -166,16 +169,16 @@ def save_ps_checkpoint(uri: str, server, final: bool = False) -> int:
     return state["version"]
 
 
-def _record_pid(args: dict, role: str) -> None:
-    if args.get("checkpoint_dir"):
+def _record_pid(run: AsyncRun, role: str) -> None:
+    if run.checkpoint_dir:
         from distributed import pidfile
         from rdd_io import storage
-        pidfile.write(storage.join(args["checkpoint_dir"], "pids"), role)
+        pidfile.write(storage.join(run.checkpoint_dir, "pids"), role)
 
 
-def _checkpoint_uri(args: dict, name: str) -> str | None:
+def _checkpoint_uri(run: AsyncRun, name: str) -> str | None:
     from rdd_io import storage
-    return storage.join(args["checkpoint_dir"], name) if args.get("checkpoint_dir") else None
+    return storage.join(run.checkpoint_dir, name) if run.checkpoint_dir else None
 
 
 def ps_credentials(workers: int) -> dict[str, str]:
@@ -195,41 +198,41 @@ def own_credential(ctx) -> str:
     return ctx.credential
 
 
-def connect_ps(address, args: dict, worker: int, wait_s: float = 300, credential: str | None = None):
+def connect_ps(address, run: AsyncRun, worker: int, wait_s: float = 300, credential: str | None = None):
     """The ps listens only once its model is built: retry refused connections for up to wait_s."""
     from distributed.ps_client import PSClient
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return PSClient(address, bytes.fromhex(args["ps_secret"]), worker=worker,
-                            timeout_s=args["push_timeout_s"] + 30, name="ps:0", credential=credential)
+            return PSClient(address, bytes.fromhex(run.ps_secret), worker=worker,
+                            timeout_s=run.push_timeout_s + 30, name="ps:0", credential=credential)
         except ConnectionError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
 
-def ps_role(args: dict, ctx) -> dict:
+def ps_role(run: AsyncRun, ctx) -> dict:
     from distributed import checkpoint
     from distributed.param_server import ParameterServer
-    _record_pid(args, "ps:0")
-    quiet_tensorflow(args["tf_threads"])
-    sampler, origin = _sampling(args, "ps:0")
-    model = new_model(args["model"], args["seed"], args.get("model_name", "redshift"))
+    _record_pid(run, "ps:0")
+    quiet_tensorflow(run.tf_threads)
+    sampler, origin = _sampling(run, "ps:0")
+    model = new_model(run.model, run.seed, run.model_name)
     host, port = ctx.address.rsplit(":", 1)
-    server = ParameterServer(model.get_weights(), bytes.fromhex(args["ps_secret"]), num_workers=args["workers"],
-                             s=args["s"], schedule=args["schedule"], host=host, port=int(port),
-                             push_timeout_s=args["push_timeout_s"],
+    server = ParameterServer(model.get_weights(), bytes.fromhex(run.ps_secret), num_workers=run.workers,
+                             s=run.s, schedule=run.schedule, host=host, port=int(port),
+                             push_timeout_s=run.push_timeout_s,
                              worker_key=bytes.fromhex(own_credential(ctx)))
-    ps_uri, restored = _checkpoint_uri(args, "ps.h5"), None
-    if ps_uri and args.get("resume"):
+    ps_uri, restored = _checkpoint_uri(run, "ps.h5"), None
+    if ps_uri and run.resume:
         found = checkpoint.load_if_present(ps_uri)
         if found is not None:
             server.restore(found[0]["weights"], found[1])
             restored = server.version
             log.info("parameter server resumed from %s at version %d", ps_uri, restored)
     server.start()
-    every = int(args.get("checkpoint_every") or 0)
+    every = run.checkpoint_every
     version = saved = server.version
     try:
         while not server.wait_until_done(0) and not ctx.should_stop():
@@ -241,9 +244,9 @@ def ps_role(args: dict, ctx) -> dict:
         server.stop()
     if ps_uri:  # a clean stop: the last state, whatever the interval
         save_ps_checkpoint(ps_uri, server, final=True)
-    if args.get("weights_uri"):
+    if run.weights_uri:
         model.set_weights(snap["weights"])
-        _save_weights(model, args["weights_uri"])
+        _save_weights(model, run.weights_uri)
     return {"version": snap["version"], "updates": snap["updates"], "pushes_received": snap["pushes_received"],
             "pushes_withdrawn": snap["pushes_withdrawn"], "pushes_refused": snap["pushes_refused"],
             "events": snap["events"],
@@ -254,14 +257,14 @@ class WorkerProgress:
     """A worker's progress for the driver's display (rate-limited within an epoch, always at its end)
     and its TensorBoard scalars per epoch: accuracy, loss, staleness, updates per second."""
 
-    def __init__(self, args: dict, ctx, samples: int):
+    def __init__(self, run: AsyncRun, ctx, samples: int):
         from jobs.tb_events import open_writer
-        self.ctx, self.epochs = ctx, args["max_epochs"]
-        self.steps = -(-samples // args["batch_size"]) if args["update"] == "batch" else None
+        self.ctx, self.epochs = ctx, run.max_epochs
+        self.steps = -(-samples // run.batch_size) if run.update == "batch" else None
         self.started, self.pushes, self.step = time.monotonic(), 0, 0
         self.taus: list[int] = []  # staleness of this epoch's pushes
         self.record: dict = {"epoch": 0, "epochs": self.epochs, "done": 0}
-        self.writer = open_writer(args.get("tensorboard_uri"), ctx.name)
+        self.writer = open_writer(run.tensorboard_uri, ctx.name)
 
     def ups(self) -> float:
         return round(self.pushes / max(time.monotonic() - self.started, 1e-9), 3)
@@ -290,23 +293,22 @@ class WorkerProgress:
             self.writer.close()
 
 
-def worker_role(args: dict, ctx) -> dict:
+def worker_role(run: AsyncRun, ctx) -> dict:
     from distributed.param_server import ParameterServerError
-    _record_pid(args, f"worker:{ctx.task_index}")
-    quiet_tensorflow(args["tf_threads"])
-    sampler, origin = _sampling(args, f"worker:{ctx.task_index}")
-    fed = FedShare(ctx) if args.get("feed") == "spark" else None
-    x, y, index = (None, None, None) if fed else worker_data(args, ctx.task_index)
-    seed = args["seed"] + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
-    model = new_model(args["model"], seed, args.get("model_name", "redshift"))
-    stopper = (EarlyStopper(*CRITERIA[args["stop_on"]], rule=args.get("stopping_rule", "keras3"))
-               if args["stop_on"] else None)
+    _record_pid(run, f"worker:{ctx.task_index}")
+    quiet_tensorflow(run.tf_threads)
+    sampler, origin = _sampling(run, f"worker:{ctx.task_index}")
+    fed = FedShare(ctx) if run.feed == "spark" else None
+    x, y, index = (None, None, None) if fed else worker_data(run, ctx.task_index)
+    seed = run.seed + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
+    model = new_model(run.model, seed, run.model_name)
+    stopper = EarlyStopper(*CRITERIA[run.stop_on], rule=run.stopping_rule) if run.stop_on else None
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
     # seen: per epoch, how many samples this worker trained on and a checksum of their indices
     history = {"accuracy": [], "loss": [], "time": [], "seen": []}
     # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
     # the last epoch end this worker checkpointed.
-    ckpt_uri = _checkpoint_uri(args, f"worker-{ctx.task_index}.h5")
+    ckpt_uri = _checkpoint_uri(run, f"worker-{ctx.task_index}.h5")
     saved = restore_worker(ckpt_uri, model) if ckpt_uri else None
     first_epoch, resumes, finished = 0, [], False
     if saved is not None:
@@ -316,15 +318,15 @@ def worker_role(args: dict, ctx) -> dict:
             stopper.update(acc)
         log.info("worker %d resumes from %s at epoch %d", ctx.task_index, ckpt_uri, first_epoch)
     # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
-    last_epoch = first_epoch if finished else args["max_epochs"]
+    last_epoch = first_epoch if finished else run.max_epochs
     started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
-    progress = WorkerProgress(args, ctx, args["share_sizes"][ctx.task_index] if fed else len(y))
+    progress = WorkerProgress(run, ctx, run.share_sizes[ctx.task_index] if fed else len(y))
     if fed and finished:  # TFoS skips this worker's partitions from now on
         fed.terminate()
     elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
         for _ in range(first_epoch):
             fed.epoch()
-    with connect_ps((host, int(port)), args, ctx.task_index, credential=own_credential(ctx)) as ps:
+    with connect_ps((host, int(port)), run, ctx.task_index, credential=own_credential(ctx)) as ps:
         try:
             joined = ps.join(first_epoch)
         except ParameterServerError:
@@ -350,17 +352,17 @@ def worker_role(args: dict, ctx) -> dict:
                     x, y, index = fed.epoch()
                 history["seen"].append(seen(index))
                 rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
-                if args["update"] == "batch":
-                    acc, loss = train_epoch(model, x, y, args["batch_size"], rng, step=exchange)
+                if run.update == "batch":
+                    acc, loss = train_epoch(model, x, y, run.batch_size, rng, step=exchange)
                 else:
-                    acc, loss = exchange(lambda: train_epoch(model, x, y, args["batch_size"], rng))
+                    acc, loss = exchange(lambda: train_epoch(model, x, y, run.batch_size, rng))
                 history["accuracy"].append(acc)
                 history["loss"].append(loss)
                 history["time"].append(round(time.monotonic() - started, 3))
                 stop = bool(stopper and stopper.update(acc))
                 if ckpt_uri:  # once the epoch's push is applied, before its report
                     save_worker_checkpoint(ckpt_uri, model, {
-                        "epoch": epoch + 1, "done": stop or epoch + 1 == args["max_epochs"],
+                        "epoch": epoch + 1, "done": stop or epoch + 1 == run.max_epochs,
                         "history": history, "resumes": resumes})
                 ps.report(epoch, {"accuracy": acc, "loss": loss})
                 progress.epoch_end(epoch + 1, acc, loss)
@@ -385,4 +387,6 @@ def worker_role(args: dict, ctx) -> dict:
 
 
 def role(args: dict, ctx) -> dict:
-    return ps_role(args, ctx) if ctx.job_name == "ps" else worker_role(args, ctx)
+    """args["spec"]: the AsyncRun as JSON."""
+    run = from_json(AsyncRun, args["spec"])
+    return ps_role(run, ctx) if ctx.job_name == "ps" else worker_role(run, ctx)

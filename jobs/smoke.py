@@ -9,7 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Seconds
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Seconds, from_json, to_json
 from jobs.runner import Job, run_job
 
 
@@ -43,8 +43,16 @@ class SmokeConfig:
         return self.roles.ps + self.roles.workers
 
 
+@dataclass(frozen=True)
+class SmokeRun:
+    """What each smoke role receives (JSON, checked again on the executor)."""
+    batch_size: Count
+    fail: str
+
+
 def role(args: dict, ctx) -> dict:
-    """Runs on the executors, in the TFoS role ctx.job_name."""
+    """Runs on the executors, in the TFoS role ctx.job_name; args["spec"]: the SmokeRun as JSON."""
+    run = from_json(SmokeRun, args["spec"])
     if ctx.job_name == "ps":
         host, port = ctx.address.rsplit(":", 1)
         with socket.socket() as sock:
@@ -55,11 +63,11 @@ def role(args: dict, ctx) -> dict:
     feed = ctx.data_feed()
     count = total = 0
     while not feed.should_stop():
-        batch = feed.next_batch(args["batch_size"])
+        batch = feed.next_batch(run.batch_size)
         count += len(batch)
         total += sum(batch)
-        if args["fail"] == f"{ctx.job_name}:{ctx.task_index}":
-            raise RuntimeError(f"failure injected into {args['fail']} (roles.fail) after {count} records")
+        if run.fail == f"{ctx.job_name}:{ctx.task_index}":
+            raise RuntimeError(f"failure injected into {run.fail} (roles.fail) after {count} records")
     return {"address": ctx.address, "count": count, "sum": total}
 
 
@@ -70,7 +78,7 @@ def expected(records: int, epochs: int) -> tuple[int, int]:
 def run(job: Job) -> dict:
     from distributed import tfos
     cfg = job.cfg
-    cluster = tfos.run(job.sc, role, {"batch_size": cfg.feed.batch_size, "fail": cfg.roles.fail},
+    cluster = tfos.run(job.sc, role, {"spec": to_json(SmokeRun(cfg.feed.batch_size, cfg.roles.fail))},
                        tfos.Roles(ps=cfg.roles.ps, workers=cfg.roles.workers), input_mode="spark",
                        node_host=job.node_host, secret=job.secret,
                        reservation_timeout_s=cfg.cluster.reservation_timeout_s)
