@@ -285,7 +285,7 @@ _BYTES_COLUMNS = (
     Key("measured_over_analytic", "measured / analytic"),
 )
 LANDCOVER = (
-    _config("data", "model", "train", "experiments"),
+    _config("data", "model", "train", "experiments", "placement"),
     _summary(
         Key("sampling", "{patch set size: {per_class, patch, seed, available per class, with_replacement: "
                         "classes sampled with replacement}}"),

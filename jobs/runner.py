@@ -215,6 +215,15 @@ def _copy_and_stop_hdfs(hdfs, work: str, output: str, case: str) -> None:
         log.info("embedded HDFS stopped (%d processes)", len(stopped))
 
 
+def _quiet_spark_shutdown(spark) -> None:
+    """After a failure, Spark's own shutdown warnings (executors still registering, dropped messages) would
+    come after the job's error line: keep its errors only from here on."""
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+    except Exception:  # a session that is already gone has nothing left to say
+        pass
+
+
 def check_resumable(output: str, resolved: str) -> None:
     """--resume continues the run whose config.yaml is in `output`, with the same config, or refuses."""
     import difflib
@@ -343,21 +352,27 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         # stderr carry the task's own error line, the full text stays in the traceback above it.
         summary["error"] = user_message(exc)
         traceback.print_exc()
-        print(f"\n{case}: failed: {summary['error']}", file=sys.stderr)
         return 1
     finally:
         summary["wall_time_s"] = round(time.time() - started, 2)
+        unwritten = None
         try:
             storage.write_text(storage.join(work, "summary.json"), json.dumps(summary, indent=2, default=str))
         except Exception as exc:  # never hide the job's own error behind this one
-            print(f"{case}: could not write summary.json: {exc}", file=sys.stderr)
+            unwritten = f"{case}: could not write summary.json: {exc}"
         if spark is not None:
+            if summary.get("error") and not summary["error"].startswith("interrupted"):
+                _quiet_spark_shutdown(spark)
             spark.stop()
         if hdfs is not None:
             _copy_and_stop_hdfs(hdfs, work, output, case)
         if cluster is not None:
             stopped = cluster.down()
             log.info("embedded mini-cluster stopped (%d processes)", len(stopped))
+        if summary.get("error") and not summary["error"].startswith("interrupted"):
+            print(f"\n{case}: failed: {summary['error']}", file=sys.stderr)  # the last line, after the shutdown
+        if unwritten:
+            print(unwritten, file=sys.stderr)
         if summary["status"] == "ok":
             report = ("report.md" in summary.get("outputs", [])) and f"\n  report:  {storage.join(output, 'report.md')}"
             print(f"\n{case}: done in {summary['wall_time_s']:.0f}s. Outputs: {output}{report or ''}\n"

@@ -53,7 +53,9 @@ DRIVER = textwrap.dedent("""
             raise
         return {"results": cluster.shutdown(timeout_s=20)}
 
-    sys.exit(run_job("smoke", SmokeConfig, run, sys.argv[2:]))
+    # InputMode.SPARK runs the roles in the background of reused Python workers (as jobs/smoke.py asks);
+    # late_ps needs its task's process to die with the task, so it keeps fresh workers.
+    sys.exit(run_job("smoke", SmokeConfig, run, sys.argv[2:], reuse_workers=SCENARIO != "late_ps"))
 """)
 
 
