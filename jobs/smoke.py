@@ -5,12 +5,11 @@ The job fails unless every record was consumed exactly once across the workers.
 """
 from __future__ import annotations
 
-import socket
-import time
 from dataclasses import dataclass
 
-from conf import ClusterConfig, ConfigError, Count, NonNegative, Seconds, from_json, to_json
+from conf import ClusterConfig, ConfigError, Count, NonNegative, Seconds, to_json
 from jobs.runner import Job, run_job
+from jobs.smoke_roles import SmokeRun, role
 
 
 @dataclass
@@ -41,34 +40,6 @@ class SmokeConfig:
 
     def executors(self) -> int:
         return self.roles.ps + self.roles.workers
-
-
-@dataclass(frozen=True)
-class SmokeRun:
-    """What each smoke role receives (JSON, checked again on the executor)."""
-    batch_size: Count
-    fail: str
-
-
-def role(args: dict, ctx) -> dict:
-    """Runs on the executors, in the TFoS role ctx.job_name; args["spec"]: the SmokeRun as JSON."""
-    run = from_json(SmokeRun, args["spec"])
-    if ctx.job_name == "ps":
-        host, port = ctx.address.rsplit(":", 1)
-        with socket.socket() as sock:
-            sock.bind((host, int(port)))  # bound, never listening: proves the reserved port is ours
-            while not ctx.should_stop():
-                time.sleep(0.2)
-        return {"address": ctx.address, "bound_port": int(port)}
-    feed = ctx.data_feed()
-    count = total = 0
-    while not feed.should_stop():
-        batch = feed.next_batch(run.batch_size)
-        count += len(batch)
-        total += sum(batch)
-        if run.fail == f"{ctx.job_name}:{ctx.task_index}":
-            raise RuntimeError(f"failure injected into {run.fail} (roles.fail) after {count} records")
-    return {"address": ctx.address, "count": count, "sum": total}
 
 
 def expected(records: int, epochs: int) -> tuple[int, int]:

@@ -60,8 +60,10 @@ DRIVER = textwrap.dedent("""
 
 
 def drive(cluster, scenario: str, out) -> subprocess.CompletedProcess:
+    # As many executors as the driver's roles (ps + 1 worker): TFoS's shutdown job runs on every executor.
     return subprocess.run([sys.executable, "-c", DRIVER, scenario, "--preset", "tiny", "--output", str(out),
-                           "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}"],
+                           "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+                           "--set", "roles.workers=1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=400,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"))
 
