@@ -360,8 +360,9 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             storage.write_text(storage.join(work, "summary.json"), json.dumps(summary, indent=2, default=str))
         except Exception as exc:  # never hide the job's own error behind this one
             unwritten = f"{case}: could not write summary.json: {exc}"
+        failed = bool(summary.get("error")) and not summary["error"].startswith("interrupted")
         if spark is not None:
-            if summary.get("error") and not summary["error"].startswith("interrupted"):
+            if failed:
                 _quiet_spark_shutdown(spark)
             spark.stop()
         if hdfs is not None:
@@ -369,7 +370,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if cluster is not None:
             stopped = cluster.down()
             log.info("embedded mini-cluster stopped (%d processes)", len(stopped))
-        if summary.get("error") and not summary["error"].startswith("interrupted"):
+        if failed:
             print(f"\n{case}: failed: {summary['error']}", file=sys.stderr)  # the last line, after the shutdown
         if unwritten:
             print(unwritten, file=sys.stderr)
