@@ -347,6 +347,11 @@ class ParameterServer:
         """Caller holds the lock. Epochs this worker has completed, by its reports (0-based epochs)."""
         return 1 + max((r["epoch"] for r in self._metrics[worker]), default=-1)
 
+    def epochs_reported(self) -> list[int]:
+        """Per worker, the epochs it has completed by its reports."""
+        with self._cond:
+            return [self._epochs_reported(w) for w in range(self.num_workers)]
+
     def _s_eff(self) -> int:
         return min(self.s, len(self._active))
 
@@ -624,8 +629,9 @@ class ParameterServer:
 
     def _join(self, worker: int, header: dict) -> dict:
         """A worker (re)connects: first start, a retried task after a loss, or a resumed run."""
-        epoch = _int_field({"epoch": 0, **header}, "epoch", 0, LIMITS["epoch"])
         with self._cond:
+            # without one, the worker resumes where its reports end (its checkpoint of that epoch)
+            epoch = _int_field({"epoch": self._epochs_reported(worker), **header}, "epoch", 0, LIMITS["epoch"])
             if self._stopping:
                 raise _Reject("parameter server is stopping")
             if worker in self._lost:

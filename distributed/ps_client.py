@@ -84,11 +84,13 @@ class PSClient:
         self._request({"op": "report", **self._who, "epoch": int(epoch),
                        "metrics": {str(k): float(v) for k, v in metrics.items()}})
 
-    def join(self, epoch: int = 0) -> dict:
-        """Announce this worker (resuming at `epoch`); a worker the server lost is taken back.
+    def join(self, epoch: int | None = None) -> dict:
+        """Announce this worker, resuming at `epoch` (by default where its reports to the server end);
+        a worker the server lost is taken back.
 
         Returns the server's view: version, epochs_reported and updates_applied for this worker."""
-        reply, _ = self._request({"op": "join", **self._who, "epoch": int(epoch)})
+        at = {} if epoch is None else {"epoch": int(epoch)}
+        reply, _ = self._request({"op": "join", **self._who, **at})
         return {k: v for k, v in reply.items() if k != "op"}
 
     def leave(self) -> None:

@@ -15,7 +15,7 @@ Checkpoints of the model-parallel run, under <output>/checkpoints/ (a new run wi
                               optimizer/  the optimizer's variables (iteration, Adam moments)
                               state       {"epoch": epochs done, "history": loss, accuracy, epoch times so far}
     <cell id>/result.json     the finished cell, as the chief reports it
-    <n>-data-parallel-.../    the data-parallel comparison: the redshift study's ps.h5 and worker-<i>.h5
+    <n>-data-parallel-.../    the data-parallel comparison: the redshift study's ps.h5 and worker-<i>.epoch-<e>.h5
                               (jobs/redshift_roles.py), every train.checkpoint_every epochs
 
 Each epoch's order comes from (train.seed, epoch), so a resumed cell replays the same batches. --resume
@@ -190,7 +190,7 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     cfg = job.cfg
     workers = 3
     cell_id = f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}"
-    # The redshift study's ps and worker checkpoints (ps.h5 every few updates, worker-<i>.h5 per epoch):
+    # The redshift study's ps and worker checkpoints (ps.h5 every few updates, worker-<i>.epoch-<e>.h5 per epoch):
     # checkpoint_every counts epochs here, and with per-epoch updates each epoch is one update per worker.
     spec = AsyncRun(
         model_name="landcover", model=model_args(cfg), data="landcover-patches", feed="tensorflow", shares=None,

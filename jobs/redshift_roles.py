@@ -11,9 +11,15 @@ dW = W_read - W_local with the version it read. TensorFlow is imported here, on 
 
 Checkpoints (when checkpoint_dir is set): the ps writes ps.h5 (weights, version counter,
 update log, epochs reported per worker) every checkpoint_every applied updates and when it
-stops cleanly; each worker writes worker-<i>.h5 at each epoch end with what only it holds (Keras
-optimizer state, the dropout seed generators' state, epoch, history). Shuffling is derived from
-(seed, epoch), so a resumed worker needs no other RNG state. Each role records its pid in pids/.
+stops cleanly; each worker writes worker-<i>.epoch-<e>.h5 at each epoch end, before its report,
+with what only it holds (Keras optimizer state, the dropout seed generators' state, epoch,
+history). Shuffling is derived from (seed, epoch), so a resumed worker needs no other RNG state.
+
+The two kinds of checkpoint are written by different processes, so a failure can fall between
+them (a NameNode lost after the worker's write and before the ps's). A resumed worker therefore
+takes the checkpoint of the epoch where its reports in ps.h5 end, not its newest one: no update
+is applied twice or lost. The ps deletes a worker's checkpoints older than that epoch once its own
+checkpoint has moved past them. Each role records its pid in pids/.
 
 A worker's process dies: the ps sees the connection drop, counts the worker as lost and lets the
 others go on (s_eff shrinks). Spark then retries the task (spark.task.maxFailures, 4 by default),
@@ -26,6 +32,7 @@ finished on its own share, so the lost share is trained after all and the job ca
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -146,7 +153,7 @@ def save_worker_checkpoint(uri: str, model, state: dict) -> None:
 
 
 def restore_worker(uri: str, model) -> dict | None:
-    """Load worker-<i>.h5 into `model` (optimizer and seed state); its JSON state, or None if absent."""
+    """Load worker-<i>.epoch-<e>.h5 into `model` (optimizer and seed state); its JSON state, or None if absent."""
     from distributed import checkpoint
     found = checkpoint.load_if_present(uri)
     if found is None:
@@ -161,12 +168,77 @@ def restore_worker(uri: str, model) -> dict | None:
     return state
 
 
-def save_ps_checkpoint(uri: str, server, final: bool = False) -> int:
-    """ps.h5: the server's weights and state (version, update log, progress); returns its version."""
+def resume_worker(run: AsyncRun, worker: int, joined: dict | None, steps: int, model) -> dict | None:
+    """Load into `model` the checkpoint this worker resumes from; its JSON state, or None when the
+    worker starts from scratch.
+
+    `joined` is the ps's view (None: the ps saw this worker leave, so its last checkpoint, which must
+    say it was done). A worker writes its epoch's checkpoint before it pushes the epoch's update, so
+    with per-epoch updates the checkpoint of epoch `updates_applied` exists and resumes exactly. With
+    per-batch updates (`steps` per epoch) the ps may hold part of an epoch: the worker resumes at the
+    start of that epoch and those pushes are applied again."""
+    from distributed.checkpoint import CheckpointError
+    found = worker_checkpoints(run, worker) if run.checkpoint_dir else {}
+    if joined is None:
+        if not found:
+            raise CheckpointError(f"worker {worker} already left the parameter server and has no checkpoint "
+                                  f"in {run.checkpoint_dir}")
+        state = restore_worker(found[max(found)], model)
+        if not state["done"]:
+            raise CheckpointError(f"{found[max(found)]}: worker {worker} already left the parameter server "
+                                  f"but this, its last checkpoint, is not of a finished worker")
+        return state
+    epochs, partial = divmod(joined["updates_applied"], steps)
+    if not run.checkpoint_dir:
+        if joined["updates_applied"]:
+            log.warning("worker %d: the ps has applied %d of its updates and there are no checkpoints; "
+                        "its share is trained again from epoch 0", worker, joined["updates_applied"])
+        return None
+    if steps > 1:
+        epochs = max((e for e in found if e <= epochs), default=0)
+        partial = joined["updates_applied"] - epochs * steps
+        if partial:
+            log.warning("worker %d resumes at epoch %d: %d of its per-batch updates after that epoch's "
+                        "checkpoint are applied again", worker, epochs, partial)
+    if not epochs:
+        return None
+    if epochs not in found:
+        raise CheckpointError(f"{worker_checkpoint_uri(run, worker, epochs)}: missing, yet the parameter "
+                              f"server has applied worker {worker}'s updates up to epoch {epochs} (found "
+                              f"epochs {sorted(found) or 'none'})")
+    return restore_worker(found[epochs], model)
+
+
+def save_ps_checkpoint(run: AsyncRun, server, final: bool = False) -> int:
+    """ps.h5: the server's weights and state (version, update log, progress), then the workers'
+    checkpoints it has made unreachable go; returns its version."""
     from distributed import checkpoint
     weights, state = server.checkpoint()
-    checkpoint.save(uri, {"weights": weights}, {**state, "final": final})
+    checkpoint.save(_checkpoint_uri(run, "ps.h5"), {"weights": weights}, {**state, "final": final})
+    prune_worker_checkpoints(run, state["epochs_reported"])
     return state["version"]
+
+
+def worker_checkpoint_uri(run: AsyncRun, worker: int, epoch: int) -> str:
+    return _checkpoint_uri(run, f"worker-{worker}.epoch-{epoch}.h5")
+
+
+def worker_checkpoints(run: AsyncRun, worker: int) -> dict[int, str]:
+    """This worker's checkpoints in checkpoint_dir, by the epoch each resumes at."""
+    from rdd_io import storage
+    found = (re.fullmatch(rf".*/worker-{worker}\.epoch-(\d+)\.h5", uri)
+             for uri in storage.glob(run.checkpoint_dir, f"worker-{worker}.epoch-*.h5"))
+    return {int(m.group(1)): m.group(0) for m in found if m}
+
+
+def prune_worker_checkpoints(run: AsyncRun, reported: list[int]) -> None:
+    """Delete each worker's checkpoints of epochs before `reported` (ps.h5's reports): a resume can no
+    longer reach them."""
+    from rdd_io import storage
+    for worker, first in enumerate(reported):
+        for epoch, uri in worker_checkpoints(run, worker).items():
+            if epoch < first:
+                storage.remove_file(uri)
 
 
 def _record_pid(run: AsyncRun, role: str) -> None:
@@ -234,16 +306,20 @@ def ps_role(run: AsyncRun, ctx) -> dict:
     server.start()
     every = run.checkpoint_every
     version = saved = server.version
+    pruned = None
     try:
         while not server.wait_until_done(0) and not ctx.should_stop():
             version = server.wait_for_update(version, timeout=1.0)
             if ps_uri and every and version - saved >= every:
-                saved = save_ps_checkpoint(ps_uri, server)
+                saved = save_ps_checkpoint(run, server)
+            elif ps_uri and not every and server.epochs_reported() != pruned:  # no ps.h5 until the end
+                pruned = server.epochs_reported()
+                prune_worker_checkpoints(run, pruned)
         snap = server.snapshot()
     finally:
         server.stop()
     if ps_uri:  # a clean stop: the last state, whatever the interval
-        save_ps_checkpoint(ps_uri, server, final=True)
+        save_ps_checkpoint(run, server, final=True)
     if run.weights_uri:
         model.set_weights(snap["weights"])
         _save_weights(model, run.weights_uri)
@@ -306,45 +382,57 @@ def worker_role(run: AsyncRun, ctx) -> dict:
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
     # seen: per epoch, how many samples this worker trained on and a checksum of their indices
     history = {"accuracy": [], "loss": [], "time": [], "seen": []}
-    # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
-    # the last epoch end this worker checkpointed.
-    ckpt_uri = _checkpoint_uri(run, f"worker-{ctx.task_index}.h5")
-    saved = restore_worker(ckpt_uri, model) if ckpt_uri else None
-    first_epoch, resumes, finished = 0, [], False
-    if saved is not None:
-        history, first_epoch, finished = {"seen": [], **saved["history"]}, saved["epoch"], saved["done"]
-        resumes = saved["resumes"] + [first_epoch]
-        for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
-            stopper.update(acc)
-        log.info("worker %d resumes from %s at epoch %d", ctx.task_index, ckpt_uri, first_epoch)
-    # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
-    last_epoch = first_epoch if finished else run.max_epochs
-    started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
-    progress = WorkerProgress(run, ctx, run.share_sizes[ctx.task_index] if fed else len(y))
-    if fed and finished:  # TFoS skips this worker's partitions from now on
-        fed.terminate()
-    elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
-        for _ in range(first_epoch):
-            fed.epoch()
     with connect_ps((host, int(port)), run, ctx.task_index, credential=own_credential(ctx)) as ps:
+        # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
+        # this worker's checkpoint of the epoch where its reports to the ps end.
         try:
-            joined = ps.join(first_epoch)
-        except ParameterServerError:
-            if not finished:
-                raise
-            joined = None  # this ps saw it leave: the task was retried after the worker had finished
-        if joined and joined["epochs_reported"] > first_epoch:
-            log.warning("worker %d: the ps has reports up to epoch %d, this worker's checkpoint ends at epoch "
-                        "%d; those epochs are trained again", ctx.task_index, joined["epochs_reported"], first_epoch)
+            joined = ps.join(None if run.checkpoint_dir else 0)
+        except ParameterServerError:  # this ps saw it leave: the task was retried after it had finished
+            joined = None
+        samples = run.share_sizes[ctx.task_index] if fed else len(y)
+        steps = -(-samples // run.batch_size) if run.update == "batch" else 1  # pushes per epoch
+        saved = resume_worker(run, ctx.task_index, joined, steps, model)
+        first_epoch, resumes, finished = 0, [], False
+        if saved is not None:
+            history, first_epoch, finished = {"seen": [], **saved["history"]}, saved["epoch"], saved["done"]
+            resumes = saved["resumes"] + [first_epoch]
+            for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
+                stopper.update(acc)
+            log.info("worker %d resumes at epoch %d", ctx.task_index, first_epoch)
+        # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
+        last_epoch = first_epoch if finished else run.max_epochs
+        started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
+        progress = WorkerProgress(run, ctx, samples)
+        if fed and finished:  # TFoS skips this worker's partitions from now on
+            fed.terminate()
+        elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
+            for _ in range(first_epoch):
+                fed.epoch()
 
-        def exchange(train):
+        def exchange(train, before_push=None):
             """pull -> train locally -> push dW = W_read - W_local with the version read."""
             weights, version = ps.pull()
             model.set_weights(weights)
             out = train()
+            if before_push:
+                before_push(out)
             ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
             progress.pushed(ps.last_tau)
             return out
+
+        def epoch_end(epoch: int, result: tuple[float, float]) -> bool:
+            """Record the epoch; its checkpoint is durable before its (last) update is sent, so the ps
+            never holds an update whose worker state could be lost. Whether the criterion stops it."""
+            acc, loss = result
+            history["accuracy"].append(acc)
+            history["loss"].append(loss)
+            history["time"].append(round(time.monotonic() - started, 3))
+            stop = bool(stopper and stopper.update(acc))
+            if run.checkpoint_dir:
+                save_worker_checkpoint(worker_checkpoint_uri(run, ctx.task_index, epoch + 1), model, {
+                    "epoch": epoch + 1, "done": stop or epoch + 1 == run.max_epochs,
+                    "history": history, "resumes": resumes})
+            return stop
 
         try:
             for epoch in range(first_epoch, last_epoch):
@@ -352,18 +440,14 @@ def worker_role(run: AsyncRun, ctx) -> dict:
                     x, y, index = fed.epoch()
                 history["seen"].append(seen(index))
                 rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
-                if run.update == "batch":
+                if run.update == "batch":  # (its checkpoint then comes after the epoch's last push)
                     acc, loss = train_epoch(model, x, y, run.batch_size, rng, step=exchange)
+                    stop = epoch_end(epoch, (acc, loss))
                 else:
-                    acc, loss = exchange(lambda: train_epoch(model, x, y, run.batch_size, rng))
-                history["accuracy"].append(acc)
-                history["loss"].append(loss)
-                history["time"].append(round(time.monotonic() - started, 3))
-                stop = bool(stopper and stopper.update(acc))
-                if ckpt_uri:  # once the epoch's push is applied, before its report
-                    save_worker_checkpoint(ckpt_uri, model, {
-                        "epoch": epoch + 1, "done": stop or epoch + 1 == run.max_epochs,
-                        "history": history, "resumes": resumes})
+                    ended = []
+                    acc, loss = exchange(lambda: train_epoch(model, x, y, run.batch_size, rng),
+                                         before_push=lambda out: ended.append(epoch_end(epoch, out)))
+                    stop = ended[0]
                 ps.report(epoch, {"accuracy": acc, "loss": loss})
                 progress.epoch_end(epoch + 1, acc, loss)
                 if stop:

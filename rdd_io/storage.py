@@ -353,6 +353,21 @@ def makedirs(uri: str, private: bool = False) -> None:
         raise _failed(uri, "creating the folder", exc) from exc
 
 
+def remove_file(uri: str) -> None:
+    """Delete one file (nothing if it does not exist); a symbolic link is refused, as in remove_tree."""
+    if is_local(uri):
+        path = local_path(uri)
+        _refuse_link(path, uri, "deleting")
+        path.unlink(missing_ok=True)
+        return
+    fs, path = _remote(uri)
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except Exception as exc:
+        raise _failed(uri, "delete", exc) from exc
+
+
 def remove_tree(uri: str) -> None:
     """Delete a folder and everything under it (nothing if it does not exist). A symbolic link is
     refused, never followed: what it points to was not made by this job."""

@@ -38,11 +38,11 @@ def _start(cluster, output: str, log, *extra: str):
 
 def _wait_for_training(output: str, proc, log, timeout_s: float = 400) -> None:
     """Until the worker's first checkpoint is on HDFS (training has begun and writes there)."""
-    uri = storage.join(output, "checkpoints", CELL, "worker-0.h5")
+    uri = storage.join(output, "checkpoints", CELL)
     deadline = time.monotonic() + timeout_s
-    while not storage.exists(uri):
+    while not storage.glob(uri, "worker-0.epoch-*.h5"):
         assert proc.poll() is None, f"the job ended (rc {proc.returncode}) before {uri} appeared:\n" + tail(log)
-        assert time.monotonic() < deadline, f"{uri} did not appear:\n" + tail(log)
+        assert time.monotonic() < deadline, f"no worker checkpoint in {uri}:\n" + tail(log)
         time.sleep(0.5)
 
 

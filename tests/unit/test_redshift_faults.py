@@ -100,3 +100,51 @@ def test_the_job_names_the_lost_parameter_server_and_its_last_checkpoint(tmp_pat
                               "server ps:0 at 127.0.0.1:4000: 'push' failed")
     assert f"the last checkpoint is version 3 (3 updates) in {uri}; run again with --resume" in message
     assert ps_lost_message("cell", "worker:1 failed\n--- worker:1 ---\nValueError: bad shard", uri) is None
+
+
+def _saved_epochs(tmp_path, epochs):
+    """A run spec with checkpoints in tmp_path, and a worker-0 checkpoint at each of `epochs`."""
+    import dataclasses
+
+    from distributed.tf_process import quiet_tensorflow
+    from jobs.redshift_roles import new_model, save_worker_checkpoint, worker_checkpoint_uri
+    from tests.unit.test_async_run import REDSHIFT
+    quiet_tensorflow(1)
+    run = dataclasses.replace(REDSHIFT, checkpoint_dir=str(tmp_path), model=MODEL)
+    model = new_model(MODEL, 1)
+    model.train_on_batch(np.zeros((2, 60), np.float32), np.zeros(2, np.int32))
+    for e in epochs:
+        save_worker_checkpoint(worker_checkpoint_uri(run, 0, e), model,
+                               {"epoch": e, "done": e == 3, "history": {}, "resumes": []})
+    return run, model
+
+
+def test_a_worker_resumes_at_the_epoch_of_its_updates_the_ps_applied_not_at_its_newest_checkpoint(tmp_path):
+    """The worker writes an epoch's checkpoint before pushing its update; a failure between that write
+    and the ps's checkpoint leaves the worker ahead, and resuming from the newest would lose an update."""
+    from jobs.redshift_roles import resume_worker
+    run, model = _saved_epochs(tmp_path, [1, 2, 3])
+    assert resume_worker(run, 0, {"updates_applied": 2}, 1, model)["epoch"] == 2
+    assert resume_worker(run, 0, {"updates_applied": 0}, 1, model) is None  # from scratch
+    # per-batch updates (4 per epoch): the start of the epoch the ps is in, its pushes applied again
+    assert resume_worker(run, 0, {"updates_applied": 9}, 4, model)["epoch"] == 2
+    # the ps saw the worker leave (a task retried after it finished): its last checkpoint, which is done
+    assert resume_worker(run, 0, None, 1, model)["epoch"] == 3
+
+
+def test_a_checkpoint_the_ps_needs_but_missing_is_an_error_naming_it(tmp_path):
+    from jobs.redshift_roles import resume_worker
+    run, model = _saved_epochs(tmp_path, [1, 3])
+    with pytest.raises(checkpoint.CheckpointError, match=r"worker-0\.epoch-2\.h5: missing.*found epochs \[1, 3\]"):
+        resume_worker(run, 0, {"updates_applied": 2}, 1, model)
+    run, model = _saved_epochs(tmp_path / "unfinished", [1, 2])
+    with pytest.raises(checkpoint.CheckpointError, match=r"worker-0\.epoch-2\.h5: worker 0 already left"):
+        resume_worker(run, 0, None, 1, model)
+
+
+def test_the_ps_prunes_only_checkpoints_before_the_epochs_its_own_checkpoint_reports(tmp_path):
+    from jobs.redshift_roles import prune_worker_checkpoints, worker_checkpoints
+    run, _ = _saved_epochs(tmp_path, [1, 2, 3])
+    (tmp_path / "worker-1.epoch-1.h5").write_bytes(b"")
+    prune_worker_checkpoints(run, [2, 0])
+    assert sorted(worker_checkpoints(run, 0)) == [2, 3] and sorted(worker_checkpoints(run, 1)) == [1]
