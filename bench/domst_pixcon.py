@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     region = simulate_region(seed=args.seed, years=args.years)
     coef, dist = region["truth"]["runoff_coef"].reshape(-1), region["distance_km"].reshape(-1)
     model = dict(filters=[16], kernel_size=3, lstm_units=[32], dense_units=[16], k_groups=4, dropout=0.1,
-                 learning_rate=2e-3, target_units=8)
+                 learning_rate=2e-3, target_units=8, head_input="pixels", partition="distance")
     from dataclasses import replace
 
     from conf import CONF_DIR, load

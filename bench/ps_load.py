@@ -25,8 +25,9 @@ _LENGTH = struct.Struct("<Q")
 # ---------------------------------------------------------------- model shapes (pure)
 def thesis_shapes(bands: int, classes: int) -> list[tuple[int, ...]]:
     """Weight shapes of the thesis variant (2 Conv1D + softmax) in Keras's get_weights() order."""
+    from jobs.redshift_config import config_model
     from models.redshift import conv_output_length, resolve
-    p = resolve({"variant": "thesis", "bands": bands, "n_classes": classes})
+    p = resolve(config_model(bands, classes))
     shapes, channels = [], 1
     for f in p["filters"]:
         shapes += [(p["kernel_size"], channels, f), (f,)]
@@ -40,9 +41,10 @@ def thesis_shapes(bands: int, classes: int) -> list[tuple[int, ...]]:
 
 def classes_for_params(params: int, bands: int) -> int:
     """Output classes that bring the thesis variant at `bands` closest to `params` parameters."""
+    from jobs.redshift_config import config_model
     from models.redshift import count_params
-    fixed = count_params({"variant": "thesis", "bands": bands, "n_classes": 1})
-    per_class = count_params({"variant": "thesis", "bands": bands, "n_classes": 2}) - fixed
+    fixed = count_params(config_model(bands, 1))
+    per_class = count_params(config_model(bands, 2)) - fixed
     return max(1, round((params - fixed) / per_class) + 1)
 
 

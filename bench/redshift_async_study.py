@@ -129,7 +129,7 @@ def main(argv=None) -> float:
         args.n = 1500
         args.set = ["data.bands=450", "data.n_classes=40", "data.snr=20.0", "model.learning_rate=0.001"] + args.set
     from conf import CONF_DIR, load
-    from jobs.redshift import RedshiftConfig, model_args
+    from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
     from jobs.redshift_roles import fit_sequential, new_model
     from bench.redshift_target import simulate_like_job

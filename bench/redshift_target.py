@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
 
     from conf import CONF_DIR, load
-    from jobs.redshift import RedshiftConfig, model_args
+    from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
     from jobs.redshift_roles import fit_sequential, new_model
     from models.redshift import count_params

@@ -79,7 +79,7 @@ def distributed_side(summary: dict, out: Path) -> tuple[str, list[float], dict]:
 def in_process_side(args, share_uri: str, epochs: int) -> tuple[float, float, int]:
     """fit_sequential on the worker's share: (samples/s after the warm-up epochs, seconds, samples)."""
     from conf import load
-    from jobs.redshift import RedshiftConfig, model_args
+    from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
     from jobs.redshift_roles import fit_sequential, new_model
     from rdd_io.redshift_bundle import load_share

@@ -26,14 +26,14 @@ Loss MSE (NSE is computed outside), optimizer Adam.
   distance quantiles before training.
 The paper gives no layer sizes, no K, and not how distance enters Pix-Con: those choices are ours.
 
-Config keys (dict, dataclass or namespace; missing ones take the default; any other key but `name`
-is an error): pixels (or taken from len(distance)), lookback, k_groups 4, filters [32] (one Conv1D
-per entry, 'valid' padding), kernel_size 3, lstm_units [64, 32], dense_units [32], target_units 8,
-dropout 0.1, learning_rate 1e-3, distance (P floats >= 0; Dom-ST, and group_means), pixcon true
-(false: Dom-ST with every pixel weight fixed at 1), target_input (how the target day enters the +P
-models: 'projection', Singlehead(+P)'s default, a dense layer over all pixels; 'group_means', Dom-ST's
-default, the mean of each distance group, Pix-Con-weighted in Dom-ST), head_input 'pixels' |
-'weighted_sum', partition 'distance' | 'dynamic' (Dom-ST). TF is imported lazily.
+Config keys (dict, dataclass or namespace; any other key but `name` is an error): from the config,
+lookback, k_groups, filters (one Conv1D per entry, 'valid' padding), kernel_size, lstm_units,
+dense_units, target_units, dropout, learning_rate, head_input 'pixels' | 'weighted_sum' and partition
+'distance' | 'dynamic' (Dom-ST); per run, pixels (or taken from len(distance)), distance (P floats >= 0;
+Dom-ST, and group_means), pixcon true (false: Dom-ST with every pixel weight fixed at 1), target_input
+(how the target day enters the +P models: 'projection', Singlehead(+P)'s default, a dense layer over all
+pixels; 'group_means', Dom-ST's default, the mean of each distance group, Pix-Con-weighted in Dom-ST).
+TF is imported lazily.
 """
 from __future__ import annotations
 
@@ -48,10 +48,11 @@ import numpy as np
 from models.registry import register
 
 MODELS = ("domst-singlehead", "domst-singlehead-p", "domst")
-DEFAULTS = dict(pixels=None, lookback=None, k_groups=4, filters=[32], kernel_size=3,
-                lstm_units=[64, 32], dense_units=[32], target_units=8, dropout=0.1,
-                learning_rate=1e-3, distance=None, pixcon=True, target_input=None,
-                head_input="pixels", partition="distance")
+# Every layer size, K and rate is a choice of ours, kept in one place: the model section of conf/domst.yaml
+# (lookback from its data section). What is left here is per watershed or per approach.
+FROM_CONFIG = ("lookback", "k_groups", "filters", "kernel_size", "lstm_units", "dense_units", "target_units",
+               "dropout", "learning_rate", "head_input", "partition")
+PER_RUN = dict(pixels=None, distance=None, pixcon=True, target_input=None)
 HEAD_INPUTS = ("pixels", "weighted_sum")
 PARTITIONS = ("distance", "dynamic")
 TARGET_INPUTS = ("projection", "group_means")
@@ -77,14 +78,19 @@ def _positive_ints(p: dict, key: str, allow_empty: bool = False) -> None:
 
 
 def resolve(cfg: Any, model: str = "domst") -> dict:
-    """Config -> checked plain parameters, defaults filled in. No TF needed."""
+    """Config -> checked plain parameters. No TF needed."""
     if model not in MODELS:
         raise ValueError(f"domst model: unknown model {model!r}; valid: {list(MODELS)}")
     given = _given(cfg)
-    unknown = sorted(set(given) - set(DEFAULTS) - {"name"})
+    valid = {*FROM_CONFIG, *PER_RUN}
+    unknown = sorted(set(given) - valid - {"name"})
     if unknown:
-        raise ValueError(f"domst model: unknown config keys {unknown}; valid: {sorted(DEFAULTS)}")
-    p = {k: (given[k] if given.get(k) is not None else v) for k, v in DEFAULTS.items()}
+        raise ValueError(f"domst model: unknown config keys {unknown}; valid: {sorted(valid)}")
+    missing = [k for k in FROM_CONFIG if given.get(k) is None]
+    if missing:
+        raise ValueError(f"domst model: missing config keys {missing} (the model section of conf/domst.yaml, "
+                         f"with data.lookback)")
+    p = {**PER_RUN, **{k: v for k, v in given.items() if v is not None and k != "name"}}
     p["model"] = model
     if p["distance"] is not None:
         d = np.asarray(p["distance"], dtype=float).ravel()
@@ -206,7 +212,7 @@ def device_map(cfg: Any, n_gpus: int, n_cpus: int = 1) -> dict[str, str]:
     over the GPUs when there are any, else over CPU logical devices '/device:CPU:i'. For more than
     one CPU device the caller must split the CPU (split_cpu) before TensorFlow initialises."""
     given = _given(cfg)
-    k = given.get("k_groups") or DEFAULTS["k_groups"]
+    k = given.get("k_groups")
     if not isinstance(k, int) or k < 1 or n_gpus < 0 or (n_gpus == 0 and n_cpus < 1):
         raise ValueError(f"domst device_map: need k_groups >= 1 and a device, got k_groups={k!r},"
                          f" n_gpus={n_gpus}, n_cpus={n_cpus}")

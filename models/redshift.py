@@ -8,9 +8,9 @@ Two published variants:
   connected layers, the last of which produces the final classification output". So there is one
   hidden fully connected layer (ReLU, `dense_units`, one entry) followed by the softmax output.
 
-Neither source gives filter counts, dropout rate, hidden width or optimizer; the defaults below are
-our choices and every one can be set from the config. Valid padding, so each convolution shortens
-the spectrum by kernel_size - 1 bands.
+Neither source gives filter counts, dropout rate, hidden width or optimizer: those are our choices,
+kept in one place, the model section of conf/redshift.yaml; this module holds only the layer counts
+the sources fix. Valid padding, so each convolution shortens the spectrum by kernel_size - 1 bands.
 """
 from __future__ import annotations
 
@@ -18,13 +18,9 @@ from typing import Any
 
 from models.registry import register
 
-VARIANTS = {
-    "thesis": dict(conv_layers=2, hidden_layers=0,
-                   defaults=dict(filters=[16, 32], dense_units=[])),
-    "paper": dict(conv_layers=3, hidden_layers=1,
-                  defaults=dict(filters=[16, 16, 32], dense_units=[512])),
-}
-COMMON_DEFAULTS = dict(kernel_size=8, dropout=0.25, optimizer="adam", learning_rate=1e-3)
+VARIANTS = {"thesis": dict(conv_layers=2, hidden_layers=0), "paper": dict(conv_layers=3, hidden_layers=1)}
+FROM_CONFIG = ("variant", "filters", "kernel_size", "dropout", "dense_units", "optimizer", "learning_rate",
+               "bands", "n_classes")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -35,16 +31,16 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def resolve(cfg: Any) -> dict:
-    """Config object (or mapping) -> checked plain parameters, defaults filled in. No TF needed."""
-    variant = _get(cfg, "variant", "thesis")
+    """Config object (or mapping) -> checked plain parameters. No TF needed."""
+    p = {key: _get(cfg, key) for key in FROM_CONFIG}
+    missing = [k for k, v in p.items() if v is None]
+    if missing:
+        raise ValueError(f"redshift model: missing config keys {missing} (the model section of conf/redshift.yaml, "
+                         f"with bands and n_classes from its data section: jobs.redshift_config.model_args)")
+    variant = p["variant"]
     if variant not in VARIANTS:
         raise ValueError(f"redshift model: unknown variant {variant!r}; valid: {sorted(VARIANTS)}")
     spec = VARIANTS[variant]
-    p = {**COMMON_DEFAULTS, **spec["defaults"], "variant": variant}
-    for key in ("bands", "n_classes", *COMMON_DEFAULTS, *spec["defaults"]):
-        value = _get(cfg, key)
-        if value is not None:
-            p[key] = value
     for key in ("bands", "n_classes"):
         if not isinstance(p.get(key), int) or p[key] < 1:
             raise ValueError(f"redshift model: {key} must be a positive int, got {p.get(key)!r}")

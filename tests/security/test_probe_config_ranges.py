@@ -13,7 +13,7 @@ from conf import CONF_DIR, ConfigError, Range, load
 from conf.loader import build
 from jobs.domst import DomstConfig
 from jobs.landcover import LandcoverConfig
-from jobs.redshift import RedshiftConfig
+from jobs.redshift_config import RedshiftConfig
 from jobs.smoke import SmokeConfig
 from jobs.spacetime import SpacetimeConfig
 

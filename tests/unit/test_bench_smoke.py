@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import ps_load
+from jobs.redshift_config import config_model
 from models.redshift import count_params
 
 pytestmark = pytest.mark.unit
@@ -31,13 +32,13 @@ def run_bench(script: str, *args: str) -> tuple[str, float, str]:
 @pytest.mark.parametrize("bands,classes", [(1800, 800), (450, 40), (30, 3)])
 def test_thesis_shapes_match_the_model_parameter_count(bands, classes):
     shapes = ps_load.thesis_shapes(bands, classes)
-    assert sum(prod(s) for s in shapes) == count_params({"variant": "thesis", "bands": bands, "n_classes": classes})
+    assert sum(prod(s) for s in shapes) == count_params(config_model(bands, classes))
     assert ps_load.model_bytes(shapes) == 4 * sum(prod(s) for s in shapes)
 
 
 def test_classes_for_params_inverts_the_parameter_count():
     for classes in (1, 7, 800):
-        params = count_params({"variant": "thesis", "bands": 1800, "n_classes": classes})
+        params = count_params(config_model(1800, classes))
         assert ps_load.classes_for_params(params, 1800) == classes
 
 

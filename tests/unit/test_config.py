@@ -237,7 +237,7 @@ def test_job_arguments_contract():
 def test_negative_checkpoint_interval_is_rejected(case):
     from jobs.domst import DomstConfig
     from jobs.landcover import LandcoverConfig
-    from jobs.redshift import RedshiftConfig
+    from jobs.redshift_config import RedshiftConfig
     schema = {"redshift": RedshiftConfig, "landcover": LandcoverConfig, "domst": DomstConfig}[case]
     load(schema, CONF_DIR / f"{case}.yaml", "tiny", ["train.checkpoint_every=0"])
     with pytest.raises(ConfigError, match="train.checkpoint_every"):

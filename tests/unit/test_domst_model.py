@@ -26,7 +26,8 @@ P, LOOKBACK, K, BATCH = 12, 8, 3, 16
 DISTANCE = [float(d) for d in np.random.default_rng(7).uniform(0.0, 30.0, P)]
 SMALL = dict(pixels=P, lookback=LOOKBACK, k_groups=K, filters=[6], kernel_size=3,
              lstm_units=[8, 4], dense_units=[8], target_units=4, dropout=0.0,
-             learning_rate=1e-2, distance=DISTANCE)
+             learning_rate=1e-2, distance=DISTANCE, head_input="pixels",
+             partition="distance")
 
 
 def _batch(seed=0, n=BATCH):
@@ -121,14 +122,30 @@ class _Cfg:
     name: str = "domst"
     lookback: int = LOOKBACK
     k_groups: int = K
+    filters: list = dataclasses.field(default_factory=lambda: [6])
+    kernel_size: int = 3
+    lstm_units: list = dataclasses.field(default_factory=lambda: [8, 4])
+    dense_units: list = dataclasses.field(default_factory=lambda: [8])
+    target_units: int = 4
+    dropout: float = 0.0
+    learning_rate: float = 1e-2
+    head_input: str = "pixels"
+    partition: str = "distance"
     distance: list = dataclasses.field(default_factory=lambda: list(DISTANCE))
 
 
-def test_resolve_fills_defaults_and_takes_pixels_from_distance():
+def test_resolve_takes_a_dataclass_and_pixels_from_distance():
     p = D.resolve(_Cfg())
-    assert p["pixels"] == P and p["filters"] == [32] and p["lstm_units"] == [64, 32]
+    assert p["pixels"] == P and p["filters"] == [6] and p["lstm_units"] == [8, 4] and p["pixcon"] is True
     assert D.resolve({**SMALL, "filters": 5})["filters"] == [5]
-    assert D.resolve({"pixels": 3, "lookback": 4, "k_groups": 2}, "domst-singlehead")["pixels"] == 3
+    assert D.resolve({**SMALL, "pixels": 3, "distance": None}, "domst-singlehead")["pixels"] == 3
+
+
+def test_every_choice_comes_from_the_config_and_a_missing_one_is_named():
+    """conf/domst.yaml is the one source of the sizes: the builder fills none in."""
+    given = {k: v for k, v in SMALL.items() if k not in ("lstm_units", "partition")}
+    with pytest.raises(ValueError, match=r"missing config keys \['lstm_units', 'partition'\].*conf/domst.yaml"):
+        D.resolve(given)
 
 
 @pytest.mark.parametrize("bad, model, match", [

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.unit
 P, LOOKBACK, K = 12, 8, 3
 DISTANCE = [float(d) for d in np.random.default_rng(7).uniform(0.0, 30.0, P)]
 SMALL = dict(pixels=P, lookback=LOOKBACK, k_groups=K, filters=[6], kernel_size=3, lstm_units=[8, 4],
-             dense_units=[8], target_units=4, dropout=0.0, learning_rate=1e-2, distance=DISTANCE)
+             dense_units=[8], target_units=4, dropout=0.0, learning_rate=1e-2, distance=DISTANCE, head_input="pixels",
+             partition="distance")
 VARIANTS = [("domst-singlehead-p", {"target_input": "group_means"}), ("domst", {"pixcon": False}),
             ("domst", {"target_input": "projection"}), ("domst", {"k_groups": 1}),
             ("domst", {"head_input": "weighted_sum"}),

@@ -73,7 +73,7 @@ def test_a_symlink_under_output_is_refused_even_with_overwrite(tmp_path, overwri
 
 def test_job_refuses_a_user_folder_before_starting_anything(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("my own notes, not a run\n")
-    from jobs.redshift import RedshiftConfig
+    from jobs.redshift_config import RedshiftConfig
     code = run_job("redshift", RedshiftConfig, lambda job: pytest.fail("the job must not start"),
                    ["--preset", "tiny", "--output", str(tmp_path), "--master", "spark://127.0.0.1:9"])
     assert code == 2
@@ -88,7 +88,7 @@ def test_unreachable_hdfs_output_fails_before_anything_starts(capsys):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         uri = f"hdfs://127.0.0.1:{s.getsockname()[1]}/outputs/redshift"
-    from jobs.redshift import RedshiftConfig
+    from jobs.redshift_config import RedshiftConfig
     code = run_job("redshift", RedshiftConfig, lambda job: pytest.fail("the job must not start"),
                    ["--preset", "tiny", "--output", uri])  # no --master: it would start the embedded cluster
     assert code == 2

@@ -181,7 +181,8 @@ def _earlier_run(out: Path) -> None:
 
 
 def test_failed_prepare_leaves_earlier_outputs_intact(spark, tmp_path):
-    from jobs.redshift import DataConfig, prepare_data
+    from jobs.redshift import prepare_data
+    from jobs.redshift_config import DataConfig
     from jobs.runner import Job
     out = tmp_path / "out"
     _earlier_run(out)

@@ -2,7 +2,8 @@
 import pytest
 
 from conf import CONF_DIR, ConfigError, load
-from jobs.redshift import RedshiftConfig, experiment_grid, stable_epochs
+from jobs.redshift import experiment_grid, stable_epochs
+from jobs.redshift_config import RedshiftConfig
 
 pytestmark = pytest.mark.unit
 

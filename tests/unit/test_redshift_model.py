@@ -13,9 +13,12 @@ pytestmark = pytest.mark.unit
 BANDS, CLASSES = 200, 5
 
 
+LAYERS = {"thesis": dict(filters=[16, 32], dense_units=[]), "paper": dict(filters=[16, 16, 32], dense_units=[512])}
+
+
 def cfg(**kw):
-    base = dict(variant="thesis", bands=BANDS, n_classes=CLASSES, filters=None, kernel_size=8,
-                dropout=0.1, dense_units=None, optimizer="adam", learning_rate=1e-3)
+    base = dict(variant="thesis", bands=BANDS, n_classes=CLASSES, kernel_size=8, dropout=0.1, optimizer="adam",
+                learning_rate=1e-3, **LAYERS.get(kw.get("variant"), LAYERS["thesis"]))
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -44,6 +47,21 @@ def test_registry_lists_redshift_and_names_valid_models_on_typos():
 def test_bad_configs_are_refused_before_tensorflow(bad, match):
     with pytest.raises(ValueError, match=match):
         resolve(cfg(**bad))
+
+
+def test_every_choice_comes_from_the_config_and_a_missing_one_is_named():
+    with pytest.raises(ValueError, match=r"missing config keys \['learning_rate'\].*conf/redshift.yaml"):
+        resolve({k: v for k, v in vars(cfg()).items() if k != "learning_rate"})
+
+
+def test_the_benches_build_the_model_of_conf_redshift_yaml():
+    from conf import CONF_DIR
+    from conf.loader import read_yaml
+    from jobs.redshift_config import config_model
+    section = read_yaml(CONF_DIR / "redshift.yaml")["model"]
+    assert config_model(300, 7) == {**section, "bands": 300, "n_classes": 7}
+    tiny = read_yaml(CONF_DIR / "redshift.yaml")["presets"]["tiny"]["model"]
+    assert config_model(300, 7, "tiny")["learning_rate"] == tiny["learning_rate"] != section["learning_rate"]
 
 
 def test_parameter_count_formula_scales_with_bands_and_classes():
@@ -89,7 +107,7 @@ def test_a_few_epochs_beat_chance(variant):
     keras.utils.set_random_seed(2)
     # A narrow hidden layer keeps the paper variant as quick to train as the thesis one.
     model = registry.build("redshift", cfg(variant=variant,
-                                           dense_units=[32] if variant == "paper" else None))
+                                           dense_units=[32] if variant == "paper" else []))
     x, y = tiny_set(400, 2)
     start = model.evaluate(x, y, verbose=0)[1]
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
