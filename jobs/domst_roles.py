@@ -170,16 +170,13 @@ def train_one(approach: str, model_cfg: dict, samples: dict, train: TrainConfig,
     import keras
 
     from jobs import domst_resume
-    from models import domst
+    from models import domst, registry
     from models.domst_metrics import nse, peak_flow_error
     started = time.monotonic()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     name, cfg = model_config(approach, model_cfg)
-    if name == "domst":
-        model = domst.build_domst(cfg, place)
-    else:
-        model = (domst.build_singlehead if name == "domst-singlehead" else domst.build_singlehead_p)(cfg)
+    model = registry.build(name, cfg, place if name == "domst" else None)  # the baselines are one unit
     inputs = {part: domst.model_inputs(name, samples[part]["x"], samples[part]["p"])
               for part in ("train", "val", "test")}
     state, best = (domst_resume.restore(saved, model) if saved and resume else None) or (None, None)

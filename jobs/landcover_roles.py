@@ -108,11 +108,11 @@ def train_cell(tf, model_cfg: dict, cell: dict, data, seed: int, place=None, rep
     ([start, middle, end] wall times) and the steps between them (pauses are left out of epoch times)."""
     import keras
 
-    from models import landcover
+    from models import landcover, registry
     keras.utils.set_random_seed(seed)
     scope = place("variables") if place else tf.device(None)
+    units = registry.build("landcover-units", model_cfg, place)
     with scope:
-        units = landcover.build_units(model_cfg)
         optimizer = landcover.make_optimizer(model_cfg)
     batches = device_data(tf, data, model_cfg, place)
     with scope:

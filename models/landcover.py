@@ -26,10 +26,8 @@ import dataclasses
 import fnmatch
 import math
 import re
-from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from models.registry import register
 from rdd_io.storage import name_problem
@@ -48,7 +46,6 @@ UNITS: list[str] = RGB_UNITS + HSI_UNITS + HEAD_UNITS
 ARCHITECTURE = dict(patch=25, rgb_bands=3, kernel_size=3, pool_size=[2, 2, 2], optimizer="adam")
 FROM_CONFIG = ("rgb_filters", "hsi_filters", "dropout", "dense_units", "learning_rate", "hsi_bands", "n_classes",
                "seed")
-PLANS_FILE = Path(__file__).resolve().parent.parent / "conf" / "landcover_plans.yaml"
 ROLE_RE = re.compile(r"^(worker|ps|chief):\d+$")
 FLOAT_BYTES = 4
 SEED_STATE_BYTES = 16  # a dropout layer's seed generator state: two int64
@@ -124,10 +121,15 @@ def unit_params(cfg: Any) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def build_units(cfg: Any) -> dict:
-    """Unit name -> Keras layer, every layer built (its variables created in the caller's device
-    scope, so build under tf.device('/job:ps/task:0') to keep the variables on the ps)."""
-    p = resolve(cfg)
+@register("landcover-units")
+def build_units(cfg: Any, place: Callable[[str], Any] | None = None) -> dict:
+    """Unit name -> Keras layer, every layer built, its variables made inside place('variables')
+    (where the plan keeps them: the ps for model parallelism) or the caller's device scope."""
+    with (place or _no_place)("variables"):
+        return _build_units(resolve(cfg))
+
+
+def _build_units(p: dict) -> dict:
     import keras
 
     L, units = keras.layers, {}
@@ -187,7 +189,7 @@ def build(cfg: Any):
     p = resolve(cfg)
     import keras
 
-    units = build_units(p)
+    units = _build_units(p)
     rgb, hsi = _inputs(p)
     model = keras.Model([rgb, hsi], forward(units, rgb, hsi, training=None), name="landcover")
     model.compile(optimizer=make_optimizer(p), loss="sparse_categorical_crossentropy",
@@ -344,17 +346,8 @@ def set_weights(units: dict, weights: list) -> None:
         raise ValueError(f"landcover set_weights: {len(weights)} arrays left over")
 
 
-# ---- placement plans: conf/landcover_plans.yaml, plan -> {role: [unit globs]}, variables: ps:N
-
-def load_plans(path: str | Path = PLANS_FILE) -> dict:
-    """Plan name -> raw plan, each checked to place every unit exactly once."""
-    path = Path(path)
-    try:
-        plans = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read placement plans: {exc}") from None
-    return check_plans(plans, str(path))
-
+# ---- placement plans (the config's placement section, conf/landcover_plans.yaml): plan -> {role: [unit
+# globs]}, variables: ps:N
 
 def check_plans(plans: dict, where: str) -> dict:
     """`plans` (plan name -> raw plan) if every name is safe and every plan places each unit once."""

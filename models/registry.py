@@ -3,11 +3,16 @@
 A builder module registers itself with `@register("name")`. Modules of this package are imported
 on first lookup, so a job only says `build(cfg.model.name, cfg.model)`; builder modules import
 TensorFlow inside their build functions, so this lookup never loads TensorFlow.
+
+A builder whose model is split into named units (Dom-ST's heads and temporal block, land cover's
+layers) takes `place`: unit name -> device scope, so `build(name, cfg, place)` puts each unit where a
+placement plan says; the others refuse a placement.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 from typing import Any, Callable
 
@@ -59,6 +64,17 @@ def get(name: str) -> Callable[[Any], Any]:
             from None
 
 
-def build(name: str, cfg: Any):
-    """Build the model registered as `name` from `cfg`."""
-    return get(name)(cfg)
+def build(name: str, cfg: Any, place: Callable[[str], Any] | None = None):
+    """Build the model registered as `name` from `cfg`, each unit inside `place(unit)` when given."""
+    builder = get(name)
+    if place is None:
+        return builder(cfg)
+    if "place" not in inspect.signature(builder).parameters:
+        raise ValueError(f"model {name!r} has no units to place; models that do: {', '.join(placeable())}")
+    return builder(cfg, place=place)
+
+
+def placeable() -> list[str]:
+    """The registered models that take a placement, sorted."""
+    _load_builders()
+    return sorted(n for n, b in _BUILDERS.items() if "place" in inspect.signature(b).parameters)

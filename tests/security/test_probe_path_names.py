@@ -44,11 +44,11 @@ def test_safe_names_pass_and_an_integer_id_becomes_its_text():
 
 
 def test_a_placement_plan_name_that_would_escape_is_refused(tmp_path):
-    plans = landcover.load_plans()
-    path = tmp_path / "plans.yaml"
-    path.write_text(json.dumps({"../../x": plans["default"]}))
-    with pytest.raises(ValueError, match=r"plans.yaml: plan name '\.\./\.\./x' is not a safe name"):
-        landcover.load_plans(path)
+    from conf import CONF_DIR
+    from conf.loader import read_yaml
+    plans = read_yaml(CONF_DIR / "landcover_plans.yaml")
+    with pytest.raises(ValueError, match=r"placement: plan name '\.\./\.\./x' is not a safe name"):
+        landcover.check_plans({"../../x": plans["default"]}, "placement")
 
 
 @pytest.mark.parametrize("part", ["..", "../x", "a/../../b", "a/./b", "."])

@@ -4,7 +4,7 @@ import pytest
 
 from conf import CONF_DIR, load
 from jobs import landcover, landcover_report
-from models import landcover as lc
+from conf.loader import read_yaml
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,8 @@ def test_tiny_and_paper_presets_load():
     assert tiny.experiments.plan_window_s >= 20 and tiny.experiments.batch_window_s >= 20
     assert tiny.experiments.sample_interval_s <= 0.5
     assert paper.experiments.plans == ["default", "scheme2", "scheme3", "scheme4", "scheme5"]
-    assert set(paper.experiments.plans) <= set(paper.placement) == set(lc.load_plans())
+    plans_file = read_yaml(CASE_FILE.parent / "landcover_plans.yaml")  # the config's placement: !include
+    assert set(paper.experiments.plans) <= set(paper.placement) == set(plans_file) == set(tiny.placement)
     assert paper.executors() == len(landcover.ROLES) == 5
 
 

@@ -24,13 +24,19 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
-def _paper_model() -> dict:
+def _paper_config():
     from conf import CONF_DIR, load
-    from jobs.landcover import LandcoverConfig, model_args
-    return model_args(load(LandcoverConfig, CONF_DIR / "landcover.yaml", "paper"))
+    from jobs.landcover import LandcoverConfig
+    return load(LandcoverConfig, CONF_DIR / "landcover.yaml", "paper")
+
+
+def _paper_model() -> dict:
+    from jobs.landcover import model_args
+    return model_args(_paper_config())
 
 
 PAPER = _paper_model()  # the model the paper preset builds: conf/landcover.yaml is the one source of its values
+PLANS = _paper_config().placement  # the placement plans, as the job reads them (conf/landcover_plans.yaml)
 TINY = {**PAPER, "rgb_filters": [2, 3], "hsi_filters": [2, 3, 3, 4], "dense_units": [8, 6], "dropout": 0.25,
         "seed": 3}
 WORKERS = {"worker:0", "worker:1", "worker:2"}
@@ -38,7 +44,7 @@ HEAD = ["fusion_concat", "fc1", "fc2", "softmax"]
 
 
 def test_every_plan_places_every_unit_exactly_once_on_the_three_workers():
-    plans = L.load_plans()
+    plans = PLANS
     assert set(plans) == {"default", "scheme2", "scheme3", "scheme4", "scheme5"}
     for name, plan in plans.items():
         where = L.resolve_plan(plan, name)
@@ -60,7 +66,7 @@ def test_every_plan_places_every_unit_exactly_once_on_the_three_workers():
 
 
 def test_a_broken_plan_is_rejected_naming_the_unit_and_the_plan(tmp_path):
-    plan = L.load_plans()["scheme5"]
+    plan = PLANS["scheme5"]
     missing = {**plan, "worker:1": ["hsi_b2_conv", "hsi_b2_pool", "hsi_b3_*"]}
     with pytest.raises(ValueError, match=r"myplan.*unplaced: \['hsi_b2_bn'\]"):
         L.resolve_plan(missing, "myplan")
@@ -69,14 +75,18 @@ def test_a_broken_plan_is_rejected_naming_the_unit_and_the_plan(tmp_path):
         L.resolve_plan(doubled, "myplan")
     with pytest.raises(ValueError, match="'hsi_b9_\\*' of worker:1 matches no unit"):
         L.resolve_plan({**plan, "worker:1": ["hsi_b9_*"]})
-    path = tmp_path / "plans.yaml"
-    path.write_text(yaml.safe_dump({"good": plan, "bad": missing}))
-    with pytest.raises(ValueError, match="plans.yaml: plan 'bad'.*hsi_b2_bn"):
-        L.load_plans(path)
+    from conf import CONF_DIR, ConfigError, load
+    from jobs.landcover import LandcoverConfig
+    (tmp_path / "plans.yaml").write_text(yaml.safe_dump({"default": plan, "bad": missing}))
+    case = (CONF_DIR / "landcover.yaml").read_text()
+    assert "!include landcover_plans.yaml" in case
+    (tmp_path / "landcover.yaml").write_text(case.replace("!include landcover_plans.yaml", "!include plans.yaml"))
+    with pytest.raises(ConfigError, match="placement: plan 'bad'.*hsi_b2_bn"):
+        load(LandcoverConfig, tmp_path / "landcover.yaml", "paper")
 
 
 def test_boundary_tensors_are_the_activations_between_roles():
-    plans, shapes, batch = L.load_plans(), L.unit_shapes(PAPER), 50
+    plans, shapes, batch = PLANS, L.unit_shapes(PAPER), 50
     crossings = {n: L.boundary_tensors(p, batch, PAPER) for n, p in plans.items()}
     assert {(a, b, u) for a, b, u, _, _ in crossings["default"]} == \
         {("worker:0", "worker:2", "rgb_flatten"), ("worker:1", "worker:2", "hsi_flatten")}
@@ -92,7 +102,7 @@ def test_boundary_tensors_are_the_activations_between_roles():
 
 def test_step_bytes_of_the_default_plan_by_hand():
     cfg = {**PAPER, "rgb_filters": [4, 8], "hsi_filters": [4, 8, 8, 8], "dense_units": [32, 16]}
-    plan = L.load_plans()["default"]
+    plan = PLANS["default"]
     counts = L.unit_params(cfg)
     trainable, fixed = (sum(c[i] for c in counts.values()) for i in (0, 1))
     for batch in (10, 40):
@@ -108,7 +118,7 @@ def test_step_bytes_of_the_default_plan_by_hand():
         assert got["total"] == sum(got["terms"].values()) == sum(got["out"].values()) == sum(got["in"].values())
         assert got["out"]["chief:0"] == 3 * 4 * batch and got["in"]["chief:0"] == 8
     # No patch crosses: the branch workers read their own modality (scheme4: both on worker:0).
-    s4 = L.step_transfers(L.load_plans()["scheme4"], 10, cfg)
+    s4 = L.step_transfers(PLANS["scheme4"], 10, cfg)
     assert {(src, dst) for term, src, dst, _, _ in s4 if term == "batch indices"} == \
         {("chief:0", "worker:0"), ("chief:0", "worker:2")}
     assert L.step_bytes(plan, 40, cfg)["total"] > L.step_bytes(plan, 10, cfg)["total"]
@@ -126,10 +136,10 @@ def test_variable_bytes_add_up_per_plan():
     per_unit = L.variable_bytes(PAPER)
     total = 4 * DEFAULT_PARAMS  # float32
     assert sum(per_unit.values()) == total
-    for name, plan in L.load_plans().items():
+    for name, plan in PLANS.items():
         per_role = L.variable_bytes(PAPER, plan)
         assert sum(per_role.values()) == total and set(per_role) == WORKERS, name
-    assert L.variable_bytes(PAPER, L.load_plans()["default"])["worker:2"] == \
+    assert L.variable_bytes(PAPER, PLANS["default"])["worker:2"] == \
         sum(per_unit[u] for u in HEAD)
 
 
@@ -242,7 +252,7 @@ def _same_loss(plan_names):
     batch = (tf.constant(rng.normal(size=(8, 25, 25, 3, 1)), tf.float32),
              tf.constant(rng.normal(size=(8, 25, 25, 11, 1)), tf.float32),
              tf.constant(rng.integers(0, 20, size=8), tf.int64))
-    plans, out = L.load_plans(), {}
+    plans, out = PLANS, {}
     for name in plan_names:
         single = L.build_units(TINY)
         with tf.device(device["ps:0"]):
