@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.registry import register
+from models.registry import config_params, register
 
 MODELS = ("domst-singlehead", "domst-singlehead-p", "domst")
 # Every layer size, K and rate is a choice of ours, kept in one place: the model section of conf/domst.yaml
@@ -81,16 +81,7 @@ def resolve(cfg: Any, model: str = "domst") -> dict:
     """Config -> checked plain parameters. No TF needed."""
     if model not in MODELS:
         raise ValueError(f"domst model: unknown model {model!r}; valid: {list(MODELS)}")
-    given = _given(cfg)
-    valid = {*FROM_CONFIG, *PER_RUN}
-    unknown = sorted(set(given) - valid - {"name"})
-    if unknown:
-        raise ValueError(f"domst model: unknown config keys {unknown}; valid: {sorted(valid)}")
-    missing = [k for k in FROM_CONFIG if given.get(k) is None]
-    if missing:
-        raise ValueError(f"domst model: missing config keys {missing} (the model section of conf/domst.yaml, "
-                         f"with data.lookback)")
-    p = {**PER_RUN, **{k: v for k, v in given.items() if v is not None and k != "name"}}
+    p = config_params("domst", cfg, FROM_CONFIG, PER_RUN, "the model section of conf/domst.yaml, with data.lookback")
     p["model"] = model
     if p["distance"] is not None:
         d = np.asarray(p["distance"], dtype=float).ravel()

@@ -22,14 +22,13 @@ TensorFlow and Keras are imported inside the functions that need them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import math
 import re
 from typing import Any, Callable
 
 
-from models.registry import register
+from models.registry import config_params, register
 from rdd_io.storage import name_problem
 
 RGB_BLOCKS, HSI_BLOCKS = 2, 4
@@ -58,17 +57,8 @@ def _no_place(name: str):
 
 def resolve(cfg: Any) -> dict:
     """Config (dict, dataclass or namespace) -> checked plain parameters, the fixed architecture filled in."""
-    given = dict(cfg) if isinstance(cfg, dict) else \
-        dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
-    valid = set(ARCHITECTURE) | set(FROM_CONFIG)
-    unknown = sorted(set(given) - valid - {"name"})
-    if unknown:
-        raise ValueError(f"landcover model: unknown config keys {unknown}; valid: {sorted(valid)}")
-    missing = [k for k in FROM_CONFIG if given.get(k) is None]
-    if missing:
-        raise ValueError(f"landcover model: missing config keys {missing} (the model section of "
-                         f"conf/landcover.yaml, with hsi_bands, n_classes and seed: jobs.landcover.model_args)")
-    p = {**ARCHITECTURE, **{k: v for k, v in given.items() if v is not None and k != "name"}}
+    p = config_params("landcover", cfg, FROM_CONFIG, ARCHITECTURE, "the model section of conf/landcover.yaml, "
+                      "with hsi_bands, n_classes and seed: jobs.landcover.model_args")
     for key in ("patch", "rgb_bands", "hsi_bands", "n_classes", "kernel_size"):
         if not isinstance(p[key], int) or p[key] < 1:
             raise ValueError(f"landcover model: {key} must be a positive int, got {p[key]!r}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.registry import register
+from models.registry import config_params, register
 
 VARIANTS = {"thesis": dict(conv_layers=2, hidden_layers=0), "paper": dict(conv_layers=3, hidden_layers=1)}
 FROM_CONFIG = ("variant", "filters", "kernel_size", "dropout", "dense_units", "optimizer", "learning_rate",
@@ -24,19 +24,10 @@ FROM_CONFIG = ("variant", "filters", "kernel_size", "dropout", "dense_units", "o
 OPTIMIZERS = ("adam", "sgd")
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 def resolve(cfg: Any) -> dict:
     """Config object (or mapping) -> checked plain parameters. No TF needed."""
-    p = {key: _get(cfg, key) for key in FROM_CONFIG}
-    missing = [k for k, v in p.items() if v is None]
-    if missing:
-        raise ValueError(f"redshift model: missing config keys {missing} (the model section of conf/redshift.yaml, "
-                         f"with bands and n_classes from its data section: jobs.redshift_config.model_args)")
+    p = config_params("redshift", cfg, FROM_CONFIG, {}, "the model section of conf/redshift.yaml, with bands "
+                      "and n_classes from its data section: jobs.redshift_config.model_args")
     variant = p["variant"]
     if variant not in VARIANTS:
         raise ValueError(f"redshift model: unknown variant {variant!r}; valid: {sorted(VARIANTS)}")

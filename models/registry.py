@@ -10,6 +10,7 @@ placement plan says; the others refuse a placement.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -78,3 +79,20 @@ def placeable() -> list[str]:
     """The registered models that take a placement, sorted."""
     _load_builders()
     return sorted(n for n, b in _BUILDERS.items() if "place" in inspect.signature(b).parameters)
+
+
+def config_params(model: str, cfg: Any, required: tuple, fixed: dict, where: str) -> dict:
+    """A builder's config (dict, dataclass or namespace) -> plain parameters: `fixed` (what the sources
+    fix, or per-run defaults) overlaid with the given keys. Every key of `required` must be given (the
+    study's YAML is their one source, named by `where`); any key outside `required`, `fixed` and `name`
+    is refused."""
+    given = dict(cfg) if isinstance(cfg, dict) else \
+        dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+    valid = set(required) | set(fixed)
+    unknown = sorted(set(given) - valid - {"name"})
+    if unknown:
+        raise ValueError(f"{model} model: unknown config keys {unknown}; valid: {sorted(valid)}")
+    missing = [k for k in required if given.get(k) is None]
+    if missing:
+        raise ValueError(f"{model} model: missing config keys {missing} ({where})")
+    return {**fixed, **{k: v for k, v in given.items() if v is not None and k != "name"}}
