@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import time
 
-from conf import to_json
 from jobs.domst_config import DomstConfig, DomstRun, ModelConfig
-from jobs.resume import RoleLost, lost_message
+from jobs.resume import role_lost
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -146,7 +145,6 @@ def run_mode(job: Job, mode: str, sheds: list[dict], approaches: list[str], labe
     """One TFoS run of `approaches`: `nodes` workers (IP-D) or one (S), each training its watersheds one
     at a time; no ps is needed. `label` names the run's TensorBoard folder (<mode>_<label>)."""
     from distributed import tfos
-    from jobs import progress
     from jobs.domst_roles import role
     cfg = job.cfg
     nodes = min(cfg.executors(), len(sheds)) if mode == "ipd" else 1
@@ -160,24 +158,12 @@ def run_mode(job: Job, mode: str, sheds: list[dict], approaches: list[str], labe
                     checkpoints=job.out("checkpoints", mode), resume=job.resume)
     log.info("%s %s: %d node(s), watersheds per node %s", mode, label, nodes, plan)
     t0 = time.time()
-    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=0, workers=nodes), input_mode="tensorflow",
-                       node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
-    t_up = time.time()
-    try:
-        models = len(approaches)
-        with progress.shown(cluster, f"{mode} {label}", {f"worker:{k}": len(w) * models for k, w in enumerate(plan)},
-                            unit="models"):
-            results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
-    except tfos.RoleFailed as exc:
-        cluster.abort()
-        lost = lost_message(cluster.failures())
-        if lost:  # one line naming the lost node and its watershed; the roles' tracebacks are in the log
-            raise RoleLost(f"{mode}: {lost}") from exc
-        raise
-    except BaseException:
-        cluster.abort()
-        raise
+    up = []  # when every node has registered and its role started: driver_s counts from there
+    results = job.run_roles(role, spec, tfos.Roles(ps=0, workers=nodes), title=f"{mode} {label}",
+                            expected={f"worker:{k}": len(w) * len(approaches) for k, w in enumerate(plan)},
+                            unit="models", timeout_s=cfg.train.timeout_s, on_failure=role_lost(f"{mode}: "),
+                            while_running=lambda cluster: up.append(time.time()), input_mode="tensorflow")
+    t_up = up[0]
     t_end = time.time()
     for node, wids in enumerate(plan):  # each node trained exactly the watersheds it was given
         got = [w["watershed"] for w in results[f"worker:{node}"]["watersheds"]]

@@ -32,10 +32,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from conf import to_json
 from jobs.async_run import AsyncRun
 from jobs.landcover_config import ROLES, LandcoverConfig, LandcoverRun
-from jobs.resume import RoleLost, lost_message
+from jobs.resume import role_lost
 from jobs.runner import Job, run_job
 from rdd_io import storage
 
@@ -156,36 +155,21 @@ def baseline(data_uris: dict, n: int) -> dict:
 # ------------------------------------------------------------------------------------- training
 def run_model_parallel(job: Job, cells: list[dict]) -> dict:
     from distributed import tfos
-    from jobs import progress
     from jobs.landcover_roles import role
     cfg = job.cfg
     spec = LandcoverRun.of(cfg, model_args(cfg), cells, job.out("checkpoints"),
                            job.out("tensorboard") if cfg.train.tensorboard else None, job.resume)
     if not job.resume:  # a new run: checkpoints of an earlier run in this output are not ours to continue
         storage.remove_tree(job.out("checkpoints"))
-    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, chief=True, workers=3),
-                       input_mode="tensorflow",
-                       node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s, tf_servers=True)
-    try:
-        with progress.shown(cluster, "model parallel", {"chief:0": sum(c["epochs"] for c in cells)}):
-            return cluster.shutdown(timeout_s=cfg.train.timeout_s)
-    except tfos.RoleFailed as exc:
-        cluster.abort()
-        lost = lost_message(cluster.failures())
-        if lost:  # one line naming the lost role; the roles' tracebacks are in the log
-            raise RoleLost(lost) from exc
-        raise
-    except BaseException:
-        cluster.abort()
-        raise
+    return job.run_roles(role, spec, tfos.Roles(ps=1, chief=True, workers=3), title="model parallel",
+                         expected={"chief:0": sum(c["epochs"] for c in cells)}, timeout_s=cfg.train.timeout_s,
+                         on_failure=role_lost(), input_mode="tensorflow", tf_servers=True)
 
 
 def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     """(d): the same model, data parallel on 3 workers with the redshift study's staleness-aware ps
     (every third patch per worker, per-epoch updates); each role samples itself for the whole run."""
     from distributed import tfos
-    from jobs import progress
     from jobs.redshift_roles import ps_credentials, role
     cfg = job.cfg
     workers = 3
@@ -202,17 +186,9 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
         tensorboard_uri=job.out("tensorboard", cell_id) if cfg.train.tensorboard else None,
         sample_interval_s=cfg.experiments.sample_interval_s)
     t0 = time.time()
-    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, workers=workers),
-                       input_mode="tensorflow",
-                       node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s,
-                       credentials=ps_credentials(workers))
-    try:
-        with progress.shown(cluster, cell_id, {f"worker:{w}": cfg.train.epochs for w in range(workers)}):
-            results = cluster.shutdown(timeout_s=cfg.train.timeout_s)
-    except BaseException:
-        cluster.abort()
-        raise
+    results = job.run_roles(role, spec, tfos.Roles(ps=1, workers=workers), title=cell_id,
+                            expected={f"worker:{w}": cfg.train.epochs for w in range(workers)},
+                            timeout_s=cfg.train.timeout_s, input_mode="tensorflow", credentials=ps_credentials(workers))
     t1 = time.time()
     w0 = results["worker:0"]
     cell = {"id": cell_id, "plan": "data parallel",

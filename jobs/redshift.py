@@ -11,7 +11,6 @@ import logging
 import re
 import time
 
-from conf import to_json
 from distributed.early_stopping import CRITERIA, stable_value
 from jobs.async_run import AsyncRun
 from jobs.redshift_config import RedshiftConfig, model_args
@@ -106,7 +105,6 @@ def feed_epochs(cluster, fed, cfg: RedshiftConfig) -> list[dict]:
 
 def run_distributed(job: Job, bundle, run: dict) -> dict:
     from distributed import tfos
-    from jobs import progress
     from jobs.redshift_roles import ps_credentials, role
     from rdd_io import redshift_bundle as rb
     cfg = job.cfg
@@ -127,30 +125,23 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
         checkpoint_every=cfg.train.checkpoint_every, resume=job.resume,
         tensorboard_uri=job.out("tensorboard", run["id"]) if cfg.train.tensorboard else None, sample_interval_s=0)
     started, started_at = time.monotonic(), time.time()
-    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=1, workers=run["workers"]),
-                       input_mode=cfg.data.feed,
-                       node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s,
-                       credentials=ps_credentials(run["workers"]))
     deadline_s = cfg.train.push_timeout_s * max(1, cfg.train.max_epochs)
     feeding = []
+
+    def feed(cluster):
+        feeding.extend(feed_epochs(cluster, fed, cfg))
+        # every worker hands in its result before shutdown, which would otherwise feed end markers
+        cluster.await_roles({f"worker:{w}" for w in range(m)}, deadline_s)
+
+    def ps_lost(cluster, error):
+        from distributed.ps_client import ParameterServerLost
+        lost = ps_lost_message(run["id"], str(error), storage.join(cell_folder(job, run["id"]), "ps.h5"))
+        return ParameterServerLost(lost) if lost else None
     try:
-        with progress.shown(cluster, run["id"], {f"worker:{w}": cfg.train.max_epochs for w in range(run["workers"])}):
-            if fed is not None:
-                feeding = feed_epochs(cluster, fed, cfg)
-                # every worker hands in its result before shutdown, which would otherwise feed end markers
-                cluster.await_roles({f"worker:{w}" for w in range(m)}, deadline_s)
-            results = cluster.shutdown(timeout_s=deadline_s)
-    except tfos.RoleFailed as exc:
-        cluster.abort()
-        lost = ps_lost_message(run["id"], str(exc), storage.join(cell_folder(job, run["id"]), "ps.h5"))
-        if lost:
-            from distributed.ps_client import ParameterServerLost
-            raise ParameterServerLost(lost) from exc
-        raise
-    except BaseException:
-        cluster.abort()
-        raise
+        results = job.run_roles(role, spec, tfos.Roles(ps=1, workers=m), title=run["id"],
+                                expected={f"worker:{w}": cfg.train.max_epochs for w in range(m)}, timeout_s=deadline_s,
+                                while_running=feed if fed is not None else None, on_failure=ps_lost,
+                                input_mode=cfg.data.feed, credentials=ps_credentials(m))
     finally:
         if fed is not None:
             fed.unpersist()

@@ -77,3 +77,12 @@ def lost_message(failures: dict[str, str], first: str = "chief:0") -> str | None
         for line in _LOST_LINE.findall(failures[reporter] or ""):
             seen.setdefault(line.split(" ", 1)[0], line.strip())
     return "; ".join(seen.values()) or None
+
+
+def role_lost(prefix: str = ""):
+    """run_roles' on_failure for studies whose lost role cannot carry on: RoleLost with one line naming
+    each lost role and what it held (the roles' tracebacks are in the log), or None if none was lost."""
+    def on_failure(cluster, error):
+        lost = lost_message(cluster.failures())
+        return RoleLost(prefix + lost) if lost else None
+    return on_failure

@@ -54,6 +54,14 @@ class Job:
     def out(self, *parts: str) -> str:
         return storage.join(self.output, *parts)
 
+    def run_roles(self, role: Callable, spec: Any, roles, **options) -> dict:
+        """distributed.role_run.run_roles on this run's Spark context, node address and secret, with the
+        run spec sent as JSON (conf.to_json): the roles' results by role name."""
+        from conf import to_json
+        from distributed.role_run import run_roles
+        return run_roles(self.sc, role, to_json(spec), roles, node_host=self.node_host, secret=self.secret,
+                         reservation_timeout_s=self.cfg.cluster.reservation_timeout_s, **options)
+
     def publish(self, write: Callable[[str], list[str]]) -> list[str]:
         """Let `write(folder)` build output files in a local folder, then upload them (atomically,
         one by one) to the output URI; returns the names written."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from conf import to_json
 from jobs.runner import Job, run_job
 from jobs.spacetime_config import ExperimentsConfig, SpacetimeConfig, SpacetimeRun
 from jobs.spacetime_model import cell
@@ -46,21 +45,13 @@ def cells(ex: ExperimentsConfig) -> list[dict]:
 def run_cells(job: Job, plan: list[dict]) -> dict:
     """One TFoS run of max(processes) worker roles running every cell; their results by role."""
     from distributed import tfos
-    from jobs import progress
     from jobs.spacetime_roles import role
     cfg = job.cfg
     spec = SpacetimeRun.of(cfg, plan, job.secret)
     roles = cfg.executors()
-    cluster = tfos.run(job.sc, role, {"spec": to_json(spec)}, tfos.Roles(ps=0, workers=roles), input_mode="tensorflow",
-                       node_host=job.node_host, secret=job.secret,
-                       reservation_timeout_s=cfg.cluster.reservation_timeout_s)
-    try:
-        with progress.shown(cluster, "spacetime", {f"worker:{r}": sum(r < c["p_s"] * c["p_t"] for c in plan)
-                                                   for r in range(roles)}, unit="cells"):
-            return cluster.shutdown(timeout_s=cfg.train.timeout_s)
-    except BaseException:
-        cluster.abort()
-        raise
+    return job.run_roles(role, spec, tfos.Roles(ps=0, workers=roles), title="spacetime",
+                         expected={f"worker:{r}": sum(r < c["p_s"] * c["p_t"] for c in plan) for r in range(roles)},
+                         unit="cells", timeout_s=cfg.train.timeout_s, input_mode="tensorflow")
 
 
 def run(job: Job) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distributed import reservation, tfos
-from jobs import progress
+from distributed import progress
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, TextIO
 
-log = logging.getLogger("jobs.progress")
+log = logging.getLogger("distributed.progress")
 
 POLL_S = 1.0
 
@@ -175,7 +175,7 @@ def shown(cluster, title: str, expected: dict[str, int], unit: str = "epochs", s
     """Show the cluster's progress while the block runs (typically around Cluster.shutdown).
 
     On a terminal the block is redrawn in place on `stream` (stdout); otherwise plain lines go
-    through the 'jobs.progress' logger."""
+    through the 'distributed.progress' logger."""
     stream = stream or sys.stdout
     tty = stream.isatty()
     renderer = Renderer(stream, title, expected, unit, tty=tty, logger=None if tty else log)
