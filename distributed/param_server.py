@@ -172,10 +172,11 @@ class ParameterServer:
         for i, w in enumerate(initial):
             if w.dtype not in (np.float32, np.float64):
                 raise ValueError(f"initial weight {i} has dtype {w.dtype}; only float32/float64 travel")
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
         layout = [(np.dtype(w.dtype.name), w.shape, w.nbytes) for w in initial]
         # the weights, s - 1 updates waiting, one being received (its aggregate becomes the next weights)
-        self._pool = SlabPool(layout, s + 1, self._cond)
+        self._pool = SlabPool(layout, s + 1, threading.Condition(lock))
         self._current = self._pool.take()
         for mine, w in zip(self._current.arrays, initial):
             mine[...] = w
@@ -230,6 +231,7 @@ class ParameterServer:
                 return
             self._stopping = True
             self._cond.notify_all()
+            self._pool.wake_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -22,7 +22,8 @@ class Slab:
 
 class SlabPool:
     """Reused model-sized buffers, at most `limit` at once (more only for an update that came in another
-    dtype, given back at once). The caller holds the server's lock (`cond`)."""
+    dtype, given back at once). The caller holds the lock `cond` is built on: the server's lock, with a
+    condition of the pool's own, so a freed buffer wakes one waiting push, not every thread of the server."""
 
     def __init__(self, layout, limit: int, cond: threading.Condition):
         self.layout, self.limit, self._cond = layout, limit, cond
@@ -45,4 +46,8 @@ class SlabPool:
             self.made -= 1
         else:
             self._free.append(slab)
+        self._cond.notify()
+
+    def wake_all(self) -> None:
+        """Caller holds the lock: every waiter rechecks (the server is stopping)."""
         self._cond.notify_all()
