@@ -183,14 +183,6 @@ def _header_mac(key: bytes, role: bytes, prefix: bytes, header: bytes) -> bytes:
     return hmac.new(key, role + b"|head|" + prefix + header, hashlib.sha256).digest()
 
 
-def _frame_mac(key: bytes, role: bytes, prefix: bytes, header: bytes, payload_parts) -> bytes:
-    mac = hmac.new(key, role + b"|" + prefix, hashlib.sha256)
-    mac.update(header)
-    for part in payload_parts:
-        mac.update(part)
-    return mac.digest()
-
-
 def _send_frame(sock: socket.socket, header_bytes: bytes, payload_parts=()) -> None:
     """Send already-encoded header bytes and payload chunks as one authenticated frame."""
     session = _session_of(sock)
@@ -203,19 +195,13 @@ def _send_frame(sock: socket.socket, header_bytes: bytes, payload_parts=()) -> N
     with session.send_lock:
         prefix = _PREFIX.pack(len(header_bytes), payload_len, session.send_seq)
         head = prefix + header_bytes + _header_mac(session.key, session.role, prefix, header_bytes)
-        if payload_len <= _COALESCE_BYTES:  # one gather write: no Nagle/delayed-ACK stall on small frames
-            _send_all(sock, [head, *parts, _frame_mac(session.key, session.role, prefix, header_bytes, parts)])
-        else:  # straight from the arrays, each piece MACed just before it is sent (still in cache)
-            mac = hmac.new(session.key, session.role + b"|" + prefix, hashlib.sha256)
-            mac.update(header_bytes)
-            pending = [head]
-            for part in parts:
-                for a in range(0, part.nbytes, _COALESCE_BYTES):
-                    piece = part[a:a + _COALESCE_BYTES]
-                    mac.update(piece)
-                    _send_all(sock, pending + [piece])
-                    pending = []
-            _send_all(sock, pending + [mac.digest()])
+        # The whole payload is MACed before its first byte is sent, so the peer reads it at the speed of
+        # the copy: a receiver serving many senders one at a time never waits on this sender's MAC.
+        mac = hmac.new(session.key, session.role + b"|" + prefix, hashlib.sha256)
+        mac.update(header_bytes)
+        for part in parts:
+            mac.update(part)  # hashlib releases the GIL on large buffers
+        _send_all(sock, [head, *parts, mac.digest()])  # gather writes straight from the arrays
         session.send_seq += 1
 
 
