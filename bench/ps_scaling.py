@@ -54,7 +54,8 @@ def main(argv=None) -> float:
         result = measure_ps(shapes, n, args.seconds, args.pull)
         rates[n] = result["per_s"]
         print(f"{n:>3} client(s): {result['steps']} updates in {result['window_s']:.2f} s = {result['per_s']:.2f} "
-              f"updates/s ({result['per_s'] / n:.2f} per client); server applied {result['applied']}")
+              f"updates/s ({result['per_s'] / n:.2f} per client); server applied {result['applied']}, "
+              f"server CPU {1000 * result['server_cpu_s'] / max(1, result['applied']):.1f} ms per update")
         if result["applied"] != result["steps"] + n:  # one warm-up push per client, then the window
             print(f"warning: expected {result['steps'] + n} applied updates (window + warm-up)")
     first, last = args.counts[0], args.counts[-1]
