@@ -76,25 +76,34 @@ def distributed_side(summary: dict, out: Path) -> tuple[str, list[float], dict]:
     return run_id, workers["worker:0"], attrs
 
 
-def in_process_side(args, share_uri: str, epochs: int) -> tuple[float, float, int]:
-    """fit_sequential on the worker's share: (samples/s after the warm-up epochs, seconds, samples)."""
+def timed_fit(preset: str, overrides: list[str], share_uri: str, epochs: int, skip: int,
+              warmed_up=lambda: None) -> tuple[float, float, int]:
+    """fit_sequential on one share with the job's model config, seed and TensorFlow thread count:
+    (samples/s after the `skip` warm-up epochs, seconds, samples). `warmed_up()` is called between
+    the warm-up and the timed epochs (a barrier, when several of these run at once)."""
     from conf import load
     from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
     from jobs.redshift_roles import fit_sequential, new_model
     from rdd_io.redshift_bundle import load_share
-    cfg = load(RedshiftConfig, REPO / "conf" / "redshift.yaml", args.preset, args.overrides)
+    cfg = load(RedshiftConfig, REPO / "conf" / "redshift.yaml", preset, overrides)
     share = load_share(share_uri)
     x, y = share["spectra"], share["label"]
     quiet_tensorflow(cfg.train.tf_threads)  # the worker's thread count
     model = new_model(model_args(cfg), cfg.train.seed)
     bs, seed = cfg.train.batch_size, cfg.train.seed + 1
-    if args.skip:
-        fit_sequential(model, x, y, args.skip, bs, seed)
+    if skip:
+        fit_sequential(model, x, y, skip, bs, seed)
+    warmed_up()
     started = time.monotonic()
-    fit_sequential(model, x, y, epochs - args.skip, bs, seed + 1)
+    fit_sequential(model, x, y, epochs - skip, bs, seed + 1)
     seconds = time.monotonic() - started
-    return len(x) * (epochs - args.skip) / seconds, seconds, len(x)
+    return len(x) * (epochs - skip) / seconds, seconds, len(x)
+
+
+def in_process_side(args, share_uri: str, epochs: int) -> tuple[float, float, int]:
+    """fit_sequential on the worker's share: (samples/s after the warm-up epochs, seconds, samples)."""
+    return timed_fit(args.preset, args.overrides, share_uri, epochs, args.skip)
 
 
 def main(argv=None) -> float:

@@ -117,3 +117,12 @@ def test_landcover_learning_scores_both_sides_on_the_same_held_out_patches():
         assert abs(accuracy * n - round(accuracy * n)) <= n * 0.0005 + 1e-9, (accuracy, n, out)
     assert value == pytest.approx(round(cnn * n) / round(baseline * n), rel=1e-3), out  # the two counts' ratio
     assert ("MET" if baseline <= 0.5 and value >= 1.5 else "NOT MET") in out.splitlines()[-2], out
+
+
+def test_redshift_scaling_sums_each_workers_rate_after_its_warm_up_and_runs_one_cell_per_count():
+    from bench.redshift_scaling import aggregate_rate, parse_args
+    # worker 0: epochs 2-3 of 100 samples in 2 s; worker 1: in 4 s (it started later, ran slower)
+    assert aggregate_rate([100, 100], [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]], skip=1) == pytest.approx(100 + 50)
+    args = parse_args(["--workers", "3,1,2", "--epochs", "5"])
+    assert args.counts == [1, 2, 3]
+    assert {"experiments.workers=[1,2,3]", "experiments.data_modes=[same]", "train.max_epochs=5"} <= set(args.overrides)
