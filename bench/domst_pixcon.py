@@ -62,7 +62,8 @@ def watersheds(region: dict, n: int) -> list[tuple[int, np.ndarray]]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from jobs.domst_roles import bundle_bytes, prepare_samples, read_bundle, train_one
+    from jobs.domst_roles import prepare_samples, train_one
+    from rdd_io.domst_bundle import bundle_bytes, read_bundle
     from models.domst import partition
     from models.domst_metrics import correlation, within_groups
     from rdd_io.domst_read import align

@@ -87,57 +87,9 @@ def input_files(job: Job) -> str:
 
 
 def build_watersheds(job: Job, uri: str) -> list[dict]:
-    """Spark reads the files (each parsed on an executor, errors naming the file), aligns each watershed
-    and writes its bundle to <output>/watersheds/<id>.h5; returns each watershed's facts."""
-    import numpy as np
-
-    from jobs.domst_roles import bundle_bytes
-    from rdd_io import domst_read as dr
-    from rdd_io.domst_sim import WATERSHEDS_FILE
-    sc = job.sc
-    meta = dr.read_watersheds(storage.read_bytes(storage.join(uri, WATERSHEDS_FILE)), WATERSHEDS_FILE)
-    sheds = meta["watersheds"]
-    precip_name, dist_name = meta["precip_file"], meta["distance_file"]
-    (dates, lat, lon, pre), = sc.binaryFiles(storage.join(uri, precip_name)).map(
-        lambda kv: dr.read_cru_precip(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
-    (d_lat, d_lon, dist), = sc.binaryFiles(storage.join(uri, dist_name)).map(
-        lambda kv: dr.read_distance(kv[1], kv[0].rsplit("/", 1)[-1])).collect()
-    if d_lat.shape != lat.shape or d_lon.shape != lon.shape \
-            or not (np.allclose(d_lat, lat) and np.allclose(d_lon, lon)):
-        raise ValueError(f"{dist_name}: its grid ({len(d_lat)} x {len(d_lon)}) is not the grid of {precip_name} "
-                         f"({len(lat)} x {len(lon)})")
-    shared = sc.broadcast((dates, pre, dist.reshape(-1), precip_name, dist_name))
-    files = ",".join(storage.join(uri, s["discharge_file"]) for s in sheds)
-
-    def discharge(kv):
-        name = kv[0].rsplit("/", 1)[-1]
-        site, q_dates, q = dr.read_usgs_rdb(kv[1], name)
-        return site, (name, q_dates, q * dr.M3S_PER_CFS)
-
-    def bundle(item):
-        site, (shed, (name, q_dates, q)) = item
-        p_dates, p, distance, p_name, d_name = shared.value
-        aligned = dr.align(p_dates, p, shed["pixels"], q_dates, q, watershed=shed["id"], precip_name=p_name,
-                           discharge_name=name)
-        facts = {"id": shed["id"], "site_no": site, "pixels": int(len(shed["pixels"])), "days": len(aligned.dates),
-                 "start": str(aligned.dates[0]), "end": str(aligned.dates[-1]), "n_missing": aligned.n_missing}
-        return facts, bundle_bytes(aligned, distance[shed["pixels"]], shed["pixels"], site, d_name)
-
-    keyed = sc.parallelize([(str(s["site_no"]), s) for s in sheds], max(1, min(len(sheds), 8)))
-    q_rdd = sc.binaryFiles(files).map(discharge)
-    joined = keyed.join(q_rdd)
-    target = job.out("watersheds")
-    storage.remove_tree(target)
-    facts = []
-    for fact, data in joined.map(bundle).toLocalIterator():
-        storage.write_bytes(storage.join(target, f"{fact['id']}.h5"), data)
-        facts.append(fact)
-    missing = sorted({str(s["site_no"]) for s in sheds} - {f["site_no"] for f in facts})
-    if missing:
-        raise FileNotFoundError(f"{uri}: no discharge for site(s) {missing} listed in {WATERSHEDS_FILE} "
-                                f"(the RDB file's site_no must match)")
-    shared.unpersist()
-    return sorted(facts, key=lambda f: f["id"])
+    """The watershed bundles under <output>/watersheds/ (rdd_io.domst_bundle); each watershed's facts."""
+    from rdd_io.domst_bundle import build_bundles
+    return build_bundles(job.sc, uri, job.out("watersheds"))
 
 
 # ------------------------------------------------------------------------------------- training

@@ -1,15 +1,13 @@
-"""Executor side of the Dom-ST study: the per-watershed bundle, its samples, and the worker role.
+"""Executor side of the Dom-ST study: a watershed's samples, and the worker role.
 
-A bundle is one watershed's aligned inputs in one HDF5 file (schema WATERSHED: one record per day),
-with the per-pixel arrays (distance to water, grid index) and its facts as file attributes. The driver
-writes one per watershed under <output>/watersheds/; each worker reads the ones assigned to it
+The driver writes one bundle per watershed under <output>/watersheds/ (rdd_io/domst_bundle.py); each
+worker reads the ones assigned to it
 (InputMode.TENSORFLOW) and trains every approach on each, one after another. A worker splits its CPU
 into logical devices before TensorFlow starts (or uses the node's GPUs), so Dom-ST's heads and its
 temporal block each sit on their own device. TensorFlow is imported inside the functions, on executors.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import asdict
@@ -18,14 +16,8 @@ import numpy as np
 
 from conf import from_json
 from jobs.domst_config import DomstRun, PlacementConfig, TrainConfig
-from rdd_io.schema import N, Field, Schema, SchemaError
+from rdd_io.domst_bundle import read_bundle
 
-WATERSHED = Schema("domst-watershed", [
-    Field("precip", np.float32, (N, "pixels")),   # mm/day, the watershed's pixels
-    Field("discharge", np.float64, (N,)),          # m3/s; 0 where `valid` is false (schemas reject NaN)
-    Field("valid", np.bool_, (N,)),                # discharge observed that day
-    Field("day", np.int32, (N,)),                  # days since 1970-01-01, gap-free
-])
 # approach -> (model, changes to the model config): the paper's three, then the ablation's variants
 APPROACHES = {
     "singlehead": ("domst-singlehead", {}),
@@ -52,49 +44,6 @@ def model_config(approach: str, model_cfg: dict) -> tuple[str, dict]:
     if target:
         cfg["filters"] = widened_filters(cfg, count_params(APPROACHES[target][0], model_cfg), name)
     return name, cfg
-EPOCH = np.datetime64("1970-01-01", "D")
-
-
-def bundle_bytes(aligned, distance_km, pixels, site_no: str, distance_name: str = "<distance>") -> bytes:
-    """One watershed's HDF5 bundle (an rdd_io.domst_read.AlignedWatershed plus its per-pixel arrays)."""
-    import h5py
-    distance = np.asarray(distance_km, np.float64).reshape(-1)
-    if distance.shape != (aligned.precip.shape[1],) or not np.all(np.isfinite(distance)):
-        raise SchemaError(f"{distance_name}: watershed {aligned.watershed}: distance to water "
-                          f"must be finite at each of its "
-                          f"{aligned.precip.shape[1]} pixels (nodata inside the watershed?)")
-    buf = io.BytesIO()
-    WATERSHED.write_h5(buf, {"precip": aligned.precip, "discharge": np.where(aligned.valid, aligned.discharge, 0.0),
-                             "valid": aligned.valid, "day": (aligned.dates - EPOCH).astype(np.int32)},
-                       attrs={"watershed": aligned.watershed, "site_no": str(site_no),
-                              "n_missing": int(aligned.n_missing)})
-    with h5py.File(buf, "a") as h5:  # per-pixel arrays do not share the day axis, so they are attributes
-        h5.attrs["distance_km"] = distance
-        h5.attrs["pixel"] = np.asarray(pixels, np.int64)
-    return buf.getvalue()
-
-
-def read_bundle(data: bytes, name: str) -> dict:
-    """Bytes of a bundle -> its arrays (discharge NaN where missing), distances and facts."""
-    import h5py
-    out = WATERSHED.read_h5(data, name)
-    try:
-        with h5py.File(io.BytesIO(data), "r") as h5:
-            attrs = {k: h5.attrs[k] for k in ("watershed", "site_no", "n_missing", "distance_km", "pixel")}
-        facts = {"watershed": str(attrs["watershed"]), "site_no": str(attrs["site_no"]),
-                 "n_missing": int(attrs["n_missing"]),
-                 "distance_km": np.asarray(attrs["distance_km"], float).reshape(-1),
-                 "pixel": np.asarray(attrs["pixel"], np.int64).reshape(-1)}
-    except KeyError as exc:
-        raise SchemaError(f"{name}: missing attribute {exc}") from None
-    except (OSError, TypeError, ValueError) as exc:  # a damaged attribute surfaces only when it is read
-        raise SchemaError(f"{name}: unreadable bundle attributes ({type(exc).__name__}: {exc})") from None
-    if len(facts["distance_km"]) != out["precip"].shape[1]:
-        raise SchemaError(f"{name}: {len(facts['distance_km'])} distances for {out['precip'].shape[1]} pixels")
-    out["discharge"] = np.where(out["valid"], out["discharge"], np.nan)
-    return {**out, **facts}
-
-
 def prepare_samples(bundle: dict, lookback: int, train_frac: float, val_frac: float) -> dict:
     """Windows split by time into train/val/test, scaled with train-period statistics only.
 

@@ -451,9 +451,10 @@ DOMST = (
                  Key("pixcon", "{watershed: {pearson, spearman, n, spearman_within_groups, spearman_vs_distance, "
                                "planted_vs_distance} or null}"),
                  Key("pixcon_design", "{head_input, partition}: Dom-ST's Pix-Con design (model config)"))),
-    Output("watersheds/<watershed>.h5", "hdf5", "one bundle per watershed: aligned daily precipitation per "
-           "pixel and outlet discharge (attributes: watershed, site_no, n_missing, distance_km, pixel)",
-           records="jobs.domst_roles:WATERSHED"),
+    Output("watersheds/<watershed>.h5", "hdf5", "one bundle per watershed (rdd_io/domst_bundle.py): aligned "
+           "daily precipitation per pixel and outlet discharge; in group pixels/, distance_km and pixel per pixel "
+           "(schema domst-watershed-pixels); attributes: watershed, site_no, n_missing",
+           records="rdd_io.schema:DOMST_DAYS"),
     Output("input/", "folder", "the simulated region in the real formats: watersheds.json, precip/*.nc "
            "(CRU TS layout), distance_to_water.tif, discharge/<site>.rdb (USGS RDB), truth.npz",
            _simulated_input("input/")),

@@ -152,19 +152,24 @@ class Schema:
 
     # -- files --------------------------------------------------------------------------------
     def write_h5(self, path_or_fileobj: Any, arrays: Mapping[str, Any],
-                 attrs: Mapping[str, Any] | None = None) -> None:
-        """Validate, then write one dataset per field (plus `attrs` as file attributes)."""
+                 attrs: Mapping[str, Any] | None = None, group: str | None = None) -> None:
+        """Validate, then write one dataset per field (plus `attrs` as attributes): at the top of a new
+        file, or with `group` into that group of an existing one (records of another axis beside the
+        file's own, e.g. per pixel beside per day)."""
         where = source_name(path_or_fileobj, "<file object>")
-        checked = self.validate(arrays, where)
-        with h5py.File(path_or_fileobj, "w") as h5:
-            h5.attrs["schema"] = self.name
+        checked = self.validate(arrays, where if group is None else f"{where} ({group}/)")
+        with h5py.File(path_or_fileobj, "w" if group is None else "a") as h5:
+            node = h5 if group is None else h5.create_group(group)
+            node.attrs["schema"] = self.name
             for key, value in (attrs or {}).items():
-                h5.attrs[key] = value
+                node.attrs[key] = value
             for field in self.fields:
-                h5.create_dataset(field.name, data=checked[field.name])
+                node.create_dataset(field.name, data=checked[field.name])
 
-    def read_h5(self, source: Any, name_for_errors: str | None = None) -> dict[str, np.ndarray]:
-        """Read and check every field from a path, a binary file object or bytes.
+    def read_h5(self, source: Any, name_for_errors: str | None = None,
+                group: str | None = None) -> dict[str, np.ndarray]:
+        """Read and check every field from a path, a binary file object or bytes (from `group`, if
+        given, as write_h5 wrote it).
 
         Bytes are what Spark's binaryFiles delivers; they are wrapped in BytesIO, never unpickled.
         """
@@ -178,13 +183,18 @@ class Schema:
                               f"{exc})") from None
         try:
             with h5:
-                return self._read_open(h5, where)
+                if group is None:
+                    return self._read_open(h5, where)
+                node = h5.get(group)
+                if not isinstance(node, h5py.Group):
+                    raise SchemaError(f"{where}: missing group '{group}' (found: {sorted(h5.keys())})")
+                return self._read_open(node, f"{where} ({group}/)")
         except SchemaError:
             raise
         except Exception as exc:  # truncated data surfaces when a dataset is read
             raise SchemaError(f"{where}: damaged HDF5 file ({type(exc).__name__}: {exc})") from None
 
-    def _read_open(self, h5: h5py.File, where: str) -> dict[str, np.ndarray]:
+    def _read_open(self, h5: h5py.Group, where: str) -> dict[str, np.ndarray]:
         stored = h5.attrs.get("schema")
         if stored is not None:
             stored = stored.decode() if isinstance(stored, bytes) else str(stored)
@@ -217,4 +227,17 @@ REDSHIFT = Schema("redshift", [
     Field("spectra", np.float32, (N, "bands")),
     Field("z", np.float32, (N,)),
     Field("label", np.int32, (N,)),  # in [0, n_classes): the readers check it, n_classes comes with the job
+])
+
+# A Dom-ST watershed bundle (rdd_io/domst_bundle.py): one record per day at the top of the file, and one
+# record per pixel of the watershed in its group 'pixels'.
+DOMST_DAYS = Schema("domst-watershed", [
+    Field("precip", np.float32, (N, "pixels")),   # mm/day, the watershed's pixels
+    Field("discharge", np.float64, (N,)),          # m3/s; 0 where `valid` is false (schemas reject NaN)
+    Field("valid", np.bool_, (N,)),                # discharge observed that day
+    Field("day", np.int32, (N,)),                  # days since 1970-01-01, gap-free
+])
+DOMST_PIXELS = Schema("domst-watershed-pixels", [
+    Field("distance_km", np.float64, (N,), values=(0, None)),  # to the nearest water source
+    Field("pixel", np.int64, (N,), values=(0, None)),          # index in the region's flattened grid
 ])

@@ -688,7 +688,8 @@ def test_domst_watersheds_json(case):
 
 
 def _bundle():
-    from jobs.domst_roles import WATERSHED, bundle_bytes
+    from rdd_io.domst_bundle import bundle_bytes
+    from rdd_io.schema import DOMST_DAYS as WATERSHED
     days = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-01-21"))
     q = np.linspace(1.0, 3.0, 20)
     q[5] = np.nan
@@ -708,9 +709,30 @@ def bundle_attribute_damage():
         key, value = args
         return f"attribute {key!r} = {value!r}", h5_edit(BUNDLE, lambda h5: h5.attrs.__setitem__(key, value)), ()
 
-    keys = st.sampled_from(["watershed", "site_no", "n_missing", "distance_km", "pixel"])
+    keys = st.sampled_from(["watershed", "site_no", "n_missing"])
     values = st.sampled_from(["x", 1.5, -1, np.zeros((2, 2)), np.array([1.0, np.nan, 2.0]), np.arange(5)])
     return st.one_of(keys.map(drop), st.tuples(keys, values).map(retype))
+
+
+def bundle_pixel_damage():
+    """Damage to the per-pixel records (group pixels/): the group gone, a field gone, too few or too many
+    pixels, a NaN or negative distance, a negative pixel index."""
+    def edit(description, fn, mentions=()):
+        return description, h5_edit(BUNDLE, fn), mentions
+
+    def replace(field, data):
+        return lambda h5: _replace(h5["pixels"], field, np.asarray(data))
+    return st.sampled_from([
+        edit("group pixels/ dropped", lambda h5: h5.__delitem__("pixels"), ("'pixels'",)),
+        edit("pixels/distance_km dropped", lambda h5: h5["pixels"].__delitem__("distance_km"), ("'distance_km'",)),
+        edit("two pixel records for three columns", lambda h5: (replace("distance_km", [1.0, 2.0])(h5),
+                                                                  replace("pixel", [0, 1])(h5)), ("pixel",)),
+        edit("four pixel records for three columns", lambda h5: (replace("distance_km", [1.0, 2.0, 3.0, 4.0])(h5),
+                                                                   replace("pixel", [0, 1, 5, 6])(h5)), ("pixel",)),
+        edit("a NaN distance", replace("distance_km", [1.0, np.nan, 3.0]), ("'distance_km'",)),
+        edit("a negative distance", replace("distance_km", [1.0, -2.0, 3.0]), ("'distance_km'",)),
+        edit("a negative pixel index", replace("pixel", [0, -1, 5]), ("'pixel'",)),
+    ])
 
 
 def valid_bundle(out) -> str:
@@ -723,10 +745,10 @@ def valid_bundle(out) -> str:
 
 
 @CASES
-@given(case=st.one_of(byte_damage(BUNDLE), bundle_attribute_damage(),
+@given(case=st.one_of(byte_damage(BUNDLE), bundle_attribute_damage(), bundle_pixel_damage(),
                       h5_structural(BUNDLE, BUNDLE_ARRAYS, ("precip",))))
 def test_domst_watershed_bundle_read_by_a_worker(case):
-    from jobs.domst_roles import read_bundle
+    from rdd_io.domst_bundle import read_bundle
     check_case(lambda data: read_bundle(data, "W01.h5"), valid_bundle, "W01.h5", case)
 
 

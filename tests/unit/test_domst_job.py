@@ -9,6 +9,7 @@ import pytest
 from conf import CONF_DIR, ConfigError, load
 from bench import domst_efficiency
 from jobs import domst, domst_config, domst_report, domst_roles
+from rdd_io import domst_bundle
 from rdd_io.domst_read import AlignedWatershed
 from rdd_io.schema import SchemaError
 
@@ -241,8 +242,8 @@ def aligned(days=200, pixels=3, seed=0):
 
 def test_bundle_round_trip_keeps_missing_days_and_pixel_arrays():
     a = aligned()
-    data = domst_roles.bundle_bytes(a, [0.5, 1.0, 2.5], [11, 12, 13], "05412000")
-    b = domst_roles.read_bundle(data, "W09.h5")
+    data = domst_bundle.bundle_bytes(a, [0.5, 1.0, 2.5], [11, 12, 13], "05412000")
+    b = domst_bundle.read_bundle(data, "W09.h5")
     assert b["watershed"] == "W09" and b["site_no"] == "05412000" and b["n_missing"] == 2
     assert np.isnan(b["discharge"][[7, 50]]).all() and not b["valid"][7]
     np.testing.assert_array_equal(b["precip"], a.precip)
@@ -252,13 +253,13 @@ def test_bundle_round_trip_keeps_missing_days_and_pixel_arrays():
 
 def test_bundle_refuses_nodata_distance_and_names_a_bad_file():
     with pytest.raises(SchemaError, match="W09"):
-        domst_roles.bundle_bytes(aligned(), [0.5, np.nan, 2.5], [11, 12, 13], "05412000")
+        domst_bundle.bundle_bytes(aligned(), [0.5, np.nan, 2.5], [11, 12, 13], "05412000")
     with pytest.raises(SchemaError, match="W04.h5"):
-        domst_roles.read_bundle(b"not hdf5", "W04.h5")
+        domst_bundle.read_bundle(b"not hdf5", "W04.h5")
 
 
 def test_samples_split_by_time_scale_on_train_and_drop_missing_targets_from_training():
-    b = domst_roles.read_bundle(domst_roles.bundle_bytes(aligned(), [0.5, 1.0, 2.5], [1, 2, 3], "05412000"),
+    b = domst_bundle.read_bundle(domst_bundle.bundle_bytes(aligned(), [0.5, 1.0, 2.5], [1, 2, 3], "05412000"),
                                 "W09.h5")
     s = domst_roles.prepare_samples(b, 10, 0.6, 0.2)
     assert s["n_samples"] == 190
