@@ -167,28 +167,25 @@ class ModelProgress:
     TensorBoard scalars per epoch (<tensorboard_uri>/worker_<i>/, tags <watershed>/<approach>/loss, ...)."""
 
     def __init__(self, run: DomstRun, ctx, models: int):
-        from jobs.tb_events import open_writer
-        self.ctx, self.epochs, self.total, self.done = ctx, run.train.epochs, models, 0
-        self.writer = open_writer(run.tensorboard_uri, ctx.name)
+        from distributed.reporter import RoleReporter
+        self.report, self.epochs, self.total, self.done = RoleReporter(ctx, run.tensorboard_uri), run.train.epochs, \
+            models, 0
 
     def epoch(self, watershed: str, approach: str, epoch: int, logs: dict) -> None:
         values = {k: float(logs[k]) for k in ("loss", "val_loss") if k in logs}
-        self.ctx.progress(force=True, what=f"{watershed} {approach}", epoch=epoch, epochs=self.epochs,
-                          done=self.done, total=self.total, **{k: round(v, 4) for k, v in values.items()})
-        if self.writer:
-            self.writer.scalars(epoch, {f"{watershed}/{approach}/{k}": v for k, v in values.items()})
+        self.report.progress(force=True, what=f"{watershed} {approach}", epoch=epoch, epochs=self.epochs,
+                             done=self.done, total=self.total, **{k: round(v, 4) for k, v in values.items()})
+        self.report.scalars(epoch, {f"{watershed}/{approach}/{k}": v for k, v in values.items()})
 
     def model_done(self, watershed: str, score: dict) -> None:
         self.done += 1
         nse = score["nse"] if isinstance(score["nse"], float) and np.isfinite(score["nse"]) else None
-        self.ctx.progress(force=True, what=f"{watershed} {score['approach']}", epoch=score["epochs"],
-                          epochs=self.epochs, done=self.done, total=self.total, nse=nse)
-        if self.writer and nse is not None:
-            self.writer.scalars(score["epochs"], {f"{watershed}/{score['approach']}/nse": nse})
+        self.report.progress(force=True, what=f"{watershed} {score['approach']}", epoch=score["epochs"],
+                             epochs=self.epochs, done=self.done, total=self.total, nse=nse)
+        self.report.scalars(score["epochs"], {f"{watershed}/{score['approach']}/nse": nse})
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        self.report.close()
 
 
 def in_progress(run: DomstRun, node: int) -> tuple[str, str]:

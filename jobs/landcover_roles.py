@@ -211,30 +211,25 @@ class CellProgress:
     always) and for TensorBoard (<tensorboard_uri>/<cell id>/chief_0/: loss, accuracy, epoch time)."""
 
     def __init__(self, ctx, tensorboard_uri: str | None, cell: dict, done_before: int):
-        from jobs.tb_events import open_writer
+        from distributed.reporter import RoleReporter
         from rdd_io import storage
-        self.ctx, self.cell, self.done_before = ctx, cell, done_before
+        self.cell, self.done_before = cell, done_before
         self.last: dict = {}
-        with netns.outside():
-            self.writer = open_writer(tensorboard_uri and storage.join(tensorboard_uri, cell["id"]), ctx.name)
+        self.report = RoleReporter(ctx, tensorboard_uri and storage.join(tensorboard_uri, cell["id"]), netns.outside)
 
     def __call__(self, record: dict, epoch_end: bool) -> None:
         if epoch_end:
             self.last = {k: record[k] for k in ("loss", "accuracy")}
-            if self.writer:
-                with netns.outside():
-                    self.writer.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
+            self.report.scalars(record["epoch"], {k: record[k] for k in ("loss", "accuracy", "epoch_time_s")})
         done = self.done_before + min(record["epoch"], self.cell["epochs"])  # a window may add epochs
-        self.ctx.progress(force=epoch_end, what=self.cell["id"], done=done,
-                          **{**self.last, **{k: v for k, v in record.items() if k != "epoch_time_s"}})
+        self.report.progress(force=epoch_end, what=self.cell["id"], done=done,
+                             **{**self.last, **{k: v for k, v in record.items() if k != "epoch_time_s"}})
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.writer:
-            with netns.outside():
-                self.writer.close()
+        self.report.close()
 
 
 def chief_role(run: LandcoverRun, ctx) -> dict:

@@ -334,13 +334,12 @@ class WorkerProgress:
     and its TensorBoard scalars per epoch: accuracy, loss, staleness, updates per second."""
 
     def __init__(self, run: AsyncRun, ctx, samples: int):
-        from jobs.tb_events import open_writer
-        self.ctx, self.epochs = ctx, run.max_epochs
+        from distributed.reporter import RoleReporter
+        self.report, self.epochs = RoleReporter(ctx, run.tensorboard_uri), run.max_epochs
         self.steps = -(-samples // run.batch_size) if run.update == "batch" else None
         self.started, self.pushes, self.step = time.monotonic(), 0, 0
         self.taus: list[int] = []  # staleness of this epoch's pushes
         self.record: dict = {"epoch": 0, "epochs": self.epochs, "done": 0}
-        self.writer = open_writer(run.tensorboard_uri, ctx.name)
 
     def ups(self) -> float:
         return round(self.pushes / max(time.monotonic() - self.started, 1e-9), 3)
@@ -350,23 +349,20 @@ class WorkerProgress:
         self.taus += [] if tau is None else [tau]
         if self.steps:  # per-batch updates: show the steps of the running epoch
             self.record.update(step=self.step, steps=self.steps, ups=self.ups(), tau=tau)
-            self.ctx.progress(**self.record)
+            self.report.progress(**self.record)
 
     def epoch_end(self, epoch: int, accuracy: float, loss: float) -> None:
         ups, staleness = self.ups(), (float(np.mean(self.taus)) if self.taus else None)
         self.record = {"epoch": epoch, "epochs": self.epochs, "done": epoch, "accuracy": round(accuracy, 4),
                        "loss": round(loss, 4), "ups": ups, "tau": self.taus[-1] if self.taus else None}
-        self.ctx.progress(force=True, **self.record)
-        if self.writer:
-            self.writer.scalars(epoch, {"accuracy": accuracy, "loss": loss, "staleness": staleness,
-                                        "updates_per_s": ups})
+        self.report.progress(force=True, **self.record)
+        self.report.scalars(epoch, {"accuracy": accuracy, "loss": loss, "staleness": staleness, "updates_per_s": ups})
         self.taus, self.step = [], 0
 
     def close(self, epochs_done: int) -> None:
         if epochs_done < self.epochs:  # stopped early: the overall bar counts what was done
-            self.ctx.progress(force=True, **{**self.record, "total": epochs_done})
-        if self.writer:
-            self.writer.close()
+            self.report.progress(force=True, **{**self.record, "total": epochs_done})
+        self.report.close()
 
 
 def worker_role(run: AsyncRun, ctx) -> dict:

@@ -65,7 +65,7 @@ def test_domst_tiny_three_watersheds_one_per_node(minicluster, tiny_domst):
 def test_domst_progress_lines_and_tensorboard_files_per_worker(tiny_domst):
     import re
 
-    from jobs.tb_events import read_scalars
+    from distributed.tb_events import read_scalars
     from .conftest import TINY_STDOUT
     out, log = tiny_domst, TINY_STDOUT["domst"]
     results = json.loads((out / "results.json").read_text())

@@ -58,7 +58,7 @@ def test_per_role_metrics_are_written(landcover_run):
 def test_chief_progress_lines_and_tensorboard_files_per_cell(landcover_run):
     import re
 
-    from jobs.tb_events import read_scalars
+    from distributed.tb_events import read_scalars
     from .conftest import TINY_STDOUT
     out, summary, _ = landcover_run
     log = TINY_STDOUT["landcover"]

@@ -45,7 +45,7 @@ def test_redshift_progress_lines_and_tensorboard_files_per_worker(tiny_redshift)
 
     import pytest
 
-    from jobs.tb_events import read_scalars
+    from distributed.tb_events import read_scalars
     from .conftest import TINY_STDOUT
     out, log = tiny_redshift, TINY_STDOUT["redshift"]
     dist = "600-different-M2-staleness-aware-s1"
