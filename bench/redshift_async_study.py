@@ -37,8 +37,8 @@ def emulate(make_model, x, y, shares, unit: str, s: int, schedule: str, epochs: 
             seed: int) -> dict:
     """Accuracy per worker per epoch and staleness per update under the equal-speed schedule."""
     from distributed.staleness import aggregate
-    from jobs.redshift_roles import train_epoch
-    from jobs.resume import epoch_rng
+    from distributed.async_training import train_epoch
+    from distributed.epochs import epoch_rng
     m = len(shares)
     ps_model = make_model(seed)
     weights, version = ps_model.get_weights(), 0
@@ -131,7 +131,8 @@ def main(argv=None) -> float:
     from conf import CONF_DIR, load
     from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import fit_sequential, new_model
+    from distributed.async_training import fit_sequential
+    from jobs.redshift_roles import new_model
     from bench.redshift_target import simulate_like_job
     cfg = load(RedshiftConfig, CONF_DIR / "redshift.yaml", args.preset, args.set)
     quiet_tensorflow(cfg.train.tf_threads)

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> float:
     from conf import CONF_DIR, load
     from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import fit_sequential, new_model
+    from distributed.async_training import fit_sequential
+    from jobs.redshift_roles import new_model
     from models.redshift import count_params
 
     cfg = load(RedshiftConfig, CONF_DIR / "redshift.yaml", args.preset, args.set)

@@ -84,7 +84,8 @@ def timed_fit(preset: str, overrides: list[str], share_uri: str, epochs: int, sk
     from conf import load
     from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import fit_sequential, new_model
+    from distributed.async_training import fit_sequential
+    from jobs.redshift_roles import new_model
     from rdd_io.redshift_bundle import load_share
     cfg = load(RedshiftConfig, REPO / "conf" / "redshift.yaml", preset, overrides)
     share = load_share(share_uri)

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from distributed import checkpoint
-from jobs.resume import epoch_order
+from distributed.epochs import epoch_order
 
 
 def epoch_batches(inputs, y: np.ndarray, batch_size: int, seed: int, first: int, epochs: int):

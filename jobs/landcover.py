@@ -16,7 +16,7 @@ Checkpoints of the model-parallel run, under <output>/checkpoints/ (a new run wi
                               state       {"epoch": epochs done, "history": loss, accuracy, epoch times so far}
     <cell id>/result.json     the finished cell, as the chief reports it
     <n>-data-parallel-.../    the data-parallel comparison: the redshift study's ps.h5 and worker-<i>.epoch-<e>.h5
-                              (jobs/redshift_roles.py), every train.checkpoint_every epochs
+                              (distributed/async_training.py), every train.checkpoint_every epochs
 
 Each epoch's order comes from (train.seed, epoch), so a resumed cell replays the same batches. --resume
 keeps the finished cells and continues the unfinished one from its checkpoint. A role whose process dies
@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from jobs.async_run import AsyncRun
+from distributed.async_run import AsyncRun
 from jobs.landcover_config import ROLES, LandcoverConfig, LandcoverRun
 from jobs.resume import role_lost
 from jobs.runner import Job, run_job
@@ -170,7 +170,8 @@ def run_data_parallel(job: Job, n: int, data_uri: str) -> tuple[dict, dict]:
     """(d): the same model, data parallel on 3 workers with the redshift study's staleness-aware ps
     (every third patch per worker, per-epoch updates); each role samples itself for the whole run."""
     from distributed import tfos
-    from jobs.redshift_roles import ps_credentials, role
+    from distributed.async_training import ps_credentials
+    from jobs.redshift_roles import role
     cfg = job.cfg
     workers = 3
     cell_id = f"{n}-data-parallel-b{cfg.train.batch_size}-e{cfg.train.epochs}"

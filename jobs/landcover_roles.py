@@ -17,7 +17,8 @@ from distributed import netns, pidfile
 from conf import from_json
 from distributed.tf_process import quiet_tensorflow
 from jobs.landcover_config import LandcoverRun
-from jobs.resume import RoleLost, attempt, epoch_order, error_line, unreachable_roles
+from distributed.epochs import epoch_order
+from jobs.resume import RoleLost, attempt, error_line, unreachable_roles
 from rdd_io import storage
 from rdd_io.landcover_patches import read_patch_set, volumes
 

@@ -12,7 +12,7 @@ import re
 import time
 
 from distributed.early_stopping import CRITERIA, stable_value
-from jobs.async_run import AsyncRun
+from distributed.async_run import AsyncRun
 from jobs.redshift_config import RedshiftConfig, model_args
 from jobs.runner import Job, run_job
 from rdd_io import storage
@@ -105,7 +105,8 @@ def feed_epochs(cluster, fed, cfg: RedshiftConfig) -> list[dict]:
 
 def run_distributed(job: Job, bundle, run: dict) -> dict:
     from distributed import tfos
-    from jobs.redshift_roles import ps_credentials, role
+    from distributed.async_training import ps_credentials
+    from jobs.redshift_roles import role
     from rdd_io import redshift_bundle as rb
     cfg = job.cfg
     n, m, mode = run["dataset"], run["workers"], run["data_mode"]
@@ -260,7 +261,8 @@ def run_baseline(job: Job, bundle, n: int) -> dict:
     """The same CNN, same data and seed, trained in this process without Spark."""
     import numpy as np
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import fit_sequential, new_model
+    from distributed.async_training import fit_sequential
+    from jobs.redshift_roles import new_model
     cfg = job.cfg
     rows = bundle.filter(lambda t: t[0] < n).sortByKey().collect()
     x = np.stack([r[1][0] for r in rows]).astype(np.float32)

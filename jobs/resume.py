@@ -8,28 +8,18 @@ reports the loss at once (RoleLost, naming the role and what it held) instead of
 driver, the chief and the TF servers waiting on the chief learn of it within a second or two, and the
 run continues later from its checkpoints with --resume.
 
-Per-epoch shuffles come from (seed, epoch) alone, so a resumed run needs no random-generator state.
+Per-epoch shuffles come from (seed, epoch) alone (distributed/epochs.py), so a resumed run needs no
+random-generator state.
 """
 from __future__ import annotations
 
 import re
 import socket
 
-import numpy as np
 
 
 class RoleLost(RuntimeError):
     """A role's process died; the message names the role and what it was doing."""
-
-
-def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The random generator of one epoch (0-based), from (seed, epoch) alone."""
-    return np.random.default_rng([int(seed), int(epoch)])
-
-
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of n samples in `epoch`: the same for a run and for its resumption."""
-    return epoch_rng(seed, epoch).permutation(n)
 
 
 def attempt() -> int:

@@ -5,7 +5,7 @@ import pytest
 
 from distributed import tfos
 from distributed.param_server import worker_credential
-from jobs.redshift_roles import ps_credentials
+from distributed.async_training import ps_credentials
 
 pytestmark = pytest.mark.unit
 
@@ -45,6 +45,6 @@ def test_the_node_function_sees_the_executor_id_and_the_role_its_credential():
 def test_a_role_without_its_credential_refuses_to_start():
     from types import SimpleNamespace
 
-    from jobs.redshift_roles import own_credential
+    from distributed.async_training import own_credential
     with pytest.raises(RuntimeError, match="worker:1 received no credential"):
         own_credential(SimpleNamespace(credential=None, name="worker:1"))

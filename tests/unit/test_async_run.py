@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conf import ConfigError, from_json, to_json
-from jobs.async_run import AsyncRun
+from distributed.async_run import AsyncRun
 
 pytestmark = pytest.mark.unit
 

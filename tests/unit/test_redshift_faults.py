@@ -16,8 +16,9 @@ def test_a_worker_checkpoint_resumes_training_bit_for_bit(tmp_path):
     """Optimizer moments, dropout seed state and the epoch's shuffling come back: the next epoch after a
     restore is the epoch the uninterrupted worker trains (one TF thread: deterministic kernels)."""
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import new_model, restore_worker, save_worker_checkpoint, train_epoch
-    from jobs.resume import epoch_rng
+    from distributed.async_training import restore_worker, save_worker_checkpoint, train_epoch
+    from jobs.redshift_roles import new_model
+    from distributed.epochs import epoch_rng
     quiet_tensorflow(1)
     data = np.random.default_rng(0)
     x, y = data.normal(size=(48, 60)).astype(np.float32), data.integers(0, 5, 48)
@@ -48,7 +49,8 @@ def test_a_worker_checkpoint_resumes_training_bit_for_bit(tmp_path):
 
 def test_a_worker_checkpoint_for_another_model_is_refused_by_name(tmp_path):
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import new_model, restore_worker, save_worker_checkpoint
+    from distributed.async_training import restore_worker, save_worker_checkpoint
+    from jobs.redshift_roles import new_model
     quiet_tensorflow(1)
     uri = str(tmp_path / "worker-1.h5")
     small = new_model(MODEL, 1)
@@ -107,7 +109,8 @@ def _saved_epochs(tmp_path, epochs):
     import dataclasses
 
     from distributed.tf_process import quiet_tensorflow
-    from jobs.redshift_roles import new_model, save_worker_checkpoint, worker_checkpoint_uri
+    from distributed.async_training import save_worker_checkpoint, worker_checkpoint_uri
+    from jobs.redshift_roles import new_model
     from tests.unit.test_async_run import REDSHIFT
     quiet_tensorflow(1)
     run = dataclasses.replace(REDSHIFT, checkpoint_dir=str(tmp_path), model=MODEL)
@@ -122,7 +125,7 @@ def _saved_epochs(tmp_path, epochs):
 def test_a_worker_resumes_at_the_epoch_of_its_updates_the_ps_applied_not_at_its_newest_checkpoint(tmp_path):
     """The worker writes an epoch's checkpoint before pushing its update; a failure between that write
     and the ps's checkpoint leaves the worker ahead, and resuming from the newest would lose an update."""
-    from jobs.redshift_roles import resume_worker
+    from distributed.async_training import resume_worker
     run, model = _saved_epochs(tmp_path, [1, 2, 3])
     assert resume_worker(run, 0, {"updates_applied": 2}, 1, model)["epoch"] == 2
     assert resume_worker(run, 0, {"updates_applied": 0}, 1, model) is None  # from scratch
@@ -133,7 +136,7 @@ def test_a_worker_resumes_at_the_epoch_of_its_updates_the_ps_applied_not_at_its_
 
 
 def test_a_checkpoint_the_ps_needs_but_missing_is_an_error_naming_it(tmp_path):
-    from jobs.redshift_roles import resume_worker
+    from distributed.async_training import resume_worker
     run, model = _saved_epochs(tmp_path, [1, 3])
     with pytest.raises(checkpoint.CheckpointError, match=r"worker-0\.epoch-2\.h5: missing.*found epochs \[1, 3\]"):
         resume_worker(run, 0, {"updates_applied": 2}, 1, model)
@@ -143,7 +146,7 @@ def test_a_checkpoint_the_ps_needs_but_missing_is_an_error_naming_it(tmp_path):
 
 
 def test_the_ps_prunes_only_checkpoints_before_the_epochs_its_own_checkpoint_reports(tmp_path):
-    from jobs.redshift_roles import prune_worker_checkpoints, worker_checkpoints
+    from distributed.async_training import prune_worker_checkpoints, worker_checkpoints
     run, _ = _saved_epochs(tmp_path, [1, 2, 3])
     (tmp_path / "worker-1.epoch-1.h5").write_bytes(b"")
     prune_worker_checkpoints(run, [2, 0])

@@ -5,7 +5,7 @@ import socket
 import numpy as np
 import pytest
 
-from distributed import checkpoint
+from distributed import checkpoint, epochs
 from jobs import landcover_roles, resume
 
 pytestmark = pytest.mark.unit
@@ -15,10 +15,10 @@ TINY_MODEL = {"rgb_filters": [2, 2], "hsi_filters": [2, 2, 2, 2], "dense_units":
 
 
 def test_epoch_orders_depend_on_seed_and_epoch_only():
-    a = resume.epoch_order(5, 2, 100)
-    assert sorted(a) == list(range(100)) and np.array_equal(a, resume.epoch_order(5, 2, 100))
-    assert not np.array_equal(a, resume.epoch_order(5, 3, 100))
-    assert not np.array_equal(a, resume.epoch_order(6, 2, 100))
+    a = epochs.epoch_order(5, 2, 100)
+    assert sorted(a) == list(range(100)) and np.array_equal(a, epochs.epoch_order(5, 2, 100))
+    assert not np.array_equal(a, epochs.epoch_order(5, 3, 100))
+    assert not np.array_equal(a, epochs.epoch_order(6, 2, 100))
 
 
 def test_a_closed_port_is_unreachable_and_a_listening_one_is_not():

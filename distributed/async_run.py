@@ -1,6 +1,7 @@
-"""The run spec of the asynchronous data-parallel roles (jobs/redshift_roles.py: one staleness-aware ps and
-M workers), which the redshift study and land cover's data-parallel comparison both start. It travels to the
-executors as JSON (conf.to_json) and is checked again there (conf.from_json)."""
+"""The run spec of the asynchronous data-parallel roles (distributed/async_training.py: one staleness-aware
+ps and M workers), which the redshift study and land cover's data-parallel comparison both start. It
+travels to the executors as JSON (conf.to_json) and is checked again there (conf.from_json); model_name
+and data are read by the study's hooks (jobs/redshift_roles.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
