@@ -8,13 +8,13 @@ temporal block each sit on their own device. TensorFlow is imported inside the f
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 
 import numpy as np
 
 from conf import from_json
+from distributed.cell_store import CellStore
 from jobs.domst_config import DomstRun, PlacementConfig, TrainConfig
 from rdd_io.domst_bundle import read_bundle
 
@@ -190,9 +190,8 @@ class ModelProgress:
 
 def in_progress(run: DomstRun, node: int) -> tuple[str, str]:
     """(watershed, approach) a node was training: its first without a finished result."""
-    from rdd_io import storage
-    todo = [(w, a) for w in run.assignment[node] for a in run.approaches
-            if not storage.exists(storage.join(run.checkpoints, w, f"{a}.json"))]
+    store = CellStore(run.checkpoints, run.resume)
+    todo = [(w, a) for w in run.assignment[node] for a in run.approaches if not store.is_finished(w, f"{a}.json")]
     return todo[0] if todo else (run.assignment[node][-1], run.approaches[-1])
 
 
@@ -219,6 +218,7 @@ def role(args: dict, ctx) -> dict:
     t_start = time.time()
     watersheds = []
     progress = ModelProgress(run, ctx, len(mine) * len(run.approaches))
+    store = CellStore(run.checkpoints, run.resume)  # per watershed: <approach>.h5 training, <approach>.json done
     for wid in mine:
         (path, data), = storage.read_parts(run.bundles, f"{wid}.", ".h5")
         bundle = read_bundle(data, path)
@@ -236,15 +236,14 @@ def role(args: dict, ctx) -> dict:
         seed = run.train.seed + run.index[wid]  # the same seed for a watershed in every mode
         scores = []
         for a in run.approaches:
-            done_uri = storage.join(run.checkpoints, wid, f"{a}.json")
-            if run.resume and storage.exists(done_uri):  # finished before the run was interrupted
-                scores.append(json.loads(storage.read_text(done_uri)))
+            finished = store.finished(wid, f"{a}.json")  # finished before the run was interrupted
+            if finished is not None:
+                scores.append(finished)
             else:
                 scores.append(train_one(a, model_cfg, samples, run.train, seed, place,
                                         lambda epoch, logs, a=a: progress.epoch(wid, a, epoch, logs),
-                                        saved=storage.join(run.checkpoints, wid, f"{a}.h5"),
-                                        resume=run.resume))
-                storage.write_text(done_uri, json.dumps(scores[-1]))
+                                        saved=store.path(wid, f"{a}.h5"), resume=run.resume))
+                store.finish(wid, scores[-1], f"{a}.json")
             progress.model_done(wid, scores[-1])
         watersheds.append({"watershed": wid, "k_groups": k, "pixels": model_cfg["pixels"],
                            "samples": {p: int(len(samples[p]["y"])) for p in ("train", "val", "test")},

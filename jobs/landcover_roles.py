@@ -8,21 +8,21 @@ for the whole run and returns the series with a wall-clock origin, so the driver
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
-from distributed import netns, pidfile
 from conf import from_json
+from distributed import netns, pidfile
+from distributed.cell_store import CellStore
+from distributed.epochs import epoch_order
 from distributed.tf_process import quiet_tensorflow
 from jobs.landcover_config import LandcoverRun
-from distributed.epochs import epoch_order
 from jobs.resume import RoleLost, attempt, error_line, unreachable_roles
 from rdd_io import storage
 from rdd_io.landcover_patches import read_patch_set, volumes
 
-CHECKPOINT_FILE, RESULT_FILE = "chief.h5", "result.json"  # per cell, under <output>/checkpoints/<cell id>/
+CHECKPOINT_FILE = "chief.h5"  # per cell, in its folder of the CellStore <output>/checkpoints/
 
 
 def _sampler(role: str, interval_s: float):
@@ -243,16 +243,16 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
     plans = run.plans
     cells = []
     done = 0  # epochs of all cells, for the driver's overall bar
+    store = CellStore(run.checkpoints, run.resume)
     for cell in run.cells:
-        result_uri = storage.join(run.checkpoints, cell["id"], RESULT_FILE)
         with netns.outside():
-            finished = storage.read_text(result_uri) if run.resume and storage.exists(result_uri) else None
+            finished = store.finished(cell["id"])
         if finished:  # finished before the run was interrupted
-            cells.append(json.loads(finished))
+            cells.append(finished)
             done += cell["epochs"]
             continue
         t0 = time.time()
-        saved = {"uri": storage.join(run.checkpoints, cell["id"], CHECKPOINT_FILE),
+        saved = {"uri": store.path(cell["id"], CHECKPOINT_FILE),
                  "every": run.checkpoint_every, "resume": run.resume}
         with CellProgress(ctx, run.tensorboard_uri, cell, done) as report:
             try:
@@ -269,7 +269,7 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
         done += cell["epochs"]
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
         with netns.outside():
-            storage.write_text(result_uri, json.dumps(cells[-1]))
+            store.finish(cell["id"], cells[-1])
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
@@ -286,8 +286,8 @@ def describe_role(role: str, plan_name: str, plan: dict) -> str:
 
 def current_cell(run: LandcoverRun) -> dict:
     """The first cell without a result: the one being trained when a role was lost."""
-    return next((c for c in run.cells
-                 if not storage.exists(storage.join(run.checkpoints, c["id"], RESULT_FILE))), run.cells[-1])
+    store = CellStore(run.checkpoints, run.resume)
+    return next((c for c in run.cells if not store.is_finished(c["id"])), run.cells[-1])
 
 
 def role(args: dict, ctx) -> dict:

@@ -6,7 +6,6 @@ staleness-aware updates; same vs different data per worker, 1-3 workers, two ear
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -242,18 +241,19 @@ def run_cell(job: Job, cell_id: str, compute, resumed: dict) -> dict:
     """compute() the cell, or with --resume take its result.json if it finished before.
 
     A fresh run (no --resume) first removes the cell's old checkpoints: they are another run's."""
-    folder = cell_folder(job, cell_id)
-    done_uri = storage.join(folder, "result.json")
-    if job.resume and storage.exists(done_uri):
-        log.info("%s finished before; its result is read from %s", cell_id, done_uri)
+    from distributed.cell_store import CellStore
+    store = CellStore(job.out("checkpoints"), job.resume)
+    result = store.finished(cell_id)
+    if result is not None:
+        log.info("%s finished before; its result is read from %s", cell_id, store.path(cell_id, "result.json"))
         resumed["finished_before"].append(cell_id)
-        return json.loads(storage.read_text(done_uri))
+        return result
     if job.resume:
-        resumed["continued" if storage.exists(storage.join(folder, "ps.h5")) else "started"].append(cell_id)
+        resumed["continued" if storage.exists(store.path(cell_id, "ps.h5")) else "started"].append(cell_id)
     else:
-        storage.remove_tree(folder)
+        store.clear(cell_id)
     result = compute()
-    storage.write_text(done_uri, json.dumps(result))
+    store.finish(cell_id, result)
     return result
 
 
