@@ -369,19 +369,31 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         except Exception as exc:  # never hide the job's own error behind this one
             unwritten = f"{case}: could not write summary.json: {exc}"
         failed = bool(summary.get("error")) and not summary["error"].startswith("interrupted")
-        if spark is not None:
+
+        def stop_spark():
             if failed:
                 _quiet_spark_shutdown(spark)
             spark.stop()
-        if hdfs is not None:
-            _copy_and_stop_hdfs(hdfs, work, output, case)
-        if cluster is not None:
-            stopped = cluster.down()
-            log.info("embedded mini-cluster stopped (%d processes)", len(stopped))
+
+        def stop_cluster():
+            log.info("embedded mini-cluster stopped (%d processes)", len(cluster.down()))
+        # Each step runs even if one before it raised (no daemon left behind), and the job's own error
+        # line still comes last; the first cleanup error is raised after it.
+        cleanup_error = None
+        for needed, stop in ((spark, stop_spark), (hdfs, lambda: _copy_and_stop_hdfs(hdfs, work, output, case)),
+                             (cluster, stop_cluster)):
+            try:
+                if needed is not None:
+                    stop()
+            except Exception as exc:  # noqa: BLE001 -- reported below, after the rest is stopped
+                traceback.print_exc()
+                cleanup_error = cleanup_error or exc
         if failed:
             print(f"\n{case}: failed: {summary['error']}", file=sys.stderr)  # the last line, after the shutdown
         if unwritten:
             print(unwritten, file=sys.stderr)
+        if cleanup_error is not None:
+            raise cleanup_error
         if summary["status"] == "ok":
             report = ("report.md" in summary.get("outputs", [])) and f"\n  report:  {storage.join(output, 'report.md')}"
             print(f"\n{case}: done in {summary['wall_time_s']:.0f}s. Outputs: {output}{report or ''}\n"

@@ -142,6 +142,25 @@ def test_a_summary_that_cannot_be_written_does_not_hide_the_jobs_error(tmp_path,
     assert no_spark.stopped
 
 
+def test_a_shutdown_that_raises_still_ends_with_the_jobs_error_line_and_raises_after_it(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from jobs import runner
+    from jobs.smoke import SmokeConfig
+
+    class FailingStop(FakeSession):
+        def stop(self):
+            raise OSError("the JVM is gone")
+    monkeypatch.setattr(runner, "_spark_session", lambda *args, **kw: FailingStop())
+
+    def run(job):
+        raise RuntimeError("the job's own error")
+    with pytest.raises(OSError, match="the JVM is gone"):
+        runner.run_job("smoke", SmokeConfig, run, ["--master", "local[1]", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "smoke: failed: RuntimeError: the job's own error", err[-5:]
+    assert any("OSError: the JVM is gone" in line for line in err)  # its traceback, before the job's line
+
+
 def test_an_in_process_run_leaves_logging_signals_and_environment_as_they_were(tmp_path, monkeypatch, no_spark):
     from jobs.runner import run_job
     from jobs.smoke import SmokeConfig
