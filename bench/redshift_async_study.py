@@ -111,9 +111,10 @@ def _apply(aggregate, weights, version, buffer, s_eff, schedule, taus):
     return aggregate(weights, [b[1] for b in buffer], [b[2] for b in buffer], len(buffer), schedule), version + 1
 
 
-def main(argv=None) -> float:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; --quick picks the tiny model and, unless --n is given, 1500 samples."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=15000)
+    parser.add_argument("--n", type=int, default=None, help="samples (default 15000; 1500 with --quick)")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--at-epoch", type=int, default=4)
@@ -123,11 +124,18 @@ def main(argv=None) -> float:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", metavar="PATH", help="also write every curve here")
     parser.add_argument("--no-sequential", action="store_true", help="leave out the sequential reference")
-    parser.add_argument("--quick", action="store_true", help="1500 samples, 450 bands, 40 classes (the tiny model)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tiny model (450 bands, 40 classes, lr 0.001) on 1500 samples unless --n is given")
     args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = 1500 if args.quick else 15000
     if args.quick:
-        args.n = 1500
         args.set = ["data.bands=450", "data.n_classes=40", "data.snr=20.0", "model.learning_rate=0.001"] + args.set
+    return args
+
+
+def main(argv=None) -> float:
+    args = parse_args(argv)
     from conf import CONF_DIR, load
     from jobs.redshift_config import RedshiftConfig, model_args
     from distributed.tf_process import quiet_tensorflow
