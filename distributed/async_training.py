@@ -168,18 +168,18 @@ def resume_worker(run: AsyncRun, worker: int, joined: dict | None, steps: int, m
             raise CheckpointError(f"{found[max(found)]}: worker {worker} already left the parameter server "
                                   f"but this, its last checkpoint, is not of a finished worker")
         return state
-    epochs, partial = divmod(joined["updates_applied"], steps)
+    applied = joined["updates_applied"]
     if not run.checkpoint_dir:
-        if joined["updates_applied"]:
+        if applied:
             log.warning("worker %d: the ps has applied %d of its updates and there are no checkpoints; "
-                        "its share is trained again from epoch 0", worker, joined["updates_applied"])
+                        "its share is trained again from epoch 0", worker, applied)
         return None
-    if steps > 1:
-        epochs = max((e for e in found if e <= epochs), default=0)
-        partial = joined["updates_applied"] - epochs * steps
-        if partial:
+    epochs = applied  # one update per epoch
+    if steps > 1:  # the newest checkpoint at or before the epoch the ps is in
+        epochs = max((e for e in found if e <= applied // steps), default=0)
+        if applied > epochs * steps:
             log.warning("worker %d resumes at epoch %d: %d of its per-batch updates after that epoch's "
-                        "checkpoint are applied again", worker, epochs, partial)
+                        "checkpoint are applied again", worker, epochs, applied - epochs * steps)
     if not epochs:
         return None
     if epochs not in found:
@@ -293,9 +293,11 @@ def ps_role(run: AsyncRun, ctx, new_model: Callable[[int], Any]) -> dict:
             version = server.wait_for_update(version, timeout=1.0)
             if ps_uri and every and version - saved >= every:
                 saved = save_ps_checkpoint(run, server)
-            elif ps_uri and not every and server.epochs_reported() != pruned:  # no ps.h5 until the end
-                pruned = server.epochs_reported()
-                prune_worker_checkpoints(run, pruned)
+            elif ps_uri and not every:  # no ps.h5 until the end: prune by the reports received
+                reported = server.epochs_reported()
+                if reported != pruned:
+                    pruned = reported
+                    prune_worker_checkpoints(run, pruned)
         snap = server.snapshot()
     finally:
         server.stop()
