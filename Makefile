@@ -34,11 +34,12 @@ report: $(VENV)/.installed
 
 # The unit tests on two processes (one file per process at a time: a file's fixtures stay in one process),
 # then everything else in one: the cluster tests share one mini-cluster and one HDFS per session. First the
-# linter (ruff.toml): a finding fails the run before any test.
+# linter (ruff.toml): a finding fails the run before any test. The slowest tests are listed at the end so the
+# suite's time (CI allows 40 min on 2 cores) can be watched.
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile
-	$(BIN)/python -m pytest -m "not unit"
+	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile --durations=10
+	$(BIN)/python -m pytest -m "not unit" --durations=30
 
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m unit
