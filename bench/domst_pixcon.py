@@ -11,6 +11,9 @@ watershed under three designs and correlates the learned pixel weights with the 
                  Pix-Con can undo a single pixel's weight; partition by distance quantiles.
 - dynamic:       weighted_sum heads, groups re-cut every epoch from the learned weights.
 - weighted_sum_k1: weighted_sum with one head: nothing after Pix-Con has a per-group weight.
+- distance_fn:   weighted_sum heads, Pix-Con a function of distance alone (pixel_weights: distance: one
+                 offset and one slope instead of an offset per pixel).
+- distance_fn_k1: distance_fn with one head: two free parameters, no per-group scale to absorb them.
 
 Every layer after a head has weights of its own for that head's output (and ReLU is positively
 homogeneous), so a common scale of one group's weights is absorbed there: with K heads only the ratios
@@ -32,7 +35,9 @@ import numpy as np
 
 DESIGNS = {"pixels": {}, "weighted_sum": {"head_input": "weighted_sum"},
            "dynamic": {"head_input": "weighted_sum", "partition": "dynamic"},
-           "weighted_sum_k1": {"head_input": "weighted_sum", "k_groups": 1}}
+           "weighted_sum_k1": {"head_input": "weighted_sum", "k_groups": 1},
+           "distance_fn": {"head_input": "weighted_sum", "pixel_weights": "distance"},
+           "distance_fn_k1": {"head_input": "weighted_sum", "pixel_weights": "distance", "k_groups": 1}}
 GOAL = 0.6
 
 
@@ -71,7 +76,8 @@ def main(argv=None) -> dict:
     region = simulate_region(seed=args.seed, years=args.years)
     coef, dist = region["truth"]["runoff_coef"].reshape(-1), region["distance_km"].reshape(-1)
     model = dict(filters=[16], kernel_size=3, lstm_units=[32], dense_units=[16], k_groups=4, dropout=0.1,
-                 learning_rate=2e-3, target_units=8, head_input="pixels", partition="distance")
+                 learning_rate=2e-3, target_units=8, head_input="pixels", partition="distance",
+                 pixel_weights="per_pixel")
     from dataclasses import replace
 
     from conf import CONF_DIR, load
@@ -86,13 +92,14 @@ def main(argv=None) -> dict:
         bundle = read_bundle(bundle_bytes(aligned, dist[pixels], pixels, region["site_no"][w]), "bench")
         samples = prepare_samples(bundle, 30, 0.6, 0.2)
         for design in args.designs:
-            cfg = {**model, **DESIGNS[design], "lookback": 30, "pixels": len(pixels),
-                   "k_groups": min(4, len(pixels)), "distance": dist[pixels].tolist()}
+            k = min(DESIGNS[design].get("k_groups", 4), len(pixels))
+            cfg = {**model, **DESIGNS[design], "lookback": 30, "pixels": len(pixels), "k_groups": k,
+                   "distance": dist[pixels].tolist()}
             score = train_one("domst", cfg, samples, train, seed=w)
             learned = np.asarray(score["pixcon"])
             r = correlation(coef[pixels], learned)["spearman"]
             r_d = correlation(dist[pixels], learned)["spearman"]
-            r_in = within_groups(coef[pixels], learned, partition(dist[pixels], min(4, len(pixels))))
+            r_in = within_groups(coef[pixels], learned, partition(dist[pixels], k))
             r_in = float("nan") if r_in is None else r_in
             for key, v in (("spearman", r), ("within", r_in), ("distance", r_d), ("nse", score["nse"])):
                 found[design][key].append(v)

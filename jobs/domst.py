@@ -190,7 +190,8 @@ def run(job: Job) -> dict:
     runs = run_all(job, sheds)
     results = domst_report.collect(sheds, runs, list(cfg.experiments.approaches), list(cfg.experiments.ablation))
     results["pixcon"] = pixcon_correlations(uri, results["watersheds"], results["scores"])
-    results["pixcon_design"] = {"head_input": cfg.model.head_input, "partition": cfg.model.partition}
+    results["pixcon_design"] = {"head_input": cfg.model.head_input, "partition": cfg.model.partition,
+                                "pixel_weights": cfg.model.pixel_weights}
     files = job.publish(lambda folder: domst_report.write_all(results, folder))
     return {**domst_report.summary(results), "outputs": files}
 

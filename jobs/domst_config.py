@@ -36,6 +36,7 @@ class ModelConfig:
     target_units: Count
     head_input: Literal["pixels", "weighted_sum"]
     partition: Literal["distance", "dynamic"]
+    pixel_weights: Literal["per_pixel", "distance"]
 
 
 @dataclass

@@ -169,8 +169,10 @@ def pixcon_lines(c: dict, design: dict) -> list[str]:
     """The Pix-Con finding: medians over watersheds, the design, and why the weights can or cannot be read."""
     num = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
     head, part = design.get("head_input", "pixels"), design.get("partition", "distance")
+    form = design.get("pixel_weights", "per_pixel")
     return [f"Design: heads take {'each pixel as a channel' if head == 'pixels' else 'the weighted group mean'}; "
-            f"groups {'fixed by distance quantiles' if part == 'distance' else 're-cut every epoch from the weights'}.",
+            f"groups {'fixed by distance quantiles' if part == 'distance' else 're-cut every epoch from the weights'}; "
+            f"{'a weight per pixel' if form == 'per_pixel' else 'weights a function of distance alone'}.",
             "", f"Median over watersheds, Spearman of the learned weights with the planted coefficients: "
             f"{num(c.get('spearman'))} (goal >= 0.6); "
             f"inside each distance group: {num(c.get('spearman_within_groups'))}; "

@@ -450,7 +450,8 @@ DOMST = (
                  Key("mode_nse_gap", "as in summary.json"), Key("speedups", "as in summary.json"),
                  Key("pixcon", "{watershed: {pearson, spearman, n, spearman_within_groups, spearman_vs_distance, "
                                "planted_vs_distance} or null}"),
-                 Key("pixcon_design", "{head_input, partition}: Dom-ST's Pix-Con design (model config)"))),
+                 Key("pixcon_design", "{head_input, partition, pixel_weights}: Dom-ST's Pix-Con design "
+                                              "(model config)"))),
     Output("watersheds/<watershed>.h5", "hdf5", "one bundle per watershed (rdd_io/domst_bundle.py): aligned "
            "daily precipitation per pixel and outlet discharge; in group pixels/, distance_km and pixel per pixel "
            "(schema domst-watershed-pixels); attributes: watershed, site_no, n_missing",

@@ -23,16 +23,19 @@ Loss MSE (NSE is computed outside), optimizer Adam.
   mean as one channel, so no later layer can undo one pixel's weight, and w_p is identifiable up to
   one scale per group. partition 'dynamic' (weighted_sum only) re-cuts the K groups from the current
   weights during training (repartition: largest contributions in group 0), instead of fixing them by
-  distance quantiles before training.
+  distance quantiles before training. pixel_weights 'distance' drops the per-pixel offsets (one shared
+  offset): w_p is then a function of the pixel's distance alone, two free parameters the data can fix where
+  correlated precipitation cannot fix one weight per pixel.
 The paper gives no layer sizes, no K, and not how distance enters Pix-Con: those choices are ours.
 
-Config keys (dict, dataclass or namespace; any other key but `name` is an error): from the config,
-lookback, k_groups, filters (one Conv1D per entry, 'valid' padding), kernel_size, lstm_units,
-dense_units, target_units, dropout, learning_rate, head_input 'pixels' | 'weighted_sum' and partition
-'distance' | 'dynamic' (Dom-ST); per run, pixels (or taken from len(distance)), distance (P floats >= 0;
-Dom-ST, and group_means), pixcon true (false: Dom-ST with every pixel weight fixed at 1), target_input
-(how the target day enters the +P models: 'projection', Singlehead(+P)'s default, a dense layer over all
-pixels; 'group_means', Dom-ST's default, the mean of each distance group, Pix-Con-weighted in Dom-ST).
+Config keys (dict, dataclass or namespace; any other key but `name` is an error): from the config, lookback,
+k_groups, filters (one Conv1D per entry, 'valid' padding), kernel_size, lstm_units, dense_units, target_units,
+dropout, learning_rate, head_input 'pixels' | 'weighted_sum', partition 'distance' | 'dynamic' and
+pixel_weights 'per_pixel' | 'distance' (Dom-ST); per run, pixels (or taken from len(distance)), distance (P
+floats >= 0; Dom-ST, and group_means), pixcon true (false: Dom-ST with every pixel weight fixed at 1),
+target_input (how the target day enters the +P models: 'projection', Singlehead(+P)'s default, a dense layer
+over all pixels; 'group_means', Dom-ST's default, the mean of each distance group, Pix-Con-weighted in Dom-
+ST).
 TF is imported lazily.
 """
 from __future__ import annotations
@@ -51,10 +54,11 @@ MODELS = ("domst-singlehead", "domst-singlehead-p", "domst")
 # Every layer size, K and rate is a choice of ours, kept in one place: the model section of conf/domst.yaml
 # (lookback from its data section). What is left here is per watershed or per approach.
 FROM_CONFIG = ("lookback", "k_groups", "filters", "kernel_size", "lstm_units", "dense_units", "target_units",
-               "dropout", "learning_rate", "head_input", "partition")
+               "dropout", "learning_rate", "head_input", "partition", "pixel_weights")
 PER_RUN = dict(pixels=None, distance=None, pixcon=True, target_input=None)
 HEAD_INPUTS = ("pixels", "weighted_sum")
 PARTITIONS = ("distance", "dynamic")
+PIXEL_WEIGHTS = ("per_pixel", "distance")
 TARGET_INPUTS = ("projection", "group_means")
 OWN_TARGET_INPUT = {"domst-singlehead": None, "domst-singlehead-p": "projection", "domst": "group_means"}
 PIXCON_OFFSET0 = math.log(math.e - 1.0)  # softplus(offset0) == 1
@@ -108,6 +112,8 @@ def resolve(cfg: Any, model: str = "domst") -> dict:
     if p["partition"] == "dynamic" and p["head_input"] != "weighted_sum":
         raise ValueError("domst model: partition 'dynamic' needs head_input 'weighted_sum' (a head's channels "
                          "are its pixels otherwise, and cannot change members)")
+    if p["pixel_weights"] not in PIXEL_WEIGHTS:
+        raise ValueError(f"domst model: pixel_weights must be one of {PIXEL_WEIGHTS}, got {p['pixel_weights']!r}")
     if not isinstance(p["pixcon"], bool):
         raise ValueError(f"domst model: pixcon must be true or false, got {p['pixcon']!r}")
     for key in ("filters", "lstm_units"):
@@ -182,7 +188,8 @@ def count_params(name: str, cfg: Any) -> int:
     if name == "domst":
         groups = partition(p["distance"], p["k_groups"])
         channels = [1 if p["head_input"] == "weighted_sum" else len(g) for g in groups]
-        total = sum(convs(c) for c in channels) + (p["pixels"] + 1 if p["pixcon"] else 0)
+        offsets = p["pixels"] if p["pixel_weights"] == "per_pixel" else 1
+        total = sum(convs(c) for c in channels) + (offsets + 1 if p["pixcon"] else 0)
         width = p["k_groups"] * p["filters"][-1]
     else:
         total, width = convs(p["pixels"]), p["filters"][-1]
@@ -239,9 +246,10 @@ def _classes():
     from keras import ops
 
     class PixCon(keras.layers.Layer):
-        """Pixel-contribution weights w_p = softplus(offset_p + slope * distance_z_p) >= 0."""
+        """Pixel-contribution weights w_p = softplus(offset_p + slope * distance_z_p) >= 0; with per_pixel
+        False one offset for all pixels (w_p a function of distance alone: two free parameters)."""
 
-        def __init__(self, distance_z, membership=None, **kwargs):
+        def __init__(self, distance_z, membership=None, per_pixel=True, **kwargs):
             super().__init__(**kwargs)
             p = len(distance_z)
             # The partitioning module, when heads take weighted sums: [P, K], 1/|group| where a pixel is in
@@ -249,7 +257,7 @@ def _classes():
             self.membership = None if membership is None else self.add_weight(
                 shape=membership.shape, name="membership", trainable=False,
                 initializer=keras.initializers.Constant(membership))
-            self.offset = self.add_weight(shape=(p,), name="offset",
+            self.offset = self.add_weight(shape=(p,) if per_pixel else (), name="offset",
                                           initializer=keras.initializers.Constant(PIXCON_OFFSET0))
             self.slope = self.add_weight(shape=(), name="distance_slope", initializer="zeros")
             # Non-trainable, so saved weights carry the watershed's distances with them.
@@ -260,7 +268,7 @@ def _classes():
         def pixel_weights(self, idx=None):
             a, z = self.offset, self.distance_z
             if idx is not None:
-                a, z = ops.take(a, idx), ops.take(z, idx)
+                a, z = (ops.take(a, idx) if len(a.shape) else a), ops.take(z, idx)
             return ops.softplus(a + self.slope * z)
 
         def repartition(self):
@@ -276,7 +284,8 @@ def _classes():
             self._groups = partition(p["distance"], p["k_groups"])
             self._weighted = p["head_input"] == "weighted_sum"
             self.pixcon = PixCon(standardised(p["distance"]), name="pixcon", membership=(
-                group_mean_matrix(p["distance"], p["k_groups"]) if self._weighted else None))
+                group_mean_matrix(p["distance"], p["k_groups"]) if self._weighted else None),
+                per_pixel=p["pixel_weights"] == "per_pixel")
             self.pixcon.trainable = p["pixcon"]  # off: every pixel keeps weight 1 (the ablation)
             self.target_projection = (L.Dense(p["target_units"], name="target_projection")
                                       if p["target_input"] == "projection" else None)

@@ -27,7 +27,7 @@ DISTANCE = [float(d) for d in np.random.default_rng(7).uniform(0.0, 30.0, P)]
 SMALL = dict(pixels=P, lookback=LOOKBACK, k_groups=K, filters=[6], kernel_size=3,
              lstm_units=[8, 4], dense_units=[8], target_units=4, dropout=0.0,
              learning_rate=1e-2, distance=DISTANCE, head_input="pixels",
-             partition="distance")
+             partition="distance", pixel_weights="per_pixel")
 
 
 def _batch(seed=0, n=BATCH):
@@ -131,6 +131,7 @@ class _Cfg:
     learning_rate: float = 1e-2
     head_input: str = "pixels"
     partition: str = "distance"
+    pixel_weights: str = "per_pixel"
     distance: list = dataclasses.field(default_factory=lambda: list(DISTANCE))
 
 

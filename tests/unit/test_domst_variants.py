@@ -14,11 +14,12 @@ P, LOOKBACK, K = 12, 8, 3
 DISTANCE = [float(d) for d in np.random.default_rng(7).uniform(0.0, 30.0, P)]
 SMALL = dict(pixels=P, lookback=LOOKBACK, k_groups=K, filters=[6], kernel_size=3, lstm_units=[8, 4],
              dense_units=[8], target_units=4, dropout=0.0, learning_rate=1e-2, distance=DISTANCE, head_input="pixels",
-             partition="distance")
+             partition="distance", pixel_weights="per_pixel")
 VARIANTS = [("domst-singlehead-p", {"target_input": "group_means"}), ("domst", {"pixcon": False}),
             ("domst", {"target_input": "projection"}), ("domst", {"k_groups": 1}),
             ("domst", {"head_input": "weighted_sum"}),
-            ("domst", {"head_input": "weighted_sum", "partition": "dynamic"})]
+            ("domst", {"head_input": "weighted_sum", "partition": "dynamic"}),
+            ("domst", {"head_input": "weighted_sum", "pixel_weights": "distance"})]
 
 
 def _batch(seed=0, n=16):
@@ -100,3 +101,19 @@ def test_dynamic_partition_recuts_groups_by_the_learned_weights():
     assert set(np.flatnonzero(member[:, 0])) == set(largest)  # group 0: the largest contributions
     with pytest.raises(ValueError, match="needs head_input 'weighted_sum'"):
         D.resolve({**SMALL, "partition": "dynamic"})
+
+
+def test_distance_pixel_weights_are_a_monotone_function_of_distance_through_training():
+    """pixel_weights 'distance': one offset and one slope, so after any training the weights order the
+    pixels exactly as their distances do (or exactly reversed) and equal distances get equal weights."""
+    model = D.build_domst({**SMALL, "head_input": "weighted_sum", "k_groups": 1, "pixel_weights": "distance"})
+    assert model.pixcon.offset.shape == ()
+    x, p_target = _batch(4, n=64)
+    model.fit([x, p_target], x[:, -1, :1] + 2.0 * p_target[:, 3:4], epochs=3, verbose=0)
+    w = D.pixcon_weights(model)
+    assert np.ptp(w) > 1e-4  # it learned a slope
+    order = np.argsort(DISTANCE)
+    steps = np.diff(w[order])
+    assert np.all(steps >= -1e-7) or np.all(steps <= 1e-7)
+    with pytest.raises(ValueError, match="pixel_weights must be one of"):
+        D.resolve({**SMALL, "pixel_weights": "per_group"}, "domst")

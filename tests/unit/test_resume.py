@@ -109,7 +109,8 @@ def test_a_domst_fit_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one
     from jobs.domst_roles import train_one
     cfg = {"pixels": 6, "lookback": 8, "k_groups": 2, "filters": [4], "kernel_size": 3, "lstm_units": [4],
            "dense_units": [4], "target_units": 2, "dropout": 0.2, "learning_rate": 1e-2,
-           "distance": [float(d) for d in range(6)], "head_input": "pixels", "partition": "distance"}
+           "distance": [float(d) for d in range(6)], "head_input": "pixels", "partition": "distance",
+           "pixel_weights": "per_pixel"}
     from dataclasses import replace
 
     from conf import CONF_DIR, load
