@@ -141,9 +141,11 @@ def test_a_killed_worker_is_lost_then_spark_retries_it_and_the_summary_says_so(m
     proc = start(job_args(minicluster, out, "experiments.workers=[2]", "train.s=2"), log_path)
     folder = out / "checkpoints" / cell
     try:
-        first = wait_until(proc, log_path, lambda: list(folder.glob("worker-1.epoch-*.h5")))
-        assert first
-        time.sleep(0.2)  # into the next epoch
+        # A worker writes epoch e's checkpoint before it reports epoch e, so the checkpoint of epoch 2
+        # is the first sign that the ps holds a finished epoch of worker 1.
+        second = wait_until(proc, log_path, lambda: [
+            p for p in folder.glob("worker-1.epoch-*.h5") if int(p.name.split("-")[-1][:-3]) >= 2])
+        assert second
         pid = kill_role(str(folder / "pids"), "worker:1", minicluster)
         proc.wait(timeout=400)
     finally:
