@@ -34,8 +34,8 @@ dropout, learning_rate, head_input 'pixels' | 'weighted_sum', partition 'distanc
 pixel_weights 'per_pixel' | 'distance' (Dom-ST); per run, pixels (or taken from len(distance)), distance (P
 floats >= 0; Dom-ST, and group_means), pixcon true (false: Dom-ST with every pixel weight fixed at 1),
 target_input (how the target day enters the +P models: 'projection', Singlehead(+P)'s default, a dense layer
-over all pixels; 'group_means', Dom-ST's default, the mean of each distance group, Pix-Con-weighted in Dom-
-ST).
+over all pixels; 'group_means', Dom-ST's default, the mean of each distance group, Pix-Con-weighted in
+Dom-ST).
 TF is imported lazily.
 """
 from __future__ import annotations
