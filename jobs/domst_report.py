@@ -163,6 +163,9 @@ PIXCON_WHY = {
                     "the order inside a group is identifiable, and distance-quantile groups make the distance trend "
                     "of the weights exactly the part that is not.",
 }
+PIXCON_READABLE = ("What makes the weights identifiable: one head fed the weighted mean (model.k_groups: 1, "
+                   "model.head_input: weighted_sum) leaves no per-group scale to absorb them, with a weight per "
+                   "pixel or with model.pixel_weights: distance (a learned function of distance, two parameters).")
 
 
 def pixcon_lines(c: dict, design: dict) -> list[str]:
@@ -178,7 +181,7 @@ def pixcon_lines(c: dict, design: dict) -> list[str]:
             f"inside each distance group: {num(c.get('spearman_within_groups'))}; "
             f"learned weights vs distance to water: {num(c.get('spearman_vs_distance'))}, planted vs distance: "
             f"{num(c.get('planted_vs_distance'))}; Pearson {num(c.get('pearson'))}. Per watershed in "
-            "nse_per_watershed.csv.", "", PIXCON_WHY.get(head, ""),
+            "nse_per_watershed.csv.", "", PIXCON_WHY.get(head, ""), "", PIXCON_READABLE,
             "bench/domst_pixcon.py trains the designs side by side (README: the measured figures)."]
 
 
