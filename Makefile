@@ -33,13 +33,15 @@ report: $(VENV)/.installed
 	$(BIN)/python -m jobs.outputs_report $(OUT) --html $(OUT)/report.html
 
 # The unit tests on two processes (one file per process at a time: a file's fixtures stay in one process),
-# then everything else in one: the cluster tests share one mini-cluster and one HDFS per session. First the
-# linter (ruff.toml): a finding fails the run before any test. The slowest tests are listed at the end so the
-# suite's time (CI allows 40 min on 2 cores) can be watched.
+# then everything else on two more: each has its own mini-cluster and HDFS for its session, the tests that read
+# the tiny runs share one process and the others go file by file (tests/cluster/conftest.py); the jobs wait on
+# JVMs, sockets and timeouts for about a third of their time, which the other process fills. First the linter
+# (ruff.toml): a finding fails the run before any test. The slowest tests are listed at the end so the suite's
+# time (CI allows 40 min on 2 cores) can be watched.
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile --durations=10
-	$(BIN)/python -m pytest -m "not unit" --durations=30
+	$(BIN)/python -m pytest -m "not unit" -n 2 --dist loadgroup --durations=30
 
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m unit
