@@ -34,14 +34,14 @@ report: $(VENV)/.installed
 
 # The unit tests on two processes (one file per process at a time: a file's fixtures stay in one process),
 # then everything else on two more: each has its own mini-cluster and HDFS for its session, the tests that read
-# the tiny runs share one process and the others go file by file (tests/cluster/conftest.py); the jobs wait on
+# the tiny runs share one process and the others go file by file (tests/conftest.py); the jobs wait on
 # JVMs, sockets and timeouts for about a third of their time, which the other process fills. First the linter
 # (ruff.toml): a finding fails the run before any test. The slowest tests are listed at the end so the suite's
 # time (CI allows 40 min on 2 cores) can be watched.
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m unit -n 2 --dist loadfile --durations=10
-	$(BIN)/python -m pytest -m "not unit" -n 2 --dist loadgroup --durations=30
+	$(BIN)/python -m pytest -m "not unit" -n 2 --dist loadscope --durations=30
 
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m unit

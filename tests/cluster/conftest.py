@@ -35,20 +35,17 @@ DOMST_ABLATION = ("singlehead_p_wide", "domst_k1")
 MASTER_TRAFFIC: list[list[bytes]] = []  # TCP payloads to and from the master port during `up` (root only)
 
 
-TINY_FIXTURES = {"tiny_root", "tiny_uri_root", "tiny_redshift", "tiny_landcover", "tiny_domst", "tiny_spacetime",
-                 "tiny_outputs"}
+TINY_RUNS = {"tiny_redshift", "tiny_landcover", "tiny_domst", "tiny_spacetime", "tiny_outputs"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    # `make test` runs these tests on two processes (`-n 2 --dist loadgroup`), each with its own mini-cluster
-    # and HDFS: every test that reads the session's tiny runs goes to one process, so each run is made once,
-    # and the other tests go file by file, so a file's module fixtures are made once.
+    from tests.conftest import TINY_RUN_FILES
     for item in items:
         if "tests/cluster" in str(item.fspath):
             item.add_marker(pytest.mark.cluster)
-            group = "tiny-runs" if TINY_FIXTURES & set(item.fixturenames) else item.fspath.basename
-            item.add_marker(pytest.mark.xdist_group(group))
+            if TINY_RUNS & set(item.fixturenames) and item.fspath.basename not in TINY_RUN_FILES:
+                raise pytest.UsageError(f"{item.nodeid} reads a tiny run: add {item.fspath.basename} to "
+                                        "TINY_RUN_FILES in tests/conftest.py (one process makes the tiny runs)")
 
 
 @pytest.fixture(scope="session")
