@@ -42,9 +42,9 @@ RECORD_DIR = Path("/run/scidl-hosts")
 INNER_IFACE = "eth0"  # a host's end of its veth pair, inside its namespace
 CLONE_NEWNET = 0x40000000
 _ID = "[0-9a-f]{5}"
-NETNS_NAME = re.compile(rf"^{re.escape(NETNS_PREFIX)}({_ID})-([1-9]\d{{0,2}})$")
-LINK_NAME = re.compile(rf"^{re.escape(PREFIX)}({_ID})-(br|[1-9]\d{{0,2}})$")
-RECORD_NAME = re.compile(rf"^({_ID})\.json$")
+NETNS_NAME = re.compile(rf"\A{re.escape(NETNS_PREFIX)}({_ID})-([1-9]\d{{0,2}})\Z")
+LINK_NAME = re.compile(rf"\A{re.escape(PREFIX)}({_ID})-(br|[1-9]\d{{0,2}})\Z")
+RECORD_NAME = re.compile(rf"\A({_ID})\.json\Z")
 NEEDS_ROOT = ("`up --hosts` needs root: it creates network namespaces, a bridge and veth pairs. "
               "Run it as root, or leave out --hosts: the mini-cluster then runs on loopback (the default), "
               "which needs no root.")

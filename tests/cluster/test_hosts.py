@@ -1,0 +1,112 @@
+"""The mini-cluster on hosts (`up --hosts`, distributed/hosts.py): two network-namespace hosts on the
+cluster's own bridge, a real Spark job whose executors report where the kernel says they run, and
+`down`, after which nothing of the cluster is left. Its own small cluster, not the session's."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from conf import load_cluster
+from distributed import hosts, processes
+from distributed.minicluster import up_on_free_ports
+
+from .conftest import ROOT
+
+HOSTS = 2
+
+
+def needs_hosts() -> None:
+    """Hosts need root; on a laptop without it the test is skipped, under CI (CI=true) it fails."""
+    reason = hosts.unavailable()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI runs as root and must test on hosts: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def what_is_left(cid: str, run_id: str) -> dict:
+    """Namespaces, links, the record and processes of cluster `cid` still on the machine."""
+    return {"namespaces": [n for n in hosts.netns_names() if hosts.owner(n) == cid],
+            "links": [n for n in hosts.link_names() if hosts.owner(n) == cid],
+            "record": (hosts.RECORD_DIR / f"{cid}.json").exists(),
+            "processes": [p.pid for p in processes.tagged(run_id)]}
+
+
+NOTHING = {"namespaces": [], "links": [], "record": False, "processes": []}
+
+
+@pytest.fixture
+def host_cluster(tmp_path):
+    needs_hosts()
+    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), tmp_path / "run", workers=HOSTS,
+                               hosts=HOSTS)
+    cid, run_id = cluster.network.cid, cluster.state.run_id
+    try:
+        yield cluster
+    finally:  # also when the test failed: stop by pid, remove the hosts
+        cluster.down()
+        assert what_is_left(cid, run_id) == NOTHING
+
+
+def ip_json(*args: str) -> list[dict]:
+    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
+
+
+def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_nothing(host_cluster):
+    network, state = host_cluster.network, host_cluster.state
+    addresses = [h.address for h in network.hosts]
+    inodes = {h.address: hosts.netns_inode(h.netns) for h in network.hosts}
+    root_inode = os.stat("/proc/self/ns/net").st_ino
+    assert len(set(addresses)) == HOSTS and all(hosts.address(a) for a in addresses + [network.bridge_address])
+    assert len(set(inodes.values()) | {root_inode}) == HOSTS + 1
+
+    # `status` shows each host, its address and what runs there.
+    shown = host_cluster.status()
+    assert shown["alive_workers"] == HOSTS and shown["running"] is True
+    assert [(h["host"], h["address"], h["runs"], h["exists"]) for h in shown["network"]["hosts"]] == \
+        [(h.netns, h.address, [f"worker-{h.number}"], True) for h in network.hosts]
+    assert state.master_url.startswith(f"spark://{network.bridge_address}:")
+
+    # Each host: loopback up, its own address only, no route but its /24 (nothing leads off the machine).
+    for host in network.hosts:
+        links = {link["ifname"]: link for link in ip_json("-n", host.netns, "addr", "show")}
+        assert set(links) == {"lo", hosts.INNER_IFACE}
+        assert "UP" in links["lo"]["flags"]
+        assert [(a["local"], a["prefixlen"]) for a in links[hosts.INNER_IFACE]["addr_info"]] == [(host.address, 24)]
+        routes = ip_json("-n", host.netns, "-4", "route", "show", "table", "all")
+        assert [r["dst"] for r in routes if r.get("table", "main") == "main"] == [network.subnet], routes
+        assert not any(r["dst"] == "default" for r in routes)
+
+    # The worker JVMs run in their hosts, and the master knows them by their hosts' addresses.
+    for host in network.hosts:
+        pid = state.pids[f"worker-{host.number}"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == inodes[host.address]
+    assert sorted(w["host"] for w in host_cluster.master_json()["workers"]) == sorted(addresses)
+
+    # A real Spark job: each task says where the kernel puts its socket and which namespace it is in.
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster" / "host_facts.py"),
+                           str(host_cluster.run_dir), str(HOSTS)],
+                          env=dict(os.environ, SPARK_LOCAL_IP=network.bridge_address, PYSPARK_PYTHON=sys.executable),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    tasks = facts["tasks"]
+    assert sorted(t["address"] for t in tasks) == sorted(addresses), tasks  # one task on each host
+    for task in tasks:
+        assert task["netns_inode"] == inodes[task["address"]], task        # in that host's namespace
+        assert task["spark_local_ip"] == task["address"], task
+    assert facts["driver_host"] == network.bridge_address
+    assert facts["driver_netns_inode"] == root_inode
+    executors = sorted(e.rsplit(":", 1)[0] for e in facts["executors"])
+    assert executors == sorted([network.bridge_address, *addresses])  # the driver and one executor per host
+
+    # down: every process of the run stopped, every namespace, veth, bridge and the record removed.
+    run_id, cid = state.run_id, network.cid
+    assert processes.tagged(run_id)
+    host_cluster.down()
+    assert what_is_left(cid, run_id) == NOTHING
+    # (a veth pair goes with its namespace; the kernel may remove it before `down` gets to it)
+    assert set(host_cluster.removed_hosts) >= {*(h.netns for h in network.hosts), network.bridge}
