@@ -17,6 +17,17 @@ The creating process writes a record /run/scidl-hosts/<id>.json (its pid, the cl
 makes anything. A cluster is alive while that process lives, a process of its run lives (processes.py's
 tag), or a process sits in one of its namespaces; `sweep` deletes the namespaces, links and record of
 every cluster that is not, and only names that match the exact patterns above.
+
+TensorFlow's servers on hosts (not settled here). On loopback, netns.py puts the TF servers of a run in
+a namespace of the run's own with nothing but `lo`: every role's TensorFlow thread enters that one
+namespace by its path under /run/netns and the servers talk on 127.0.0.1, unreachable from outside. On
+hosts the master is not on loopback, so the driver passes no node address and makes no such namespace
+(tfos._private_network): each TF server binds every interface of its own host, reachable from the
+other hosts and from the machine's own namespace (any local process), and the job warns so. Doing what
+loopback does instead (every role entering the run's one namespace) would keep the TF traffic off the
+hosts altogether: all of it on one loopback, none on the bridge, so neither cross-host TF traffic nor
+per-host byte counts would be real. Keeping both properties needs another design (for instance a
+private bridge per run that only the run's hosts join).
 """
 from __future__ import annotations
 
@@ -182,6 +193,8 @@ def netns_names() -> list[str]:
 
 def link_names() -> list[str]:
     """Links in the machine's namespace with the hosts' exact pattern (bridges and veth ends), of any cluster."""
+    if not shutil.which("ip"):
+        return []  # no iproute2 (not Linux): no hosts were ever made here
     found = json.loads(_ip("-j", "link", "show") or "[]")
     return sorted(link["ifname"] for link in found if LINK_NAME.match(link.get("ifname", "")))
 

@@ -1,6 +1,7 @@
 """The mini-cluster on hosts (`up --hosts`, distributed/hosts.py): two network-namespace hosts on the
 cluster's own bridge, a real Spark job whose executors report where the kernel says they run, and
 `down`, after which nothing of the cluster is left. Its own small cluster, not the session's."""
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +14,10 @@ from conf import load_cluster
 from distributed import hosts, processes
 from distributed.minicluster import up_on_free_ports
 
+from rdd_io import storage
+
 from .conftest import ROOT
+from .test_smoke_job import consumed_exactly_once
 
 HOSTS = 2
 
@@ -38,17 +42,23 @@ def what_is_left(cid: str, run_id: str) -> dict:
 NOTHING = {"namespaces": [], "links": [], "record": False, "processes": []}
 
 
-@pytest.fixture
-def host_cluster(tmp_path):
+@contextlib.contextmanager
+def cluster_on_hosts(run_dir, n: int):
+    """A mini-cluster of n hosts on free ports; stopped and its hosts removed also when the test fails."""
     needs_hosts()
-    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), tmp_path / "run", workers=HOSTS,
-                               hosts=HOSTS)
+    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), run_dir, workers=n, hosts=n)
     cid, run_id = cluster.network.cid, cluster.state.run_id
     try:
         yield cluster
-    finally:  # also when the test failed: stop by pid, remove the hosts
+    finally:  # stop by pid, remove the hosts
         cluster.down()
         assert what_is_left(cid, run_id) == NOTHING
+
+
+@pytest.fixture
+def host_cluster(tmp_path):
+    with cluster_on_hosts(tmp_path / "run", HOSTS) as cluster:
+        yield cluster
 
 
 def ip_json(*args: str) -> list[dict]:
@@ -110,3 +120,24 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
     assert what_is_left(cid, run_id) == NOTHING
     # (a veth pair goes with its namespace; the kernel may remove it before `down` gets to it)
     assert set(host_cluster.removed_hosts) >= {*(h.netns for h in network.hosts), network.bridge}
+
+
+def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(tmp_path):
+    """jobs/smoke.py (1 ps + 2 workers, 10,000 records fed through Spark) on a cluster of 3 hosts: each
+    role on its own host, advertising that host's address, every record consumed once. The driver and
+    the reservation server sit on the bridge's side (SPARK_LOCAL_IP, TFOS_SERVER_HOST)."""
+    with cluster_on_hosts(tmp_path / "run", 3) as cluster:
+        network = cluster.network
+        out = tmp_path / "smoke"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
+                   SPARK_LOCAL_IP=network.bridge_address, TFOS_SERVER_HOST=network.bridge_address)
+        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny",
+                               "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+                               "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=420)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        summary = json.loads((out / "summary.json").read_text())
+        consumed_exactly_once(summary, storage.to_uri(out), 10_000)
+        role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
+        assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
+        assert sorted(role_hosts.values()) == sorted(h.address for h in network.hosts), role_hosts
