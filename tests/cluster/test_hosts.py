@@ -16,7 +16,7 @@ from distributed.minicluster import up_on_free_ports
 
 from rdd_io import storage
 
-from .conftest import ROOT
+from .conftest import ROOT, hdfs_possible
 from .test_smoke_job import consumed_exactly_once
 
 HOSTS = 2
@@ -141,3 +141,51 @@ def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(tmp_path):
         role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
         assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
         assert sorted(role_hosts.values()) == sorted(h.address for h in network.hosts), role_hosts
+
+
+@pytest.mark.hdfs
+@pytest.mark.timeout(1200)
+def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_everything(tmp_path):
+    """`up --hosts 2 --hdfs` from the command line: worker i and DataNode i on host i (the NameNode on the
+    bridge), `status` says so, a file written from the bridge side reads back, the NameNode knows the
+    DataNodes by their hosts' addresses; `down` leaves no process, namespace, link or record."""
+    needs_hosts()
+    if not hdfs_possible():
+        pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS daemons")
+    from distributed.hdfs_cluster import HdfsCluster
+    from distributed.minicluster import free_ports
+    master, ui, worker_ui = free_ports("127.0.0.1", 3)
+    cli = [sys.executable, "-m", "distributed.minicluster"]
+    opts = ["--run-dir", str(tmp_path), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",
+            "--set", f"worker_ui_port={worker_ui}", "--set", "start_timeout_s=300"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    up = subprocess.run([*cli, "up", "--hosts", "2", "--hdfs", *opts], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+    state = json.loads((tmp_path / "state.json").read_text()) if (tmp_path / "state.json").exists() else {}
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        network = hosts.HostNetwork.from_dict(state["network"])
+        for host in network.hosts:
+            assert f"host {host.netns}: {host.address} (worker-{host.number}, datanode-{host.number})" in up.stdout
+        shown = json.loads(subprocess.run([*cli, "status", *opts], cwd=ROOT, env=env, capture_output=True,
+                                          text=True, timeout=120).stdout)
+        assert [(h["address"], h["runs"]) for h in shown["network"]["hosts"]] == \
+            [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"]) for h in network.hosts]
+        assert shown["hdfs"]["uri"].startswith(f"hdfs://{network.bridge_address}:")
+        assert shown["hdfs"]["live_datanodes"] == 2
+        assert shown["hdfs"]["hosts"] == {f"datanode-{h.number}": h.netns for h in network.hosts}
+
+        hdfs = HdfsCluster(tmp_path / "hdfs")
+        daemons = hdfs.load_state().pids
+        for host in network.hosts:
+            assert os.stat(f"/proc/{daemons[f'datanode-{host.number}']}/ns/net").st_ino == hosts.netns_inode(host.netns)
+        assert os.stat(f"/proc/{daemons['namenode']}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+        live = json.loads(hdfs.jmx("NameNodeInfo")["LiveNodes"])
+        assert sorted(n["xferaddr"].rsplit(":", 1)[0] for n in live.values()) == [h.address for h in network.hosts]
+        uri = f"{hdfs.state.uri}/hosts-test/part-0"
+        storage.write_bytes(uri, b"across the bridge")
+        assert storage.read_bytes(uri) == b"across the bridge"
+    finally:
+        down = subprocess.run([*cli, "down", *opts], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert what_is_left(network.cid, state["run_id"]) == NOTHING
