@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from conf import load_cluster
@@ -61,6 +62,16 @@ def host_cluster(tmp_path):
         yield cluster
 
 
+def listening_addresses(netns: str) -> set[str]:
+    """The local addresses of every listening TCP socket in namespace `netns` (`ss`, run inside it)."""
+    enter, close = hosts.in_netns(netns)
+    try:
+        out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True, preexec_fn=enter).stdout
+    finally:
+        close()
+    return {line.split()[3].rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") for line in out.splitlines()}
+
+
 def ip_json(*args: str) -> list[dict]:
     return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
 
@@ -95,6 +106,12 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
         pid = state.pids[f"worker-{host.number}"]
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == inodes[host.address]
     assert sorted(w["host"] for w in host_cluster.master_json()["workers"]) == sorted(addresses)
+    # Nothing binds every interface: each worker listens on its host's address only, the master on the bridge's.
+    for host in network.hosts:
+        assert listening_addresses(host.netns) == {host.address}
+    master = psutil.Process(state.pids["master"])
+    assert {c.laddr.ip.removeprefix("::ffff:") for c in master.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN} == {network.bridge_address}
 
     # A real Spark job: each task says where the kernel puts its socket and which namespace it is in.
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster" / "host_facts.py"),
