@@ -4,8 +4,9 @@
 
 The jars come from Maven Central through hdfs/pom.xml, at the Hadoop version of the client pyspark
 bundles, and are cached under hdfs/jars/<version>/ (ignored by git), so a second start needs no network.
-Every daemon binds 127.0.0.1, HDFS permissions are on (the user who starts the daemons is HDFS's
-superuser; any other client user is checked), replication is 2. Pid files, logs, configuration and
+Every daemon binds 127.0.0.1 (on the mini-cluster's hosts: the NameNode the bridge's address, DataNode i
+host i's address, inside that host's network namespace), HDFS permissions are on (the user who starts
+the daemons is HDFS's superuser; any other client user is checked), replication is 2. Pid files, logs, configuration and
 block storage live in the run folder; `down` stops exactly the pids `up` started.
 """
 from __future__ import annotations
@@ -102,16 +103,22 @@ class HdfsState:
     conf_dir: str            # a client HADOOP_CONF_DIR (core-site.xml with fs.defaultFS)
     pids: dict[str, int] = field(default_factory=dict)
     create_times: dict[str, float] = field(default_factory=dict)
+    netns: dict[str, str] = field(default_factory=dict)  # daemon -> the host (network namespace) it runs in
 
 
 class HdfsCluster:
-    """A NameNode and `datanodes` DataNodes on `host`, ports given or free ones."""
+    """A NameNode and `datanodes` DataNodes on `host`, ports given or free ones. datanode_hosts: for
+    each DataNode, (address, network namespace) of the host it runs in and binds (hosts.py)."""
 
     def __init__(self, run_dir: str | Path, host: str = "127.0.0.1", datanodes: int = 2,
-                 ports: list[int] | None = None, start_timeout_s: float = 300, heap: str = "256m"):
+                 ports: list[int] | None = None, start_timeout_s: float = 300, heap: str = "256m",
+                 datanode_hosts: list[tuple[str, str]] | None = None):
         self.run_dir = Path(run_dir).resolve()
         self.host = host
         self.datanodes = datanodes
+        if datanode_hosts is not None and len(datanode_hosts) != datanodes:
+            raise HdfsError(f"{datanodes} DataNodes but {len(datanode_hosts)} hosts for them")
+        self.datanode_hosts = datanode_hosts
         self.start_timeout_s = start_timeout_s
         self.heap = heap
         self.ports = ports
@@ -171,16 +178,17 @@ class HdfsCluster:
             self._spawn("namenode", NAMENODE_CLASS, lib, nn_conf)
             for i in range(1, self.datanodes + 1):
                 data, ipc, dn_http = dn_ports[3 * (i - 1):3 * i]
+                host, netns = self.datanode_hosts[i - 1] if self.datanode_hosts else (self.host, None)
                 conf = self._conf(f"datanode-{i}", {
                     **common,
                     "dfs.datanode.data.dir": str(self.run_dir / f"data-{i}"),
-                    "dfs.datanode.address": f"{self.host}:{data}",
-                    "dfs.datanode.ipc.address": f"{self.host}:{ipc}",
-                    "dfs.datanode.http.address": f"{self.host}:{dn_http}",
-                    "dfs.datanode.hostname": self.host,
+                    "dfs.datanode.address": f"{host}:{data}",
+                    "dfs.datanode.ipc.address": f"{host}:{ipc}",
+                    "dfs.datanode.http.address": f"{host}:{dn_http}",
+                    "dfs.datanode.hostname": host,
                     "dfs.datanode.data.dir.perm": "700",
                 })
-                self._spawn(f"datanode-{i}", DATANODE_CLASS, lib, conf)
+                self._spawn(f"datanode-{i}", DATANODE_CLASS, lib, conf, netns)
             self._wait_ready()
         except BaseException:
             self.down()
@@ -217,11 +225,19 @@ class HdfsCluster:
         if rc != 0:
             raise HdfsError(f"formatting the NameNode failed (exit {rc})\n{self._log_tail('format')}")
 
-    def _spawn(self, name: str, main: str, lib: Path, conf: Path) -> None:
+    def _spawn(self, name: str, main: str, lib: Path, conf: Path, netns: str | None = None) -> None:
         import psutil
-        with open(self.run_dir / "logs" / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(self._java(lib, conf, main), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self._env(), start_new_session=True)
+        from distributed.hosts import in_netns
+        enter, close = in_netns(netns)  # the child enters its host before it execs
+        try:
+            with open(self.run_dir / "logs" / f"{name}.log", "ab") as log:
+                proc = subprocess.Popen(self._java(lib, conf, main), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=self._env(), start_new_session=True,
+                                        preexec_fn=enter)
+        finally:
+            close()
+        if netns:
+            self.state.netns[name] = netns
         self.state.pids[name] = proc.pid
         self.state.create_times[name] = psutil.Process(proc.pid).create_time()
         (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
@@ -282,7 +298,7 @@ class HdfsCluster:
         if processes.alive(state.pids[name], state.create_times.get(name)):
             raise HdfsError(f"HDFS {name} is still running (pid {state.pids[name]})")
         main = NAMENODE_CLASS if name == "namenode" else DATANODE_CLASS
-        self._spawn(name, main, jars(), self.run_dir / f"conf-{name}")
+        self._spawn(name, main, jars(), self.run_dir / f"conf-{name}", state.netns.get(name))
         self._wait_ready()
 
     def down(self) -> list[int]:
@@ -312,7 +328,8 @@ class HdfsCluster:
         except (OSError, ValueError):
             live = 0
         return {"running": all(procs.values()), "uri": state.uri, "web_ui": state.web_ui,
-                "live_datanodes": live, "processes": procs, "conf_dir": state.conf_dir}
+                "live_datanodes": live, "processes": procs, "conf_dir": state.conf_dir,
+                **({"hosts": dict(state.netns)} if state.netns else {})}
 
     def __enter__(self) -> "HdfsCluster":
         self.up()

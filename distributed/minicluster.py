@@ -1,10 +1,15 @@
 """A real Spark standalone cluster on loopback: one master, N workers, from the pip-installed pyspark.
 
     python -m distributed.minicluster up --workers 3 [--hdfs]
+    python -m distributed.minicluster up --hosts 3 [--hdfs]        (root: one host per worker)
     python -m distributed.minicluster status
     python -m distributed.minicluster down
 
-Everything binds 127.0.0.1 (conf/cluster.yaml `host`). Spark RPC requires the cluster's secret
+Everything binds 127.0.0.1 (conf/cluster.yaml `host`). With --hosts N (root only), each worker runs in
+a host of its own: a network namespace with its own address from 198.18.0.0/15 on a bridge the cluster
+creates (distributed/hosts.py); the master sits on the bridge's address, each worker (and with --hdfs
+each DataNode) binds and advertises its host's address; `down` removes the hosts, and those of any
+cluster that died without `down`. Spark RPC requires the cluster's secret
 (spark.authenticate) and is encrypted with a key derived from it (spark.network.crypto), and the master
 and worker web pages require a token signed with it that expires (Spark's JWSFilter), so nothing
 listens unauthenticated. The secret reaches the daemons in an owner-only properties file, never on a
@@ -32,6 +37,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from distributed import hosts as host_net
 from distributed import processes
 from distributed.java import JavaError, require_java
 
@@ -118,6 +124,7 @@ class ClusterState:
     pids: dict[str, int]
     create_times: dict[str, float]
     secret: str
+    network: dict | None = None  # with --hosts: the bridge and hosts (hosts.HostNetwork.to_dict())
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)
@@ -125,19 +132,32 @@ class ClusterState:
 
 class MiniCluster:
     def __init__(self, cluster_cfg, run_dir: str | Path | None = None, workers: int | None = None,
-                 hdfs: bool = False):
+                 hdfs: bool = False, hosts: int = 0):
         self.cfg = cluster_cfg
         self.with_hdfs = hdfs
         self.run_dir = Path(run_dir or cluster_cfg.run_dir).resolve()
-        self.workers = workers if workers is not None else cluster_cfg.workers
+        self.hosts = hosts  # 0: loopback; N: N hosts in network namespaces, one worker each
+        self.workers = workers if workers is not None else (hosts or cluster_cfg.workers)
         self.host = cluster_cfg.host
         self.worker_ui_ports = [cluster_cfg.worker_ui_port + i for i in range(self.workers)]
         self.state: ClusterState | None = None
+        self.removed_hosts: list[str] = []  # what the last `down` removed of hosts (this cluster's, leftovers)
+
+    @property
+    def network(self) -> host_net.HostNetwork | None:
+        """The bridge and hosts of this cluster, when it runs on hosts."""
+        state = self.state
+        return host_net.HostNetwork.from_dict(state.network) if state and state.network else None
 
     @property
     def hdfs(self):
-        """The HDFS of this cluster's run folder (running or not)."""
+        """The HDFS of this cluster's run folder (running or not); on hosts, DataNode i on host i."""
         from distributed.hdfs_cluster import HdfsCluster
+        network = self.network
+        if network:
+            return HdfsCluster(self.run_dir / "hdfs", host=network.bridge_address, datanodes=len(network.hosts),
+                               datanode_hosts=[(h.address, h.netns) for h in network.hosts],
+                               start_timeout_s=max(self.cfg.start_timeout_s, 300))
         return HdfsCluster(self.run_dir / "hdfs", host=self.host, start_timeout_s=max(self.cfg.start_timeout_s, 300))
 
     @property
@@ -157,6 +177,12 @@ class MiniCluster:
     # -- starting -------------------------------------------------------------------------------
     def up(self) -> ClusterState:
         require_java()
+        if self.hosts:
+            reason = host_net.unavailable()
+            if reason:
+                raise ClusterError(reason)
+            if self.workers != self.hosts:
+                raise ClusterError(f"--hosts {self.hosts} runs one worker per host; got --workers {self.workers}")
         previous = self.load_state()
         if previous and any(processes.alive(p, previous.create_times.get(n)) for n, p in previous.pids.items()):
             raise ClusterError(f"a mini-cluster from {self.run_dir} is already running "
@@ -168,10 +194,22 @@ class MiniCluster:
         settings = {**security_conf(secret), "spark.port.maxRetries": "0"}
         conf_file = write_private(self.conf_file, properties(settings))
         run_id = uuid.uuid4().hex
+        network = None
+        if self.hosts:
+            self._sweep_hosts()  # what clusters that died without `down` left
+            cid = host_net.cluster_id(run_id)
+            net = host_net.pick_subnet(host_net.used_networks(), int(cid, 16) % host_net.SUBNETS)
+            network = host_net.HostNetwork.plan(cid, self.hosts, net)
+            for i, host in enumerate(network.hosts, 1):
+                host.roles = [f"worker-{i}"] + ([f"datanode-{i}"] if self.with_hdfs else [])
+            self.host = network.bridge_address  # the master (and a driver) on the bridge's side
         master_url = f"spark://{self.host}:{self.cfg.master_port}"
         self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
-                                  {}, {}, secret)
+                                  {}, {}, secret, network.to_dict() if network else None)
         try:
+            if network:
+                self._save()  # first, so that `down` finds the hosts whatever happens next
+                network.create(run_id)
             if self.with_hdfs:
                 self.hdfs.up(run_id)
             self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.cfg.master_port),
@@ -179,22 +217,25 @@ class MiniCluster:
             self._wait_for_master()
             for i in range(1, self.workers + 1):
                 work_dir = make_private_dir(self.run_dir / f"worker-{i}")
-                self._spawn(f"worker-{i}", [WORKER_CLASS, master_url, "--host", self.host,
+                host = network.host(i) if network else None
+                address = host.address if host else self.host
+                self._spawn(f"worker-{i}", [WORKER_CLASS, master_url, "--host", address,
                                             "--cores", str(self.cfg.worker_cores),
                                             "--memory", self.cfg.worker_memory,
                                             "--webui-port", str(self.worker_ui_ports[i - 1]),
-                                            "--work-dir", str(work_dir)], conf_file)
+                                            "--work-dir", str(work_dir)], conf_file,
+                            netns=host.netns if host else None, local_ip=address)
             self._wait_for_workers()
         except BaseException:
             self.down()
             raise
         return self.state
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, local_ip: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "SPARK_HOME": str(spark_home()),
-            "SPARK_LOCAL_IP": self.host,
+            "SPARK_LOCAL_IP": local_ip or self.host,
             "SPARK_LOG_DIR": str(self.run_dir / "logs"),
             "SPARK_NO_DAEMONIZE": "1",
             "PYSPARK_PYTHON": sys.executable,
@@ -202,15 +243,22 @@ class MiniCluster:
         })
         return env
 
-    def _spawn(self, name: str, args: list[str], conf_file: Path) -> None:
+    def _spawn(self, name: str, args: list[str], conf_file: Path, netns: str | None = None,
+               local_ip: str | None = None) -> None:
         log = os.fdopen(os.open(self.run_dir / "logs" / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                 0o600), "ab")
         cmd = [str(spark_home() / "bin" / "spark-class"), *args, "--properties-file", str(conf_file)]
         # spark-class execs java, so this pid is the JVM itself. umask 077: every file the daemons,
         # their executors and the roles create (executor logs, work folders) is the owner's only.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self._env(), start_new_session=True, umask=0o077)
-        log.close()
+        # netns: the child enters its host before it execs, so the JVM and its executors live there.
+        enter, close = host_net.in_netns(netns)
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self._env(local_ip), start_new_session=True, umask=0o077,
+                                    preexec_fn=enter)
+        finally:
+            close()
+            log.close()
         import psutil
         self.state.pids[name] = proc.pid
         self.state.create_times[name] = psutil.Process(proc.pid).create_time()
@@ -284,7 +332,9 @@ class MiniCluster:
         state = self.state or self.load_state()
         hdfs = self.hdfs
         hdfs_pids = hdfs.down() if hdfs.load_state() else []
+        self.removed_hosts = []
         if state is None:
+            self.removed_hosts = self._sweep_hosts()
             return hdfs_pids
         import psutil
         started = []
@@ -301,10 +351,26 @@ class MiniCluster:
             raise ClusterError(f"processes of run {state.run_id} still alive: {left}")
         for name in state.pids:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        if state.network:  # its processes are gone: now its hosts, then any a dead cluster left
+            try:
+                self.removed_hosts = host_net.HostNetwork.from_dict(state.network).remove()
+            except host_net.HostsError as exc:
+                raise ClusterError(f"could not remove the hosts of run {state.run_id}: {exc}") from None
+        self.removed_hosts += self._sweep_hosts()
         # The logs stay for reading; the secret goes with the cluster.
         self.state_file.unlink(missing_ok=True)
         self.conf_file.unlink(missing_ok=True)
         return stopped + hdfs_pids
+
+    def _sweep_hosts(self) -> list[str]:
+        """Remove the hosts (namespaces, veth pairs, bridges) of clusters that are no longer alive."""
+        try:
+            return host_net.sweep()
+        except host_net.HostsError as exc:
+            if host_net.unavailable() is None:
+                raise ClusterError(str(exc)) from None
+            log.warning("%s", exc)  # not root: leftovers of a root run stay until root runs `down`
+            return []
 
     def status(self) -> dict:
         state = self.state or self.load_state()
@@ -316,10 +382,12 @@ class MiniCluster:
         except OSError:
             workers = 0
         hdfs = self.hdfs
+        network = self.network
         return {"running": all(procs.values()), "master_url": state.master_url, "master_ui": state.master_ui,
                 "alive_workers": workers, "processes": procs, "run_dir": str(self.run_dir),
                 "ui_header": f"Authorization: Bearer {ui_token(state.secret)}",
-                **({"hdfs": hdfs.status()} if hdfs.load_state() else {})}
+                **({"hdfs": hdfs.status()} if hdfs.load_state() else {}),
+                **({"network": _network_status(network)} if network else {})}
 
     def __enter__(self) -> "MiniCluster":
         self.up()
@@ -327,6 +395,14 @@ class MiniCluster:
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+def _network_status(network: host_net.HostNetwork) -> dict:
+    """The bridge and each host with its address, what runs there, and whether its namespace exists."""
+    spaces = set(host_net.netns_names())
+    return {"bridge": network.bridge, "bridge_address": network.bridge_address, "subnet": network.subnet,
+            "hosts": [{"host": h.netns, "address": h.address, "runs": h.roles, "exists": h.netns in spaces}
+                      for h in network.hosts]}
 
 
 def free_ports(host: str, n: int) -> list[int]:
@@ -339,7 +415,8 @@ def free_ports(host: str, n: int) -> list[int]:
             s.close()
 
 
-def up_on_free_ports(cluster_cfg, run_dir: str | Path, workers: int, attempts: int = 3) -> MiniCluster:
+def up_on_free_ports(cluster_cfg, run_dir: str | Path, workers: int, attempts: int = 3,
+                     hosts: int = 0) -> MiniCluster:
     """A mini-cluster on ports that are free when it starts.
 
     The daemons are JVMs that bind their ports themselves, so a port cannot be held for them until
@@ -350,7 +427,7 @@ def up_on_free_ports(cluster_cfg, run_dir: str | Path, workers: int, attempts: i
     while True:
         master, master_ui, *worker_uis = free_ports(cluster_cfg.host, 2 + workers)
         cluster = MiniCluster(replace(cluster_cfg, master_port=master, master_ui_port=master_ui), run_dir,
-                              workers=workers)
+                              workers=workers, hosts=hosts)
         cluster.worker_ui_ports = worker_uis
         logs = cluster.run_dir / "logs"
         before = {path: path.stat().st_size for path in logs.glob("*.log")}
@@ -375,27 +452,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--workers", type=int, help="number of workers (default: conf/cluster.yaml)")
     parser.add_argument("--run-dir", help="pid files, logs and secret (default: conf/cluster.yaml run_dir)")
+    parser.add_argument("--hosts", type=int, default=0, metavar="N",
+                        help="`up`: N hosts on this machine, one worker each: network namespaces with their own "
+                             "addresses (198.18.0.0/15) on a bridge of the cluster's own; needs root. "
+                             "Without it everything runs on loopback")
     parser.add_argument("--hdfs", action="store_true",
                         help="`up`: also start a NameNode and two DataNodes (Hadoop's jars, fetched by Maven)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a conf/cluster.yaml key, e.g. --set master_port=7078")
     args = parser.parse_args(argv)
-    cluster = MiniCluster(load_cluster(args.set), args.run_dir, args.workers, hdfs=args.hdfs)
+    if args.hosts < 0:
+        parser.error("--hosts must be 1 or more (leave it out for loopback)")
+    cluster = MiniCluster(load_cluster(args.set), args.run_dir, args.workers, hdfs=args.hdfs, hosts=args.hosts)
     try:
         if args.command == "up":
             state = cluster.up()
             print(f"mini-cluster up: {state.master_url} with {cluster.workers} workers; "
                   f"status page {state.master_ui} (needs the bearer token that `status` prints); "
                   f"run folder {cluster.run_dir}")
+            for host in cluster.network.hosts if cluster.network else []:
+                print(f"host {host.netns}: {host.address} ({', '.join(host.roles)})")
             if args.hdfs:
                 hdfs = cluster.hdfs.load_state()
                 print(f"HDFS up: {hdfs.uri} (NameNode web UI {hdfs.web_ui}); e.g. --output {hdfs.uri}/outputs/redshift")
         elif args.command == "down":
             pids = cluster.down()
             print(f"stopped {len(pids)} processes: {' '.join(map(str, pids)) or '-'}")
+            if cluster.removed_hosts:
+                print(f"removed {' '.join(cluster.removed_hosts)}")
         else:
             print(json.dumps(cluster.status(), indent=2))
-    except (ClusterError, HdfsError, JavaError) as exc:
+    except (ClusterError, HdfsError, JavaError, host_net.HostsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -32,6 +32,7 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -117,12 +118,21 @@ def _die_with_parent() -> None:
         pass  # not Linux: Spark's own teardown is all there is
 
 
+def node_address(node_host: str | None) -> str | None:
+    """The address this node's roles advertise: the driver's choice (the configured host of a loopback
+    cluster); without one (a master elsewhere), the address this node's Spark worker binds, which
+    executors inherit as SPARK_LOCAL_IP (each host's own on the mini-cluster's hosts); else None, and
+    TFoS asks the routing table (which, on a host without a default route, answers 127.0.0.1)."""
+    return node_host or os.environ.get("SPARK_LOCAL_IP") or None
+
+
 def _patch_executor(node_host: str | None, secret: str) -> None:
     """Install the workarounds in this Python worker (idempotent; runs before any TFoS code)."""
     import multiprocessing
     _, TFManager, _, _, util, tfos_reservation = _tfos()
     quiet_tfos_logging()
     reservation.install_client(tfos_reservation, secret)
+    node_host = node_address(node_host)
     if node_host:
         util.get_ip_address = lambda: node_host
 

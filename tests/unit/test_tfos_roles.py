@@ -1,7 +1,7 @@
 """TFoS role layout: executor ids per role, the missing ones, and checking what TFoS assigned."""
 import pytest
 
-from distributed.tfos import RoleFailed, Roles, check_assignment, missing_roles
+from distributed.tfos import RoleFailed, Roles, check_assignment, missing_roles, node_address
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +79,14 @@ def test_a_failed_roles_own_error_line_is_on_the_first_line_and_its_traceback_be
     assert first == ("ps:0 failed (rdd_io.storage.StorageError: hdfs://nn:9000/out/ps.h5: write failed: Connection "
                      "refused); worker:1 failed (ValueError: bad shard)")
     assert "\n--- ps:0 ---\n" + trace in text and text.endswith("\n--- worker:1 ---\nValueError: bad shard")
+
+
+def test_a_node_advertises_the_drivers_address_else_the_one_its_worker_binds(monkeypatch):
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    assert node_address("127.0.0.1") == "127.0.0.1"
+    assert node_address(None) is None  # TFoS's own guess
+    monkeypatch.setenv("SPARK_LOCAL_IP", "198.18.7.3")  # an executor on a host of the mini-cluster
+    assert node_address(None) == "198.18.7.3"
+    assert node_address("127.0.0.1") == "127.0.0.1"  # the driver's choice wins
+    monkeypatch.setenv("SPARK_LOCAL_IP", "")
+    assert node_address(None) is None

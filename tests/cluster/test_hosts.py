@@ -1,0 +1,208 @@
+"""The mini-cluster on hosts (`up --hosts`, distributed/hosts.py): two network-namespace hosts on the
+cluster's own bridge, a real Spark job whose executors report where the kernel says they run, and
+`down`, after which nothing of the cluster is left. Its own small cluster, not the session's."""
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from conf import load_cluster
+from distributed import hosts, processes
+from distributed.minicluster import up_on_free_ports
+
+from rdd_io import storage
+
+from .conftest import ROOT, hdfs_possible
+from .test_smoke_job import consumed_exactly_once
+
+HOSTS = 2
+
+
+def needs_hosts() -> None:
+    """Hosts need root; on a laptop without it the test is skipped, under CI (CI=true) it fails."""
+    reason = hosts.unavailable()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI runs as root and must test on hosts: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def what_is_left(cid: str, run_id: str) -> dict:
+    """Namespaces, links, the record and processes of cluster `cid` still on the machine."""
+    return {"namespaces": [n for n in hosts.netns_names() if hosts.owner(n) == cid],
+            "links": [n for n in hosts.link_names() if hosts.owner(n) == cid],
+            "record": (hosts.RECORD_DIR / f"{cid}.json").exists(),
+            "processes": [p.pid for p in processes.tagged(run_id)]}
+
+
+NOTHING = {"namespaces": [], "links": [], "record": False, "processes": []}
+
+
+@contextlib.contextmanager
+def cluster_on_hosts(run_dir, n: int):
+    """A mini-cluster of n hosts on free ports; stopped and its hosts removed also when the test fails."""
+    needs_hosts()
+    cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300), run_dir, workers=n, hosts=n)
+    cid, run_id = cluster.network.cid, cluster.state.run_id
+    try:
+        yield cluster
+    finally:  # stop by pid, remove the hosts
+        cluster.down()
+        assert what_is_left(cid, run_id) == NOTHING
+
+
+@pytest.fixture
+def host_cluster(tmp_path):
+    with cluster_on_hosts(tmp_path / "run", HOSTS) as cluster:
+        yield cluster
+
+
+def listening_addresses(netns: str) -> set[str]:
+    """The local addresses of every listening TCP socket in namespace `netns` (`ss`, run inside it)."""
+    enter, close = hosts.in_netns(netns)
+    try:
+        out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True, preexec_fn=enter).stdout
+    finally:
+        close()
+    return {line.split()[3].rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") for line in out.splitlines()}
+
+
+def ip_json(*args: str) -> list[dict]:
+    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
+
+
+def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_nothing(host_cluster):
+    network, state = host_cluster.network, host_cluster.state
+    addresses = [h.address for h in network.hosts]
+    inodes = {h.address: hosts.netns_inode(h.netns) for h in network.hosts}
+    root_inode = os.stat("/proc/self/ns/net").st_ino
+    assert len(set(addresses)) == HOSTS and all(hosts.address(a) for a in addresses + [network.bridge_address])
+    assert len(set(inodes.values()) | {root_inode}) == HOSTS + 1
+
+    # `status` shows each host, its address and what runs there.
+    shown = host_cluster.status()
+    assert shown["alive_workers"] == HOSTS and shown["running"] is True
+    assert [(h["host"], h["address"], h["runs"], h["exists"]) for h in shown["network"]["hosts"]] == \
+        [(h.netns, h.address, [f"worker-{h.number}"], True) for h in network.hosts]
+    assert state.master_url.startswith(f"spark://{network.bridge_address}:")
+
+    # Each host: loopback up, its own address only, no route but its /24 (nothing leads off the machine).
+    for host in network.hosts:
+        links = {link["ifname"]: link for link in ip_json("-n", host.netns, "addr", "show")}
+        assert set(links) == {"lo", hosts.INNER_IFACE}
+        assert "UP" in links["lo"]["flags"]
+        assert [(a["local"], a["prefixlen"]) for a in links[hosts.INNER_IFACE]["addr_info"]] == [(host.address, 24)]
+        routes = ip_json("-n", host.netns, "-4", "route", "show", "table", "all")
+        assert [r["dst"] for r in routes if r.get("table", "main") == "main"] == [network.subnet], routes
+        assert not any(r["dst"] == "default" for r in routes)
+
+    # The worker JVMs run in their hosts, and the master knows them by their hosts' addresses.
+    for host in network.hosts:
+        pid = state.pids[f"worker-{host.number}"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == inodes[host.address]
+    assert sorted(w["host"] for w in host_cluster.master_json()["workers"]) == sorted(addresses)
+    # Nothing binds every interface: each worker listens on its host's address only, the master on the bridge's.
+    for host in network.hosts:
+        assert listening_addresses(host.netns) == {host.address}
+    master = psutil.Process(state.pids["master"])
+    assert {c.laddr.ip.removeprefix("::ffff:") for c in master.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN} == {network.bridge_address}
+
+    # A real Spark job: each task says where the kernel puts its socket and which namespace it is in.
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster" / "host_facts.py"),
+                           str(host_cluster.run_dir), str(HOSTS)],
+                          env=dict(os.environ, SPARK_LOCAL_IP=network.bridge_address, PYSPARK_PYTHON=sys.executable),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    tasks = facts["tasks"]
+    assert sorted(t["address"] for t in tasks) == sorted(addresses), tasks  # one task on each host
+    for task in tasks:
+        assert task["netns_inode"] == inodes[task["address"]], task        # in that host's namespace
+        assert task["spark_local_ip"] == task["address"], task
+    assert facts["driver_host"] == network.bridge_address
+    assert facts["driver_netns_inode"] == root_inode
+    executors = sorted(e.rsplit(":", 1)[0] for e in facts["executors"])
+    assert executors == sorted([network.bridge_address, *addresses])  # the driver and one executor per host
+
+    # down: every process of the run stopped, every namespace, veth, bridge and the record removed.
+    run_id, cid = state.run_id, network.cid
+    assert processes.tagged(run_id)
+    host_cluster.down()
+    assert what_is_left(cid, run_id) == NOTHING
+    # (a veth pair goes with its namespace; the kernel may remove it before `down` gets to it)
+    assert set(host_cluster.removed_hosts) >= {*(h.netns for h in network.hosts), network.bridge}
+
+
+def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(tmp_path):
+    """jobs/smoke.py (1 ps + 2 workers, 10,000 records fed through Spark) on a cluster of 3 hosts: each
+    role on its own host, advertising that host's address, every record consumed once. The driver and
+    the reservation server sit on the bridge's side (SPARK_LOCAL_IP, TFOS_SERVER_HOST)."""
+    with cluster_on_hosts(tmp_path / "run", 3) as cluster:
+        network = cluster.network
+        out = tmp_path / "smoke"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
+                   SPARK_LOCAL_IP=network.bridge_address, TFOS_SERVER_HOST=network.bridge_address)
+        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny",
+                               "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+                               "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=420)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        summary = json.loads((out / "summary.json").read_text())
+        consumed_exactly_once(summary, storage.to_uri(out), 10_000)
+        role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
+        assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
+        assert sorted(role_hosts.values()) == sorted(h.address for h in network.hosts), role_hosts
+
+
+@pytest.mark.hdfs
+@pytest.mark.timeout(1200)
+def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_everything(tmp_path):
+    """`up --hosts 2 --hdfs` from the command line: worker i and DataNode i on host i (the NameNode on the
+    bridge), `status` says so, a file written from the bridge side reads back, the NameNode knows the
+    DataNodes by their hosts' addresses; `down` leaves no process, namespace, link or record."""
+    needs_hosts()
+    if not hdfs_possible():
+        pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS daemons")
+    from distributed.hdfs_cluster import HdfsCluster
+    from distributed.minicluster import free_ports
+    master, ui, worker_ui = free_ports("127.0.0.1", 3)
+    cli = [sys.executable, "-m", "distributed.minicluster"]
+    opts = ["--run-dir", str(tmp_path), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",
+            "--set", f"worker_ui_port={worker_ui}", "--set", "start_timeout_s=300"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    up = subprocess.run([*cli, "up", "--hosts", "2", "--hdfs", *opts], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+    state = json.loads((tmp_path / "state.json").read_text()) if (tmp_path / "state.json").exists() else {}
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        network = hosts.HostNetwork.from_dict(state["network"])
+        for host in network.hosts:
+            assert f"host {host.netns}: {host.address} (worker-{host.number}, datanode-{host.number})" in up.stdout
+        shown = json.loads(subprocess.run([*cli, "status", *opts], cwd=ROOT, env=env, capture_output=True,
+                                          text=True, timeout=120).stdout)
+        assert [(h["address"], h["runs"]) for h in shown["network"]["hosts"]] == \
+            [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"]) for h in network.hosts]
+        assert shown["hdfs"]["uri"].startswith(f"hdfs://{network.bridge_address}:")
+        assert shown["hdfs"]["live_datanodes"] == 2
+        assert shown["hdfs"]["hosts"] == {f"datanode-{h.number}": h.netns for h in network.hosts}
+
+        hdfs = HdfsCluster(tmp_path / "hdfs")
+        daemons = hdfs.load_state().pids
+        for host in network.hosts:
+            assert os.stat(f"/proc/{daemons[f'datanode-{host.number}']}/ns/net").st_ino == hosts.netns_inode(host.netns)
+        assert os.stat(f"/proc/{daemons['namenode']}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+        live = json.loads(hdfs.jmx("NameNodeInfo")["LiveNodes"])
+        assert sorted(n["xferaddr"].rsplit(":", 1)[0] for n in live.values()) == [h.address for h in network.hosts]
+        uri = f"{hdfs.state.uri}/hosts-test/part-0"
+        storage.write_bytes(uri, b"across the bridge")
+        assert storage.read_bytes(uri) == b"across the bridge"
+    finally:
+        down = subprocess.run([*cli, "down", *opts], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert what_is_left(network.cid, state["run_id"]) == NOTHING
