@@ -288,7 +288,7 @@ def tiny_redshift(minicluster, tiny_root, tiny_uri_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_landcover(minicluster, tiny_root, tiny_uri_root) -> Path:
-    """`default` and `scheme4` for the tiny preset's 20 s window each, the default plan at batch sizes 10 and 40
+    """`default` and `scheme4` for the tiny preset's 6 s window each, the default plan at batch sizes 10 and 40
     for the same window, beside the single machine."""
     if WORKERS < 5:
         pytest.skip("the land-cover roles need 5 executors (ps, chief, 3 workers)")

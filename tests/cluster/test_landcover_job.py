@@ -1,4 +1,4 @@
-"""The land-cover job on the real mini-cluster, tiny scene: `default` and `scheme4` for a 20 s window each, the
+"""The land-cover job on the real mini-cluster, tiny scene: `default` and `scheme4` for a 6 s window each, the
 default plan at batch sizes 10 and 40 for the same window, beside the single machine."""
 import json
 
