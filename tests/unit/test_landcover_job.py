@@ -23,7 +23,7 @@ def test_tiny_and_paper_presets_load():
     paper = paper_cfg()
     assert paper.data.sizes == [2500, 8000] and paper.train.epochs == 10 and paper.train.batch_size == 200
     assert paper.experiments.plan_window_s == 0 and paper.experiments.batch_window_s > 0
-    assert tiny.experiments.plan_window_s >= 20 and tiny.experiments.batch_window_s >= 20
+    assert tiny.experiments.plan_window_s > 0 and tiny.experiments.batch_window_s > 0  # the window path runs
     assert tiny.experiments.sample_interval_s <= 0.5
     assert paper.experiments.plans == ["default", "scheme2", "scheme3", "scheme4", "scheme5"]
     plans_file = read_yaml(CASE_FILE.parent / "landcover_plans.yaml")  # the config's placement: !include
