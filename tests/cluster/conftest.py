@@ -87,6 +87,16 @@ def hdfs(tmp_path_factory):
             assert processes.tagged(cluster.state.run_id) == [], "HDFS daemons outlived `down`"
 
 
+def minicluster_cli(run_dir: Path) -> tuple[list[str], list[str], dict[str, str]]:
+    """`python -m distributed.minicluster` as a user runs it: the command, options for a run folder of its
+    own on free ports, and the environment."""
+    from distributed.minicluster import free_ports
+    master, ui, worker_ui = free_ports("127.0.0.1", 3)
+    opts = ["--run-dir", str(run_dir), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",
+            "--set", f"worker_ui_port={worker_ui}", "--set", "start_timeout_s=300"]
+    return [sys.executable, "-m", "distributed.minicluster"], opts, dict(os.environ, PYTHONPATH=str(ROOT))
+
+
 def cluster_daemons(cluster) -> set[int]:
     return set(cluster.state.pids.values())
 

@@ -10,7 +10,7 @@ import pytest
 
 from rdd_io import storage
 
-from .conftest import ROOT
+from .conftest import ROOT, minicluster_cli
 
 pytestmark = pytest.mark.hdfs
 
@@ -90,12 +90,7 @@ def test_namenode_from_hadoop_conf_dir_for_hdfs_uris_without_a_host(hdfs):
 def test_minicluster_cli_up_hdfs_status_down(tmp_path):
     """`python -m distributed.minicluster up --hdfs`: Spark and HDFS up, `status` prints the hdfs:// URI and
     the web UI, `down` stops exactly those pids and leaves no process of the run."""
-    from distributed.minicluster import free_ports
-    master, ui, worker_ui = free_ports("127.0.0.1", 3)
-    cli = [sys.executable, "-m", "distributed.minicluster"]
-    opts = ["--run-dir", str(tmp_path), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",
-            "--set", f"worker_ui_port={worker_ui}", "--set", "start_timeout_s=300"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cli, opts, env = minicluster_cli(tmp_path)
     up = subprocess.run([*cli, "up", "--workers", "1", "--hdfs", *opts], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
     try:

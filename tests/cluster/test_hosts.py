@@ -17,7 +17,7 @@ from distributed.minicluster import up_on_free_ports
 
 from rdd_io import storage
 
-from .conftest import ROOT, hdfs_possible
+from .conftest import ROOT, hdfs_possible, minicluster_cli
 from .test_smoke_job import consumed_exactly_once
 
 HOSTS = 2
@@ -170,12 +170,7 @@ def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_every
     if not hdfs_possible():
         pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS daemons")
     from distributed.hdfs_cluster import HdfsCluster
-    from distributed.minicluster import free_ports
-    master, ui, worker_ui = free_ports("127.0.0.1", 3)
-    cli = [sys.executable, "-m", "distributed.minicluster"]
-    opts = ["--run-dir", str(tmp_path), "--set", f"master_port={master}", "--set", f"master_ui_port={ui}",
-            "--set", f"worker_ui_port={worker_ui}", "--set", "start_timeout_s=300"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cli, opts, env = minicluster_cli(tmp_path)
     up = subprocess.run([*cli, "up", "--hosts", "2", "--hdfs", *opts], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
     state = json.loads((tmp_path / "state.json").read_text()) if (tmp_path / "state.json").exists() else {}
