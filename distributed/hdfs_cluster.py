@@ -12,6 +12,7 @@ block storage live in the run folder; `down` stops exactly the pids `up` started
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -135,7 +136,21 @@ class HdfsCluster:
         return self.state
 
     # -- starting -------------------------------------------------------------------------------
-    def up(self, run_id: str | None = None) -> HdfsState:
+    def up(self, run_id: str | None = None, attempts: int = 3) -> HdfsState:
+        """Start the NameNode and DataNodes. The daemons are JVMs that bind their ports themselves, so a
+        port free when chosen can be taken before they bind it (another cluster starting on this machine):
+        then everything is stopped and started again on new ports, up to `attempts` times."""
+        for _ in range(attempts - 1):
+            try:
+                return self._up_once(run_id)
+            except HdfsError as exc:
+                if self.ports or "Address already in use" not in str(exc):
+                    raise
+                logging.getLogger(__name__).warning("HDFS: a port was taken before a daemon bound it; "
+                                                    "starting again on new ports")
+        return self._up_once(run_id)
+
+    def _up_once(self, run_id: str | None) -> HdfsState:
         require_java()
         lib = jars()
         previous = self.load_state()
