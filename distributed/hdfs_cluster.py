@@ -26,6 +26,8 @@ from xml.sax.saxutils import escape
 from distributed import processes
 from distributed.java import require_java
 
+log = logging.getLogger(__name__)
+
 ROOT = Path(__file__).resolve().parents[1]
 POM = ROOT / "hdfs" / "pom.xml"
 JARS_DIR = ROOT / "hdfs" / "jars"
@@ -146,8 +148,7 @@ class HdfsCluster:
             except HdfsError as exc:
                 if self.ports or "Address already in use" not in str(exc):
                     raise
-                logging.getLogger(__name__).warning("HDFS: a port was taken before a daemon bound it; "
-                                                    "starting again on new ports")
+                log.warning("HDFS: a port was taken before a daemon bound it; starting again on new ports")
         return self._up_once(run_id)
 
     def _up_once(self, run_id: str | None) -> HdfsState:
