@@ -27,6 +27,8 @@ setup(
         # TFoS 2.2.5 imports pkg_resources at module level; setuptools 81 removes it.
         "setuptools>=65,<81",
         "packaging>=23",
+        # The wire's per-frame MAC: Poly1305 (OpenSSL), about six times HMAC-SHA256 on model-sized frames.
+        "cryptography>=42,<51",
     ],
     extras_require={
         # TensorFlow comes in one of two builds, never both (they install the same module):

@@ -114,10 +114,28 @@ def test_tampered_frame_is_rejected(pair):
     srv, cli = pair
     frame = bytearray(_capture_frame(cli, srv, {"op": "push", "worker": 0, "read_version": 0},
                                      [np.ones(4, dtype=np.float32)]))
-    frame[-40] ^= 0x01                          # flip one payload bit
+    frame[-ps_wire.TAG_BYTES - 1] ^= 0x01       # flip one bit of the payload's last byte
     cli.sendall(bytes(frame))                   # raw bytes, bypassing the session
-    with pytest.raises((AuthError, ProtocolError)):
+    with pytest.raises(AuthError, match="MAC"):
         recv_message(srv)
+
+
+@pytest.mark.parametrize("where", ["tag", "header_mac"])
+def test_a_frame_with_a_wrong_tag_or_header_mac_is_rejected(pair, where):
+    srv, cli = pair
+    frame = bytearray(_capture_frame(cli, srv, {"op": "push"}, [np.arange(10_000, dtype=np.float32)]))
+    at = -1 if where == "tag" else -(ps_wire.TAG_BYTES + 40_000 + 1)
+    frame[at] ^= 0x80
+    cli.sendall(bytes(frame))
+    with pytest.raises(AuthError, match="MAC"):
+        recv_message(srv)
+
+
+def test_two_frames_with_the_same_bytes_carry_different_tags(pair):
+    """Poly1305 is a one-time MAC: a key used twice would let a forger solve for it."""
+    srv, cli = pair
+    frames = [_capture_frame(cli, srv, {"op": "push"}, [np.ones(8, np.float32)]) for _ in range(2)]
+    assert frames[0][-ps_wire.TAG_BYTES:] != frames[1][-ps_wire.TAG_BYTES:]
 
 
 def test_replayed_frame_is_rejected_within_and_across_connections(pair):
