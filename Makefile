@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= outputs
 
-.PHONY: demo demo-hdfs report test test-unit test-cluster test-hdfs hdfs-jars check-prereqs clean
+.PHONY: demo demo-hdfs report test test-unit test-cluster test-hdfs hdfs-jars env-archive check-prereqs clean
 
 demo: $(VENV)/.installed
 	$(BIN)/python jobs/redshift.py --preset tiny --output $(OUT)/redshift
@@ -51,6 +51,12 @@ test-cluster: $(VENV)/.installed
 
 test-hdfs: $(VENV)/.installed hdfs-jars
 	$(BIN)/python -m pytest -m hdfs
+
+# The executors' Python environment for a cluster whose nodes have none of the project installed: the package
+# with [cpu], packed by venv-pack (README, "On a real standalone cluster"); jobs ship it with
+# --set cluster.python_archive=dist/scidl-env.tar.gz.
+env-archive: $(VENV)/.installed
+	$(BIN)/python -m distributed.env_archive --output dist/scidl-env.tar.gz
 
 # Apache Hadoop's jars for the HDFS daemons, by Maven from hdfs/pom.xml into hdfs/jars/ (once).
 hdfs-jars: $(VENV)/.installed

@@ -29,6 +29,8 @@ setup(
         "packaging>=23",
         # The wire's per-frame MAC: Poly1305 (OpenSSL), about six times HMAC-SHA256 on model-sized frames.
         "cryptography>=42,<51",
+        # Packs the executors' Python environment for spark.archives (`make env-archive`), as Spark's docs do.
+        "venv-pack>=0.2,<0.3",
     ],
     extras_require={
         # TensorFlow comes in one of two builds, never both (they install the same module):

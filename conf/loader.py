@@ -73,6 +73,7 @@ class ClusterConfig:
     shutdown_timeout_s: Seconds
     jvm_options: str
     hdfs: Literal["none", "embedded"]
+    python_archive: str
 
 
 def _include_loader(folder: Path) -> type:

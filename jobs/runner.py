@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conf import CONF_DIR, ConfigError, dump, load
+from distributed import env_archive
 from distributed.minicluster import free_ports  # noqa: F401 -- its old home; it lives below jobs now
 from jobs.errors import user_message
 from jobs.output_guard import check_output
@@ -144,6 +145,8 @@ def spark_settings(cfg, executors: int, host: str | None, reuse_workers: bool) -
                          "spark.executor.extraJavaOptions": cfg.cluster.jvm_options})
     if host:
         settings.update({"spark.driver.host": host, "spark.driver.bindAddress": host})
+    if cfg.cluster.python_archive:
+        settings.update(env_archive.spark_conf(cfg.cluster.python_archive))
     return settings
 
 
@@ -312,6 +315,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             check_resumable(output, resolved)
         notice = check_output(output, case, args.resume, args.overwrite)
         check_embedded_hdfs(cfg, output, master, args.resume)
+        if cfg.cluster.python_archive:
+            env_archive.spark_conf(cfg.cluster.python_archive)  # a missing archive is named before Spark starts
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -341,6 +346,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if host:
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if cfg.cluster.python_archive:  # the executors' Python comes from the archive Spark ships them
+            os.environ["PYSPARK_PYTHON"] = env_archive.EXECUTOR_PYTHON
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import psutil
 import pytest
 
 from conf import load_cluster
-from distributed import hosts, processes
+from distributed import env_archive, hosts, processes
 from distributed.minicluster import up_on_free_ports
 
 from rdd_io import storage
@@ -76,7 +77,7 @@ def ip_json(*args: str) -> list[dict]:
     return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
 
 
-def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_nothing(host_cluster):
+def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_nothing(host_cluster, tmp_path):
     network, state = host_cluster.network, host_cluster.state
     addresses = [h.address for h in network.hosts]
     inodes = {h.address: hosts.netns_inode(h.netns) for h in network.hosts}
@@ -113,9 +114,12 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
     assert {c.laddr.ip.removeprefix("::ffff:") for c in master.net_connections(kind="inet")
             if c.status == psutil.CONN_LISTEN} == {network.bridge_address}
 
-    # A real Spark job: each task says where the kernel puts its socket and which namespace it is in.
+    # A real Spark job: each task says where the kernel puts its socket and which namespace it is in, and
+    # which Python runs it: the executors get theirs from the archive the driver ships (a bare venv here;
+    # `make env-archive` packs the package and its dependencies the same way).
+    archive = env_archive.build(tmp_path / "env.tar.gz", [], work_dir=tmp_path)
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster" / "host_facts.py"),
-                           str(host_cluster.run_dir), str(HOSTS)],
+                           str(host_cluster.run_dir), str(HOSTS), str(archive)],
                           env=dict(os.environ, SPARK_LOCAL_IP=network.bridge_address, PYSPARK_PYTHON=sys.executable),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -125,6 +129,11 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
     for task in tasks:
         assert task["netns_inode"] == inodes[task["address"]], task        # in that host's namespace
         assert task["spark_local_ip"] == task["address"], task
+        # the archive unpacked in the executor's own folder under the worker's work dir, not the driver's venv
+        assert Path(task["cwd"]).is_relative_to(host_cluster.run_dir), task
+        assert task["executable"] == os.path.join(task["cwd"], "environment", "bin", "python"), task
+        assert os.path.realpath(task["prefix"]) == os.path.realpath(os.path.join(task["cwd"], "environment")), task
+        assert task["has_yaml"] is False, task  # the driver's packages are not there
     assert facts["driver_host"] == network.bridge_address
     assert facts["driver_netns_inode"] == root_inode
     executors = sorted(e.rsplit(":", 1)[0] for e in facts["executors"])
