@@ -172,8 +172,10 @@ def test_step_counts_correct_predictions_when_asked():
 
 
 def test_recalibrated_bn_statistics_are_the_training_sets_so_inference_matches_training_mode():
+    import keras
     import tensorflow as tf
     cfg = {**TINY, "dropout": 0.0}  # no dropout: training and inference mode differ only in BN's statistics
+    keras.utils.set_random_seed(3)  # the weights' initial values, so the gap checked below is the same each run
     units, rng = L.build_units(cfg), np.random.default_rng(3)
     data = {"rgb": tf.constant(rng.normal(2.0, 3.0, size=(12, 25, 25, 3, 1)), tf.float32),
             "hsi": tf.constant(rng.normal(5.0, 2.0, size=(12, 25, 25, 11, 1)), tf.float32),
@@ -183,7 +185,9 @@ def test_recalibrated_bn_statistics_are_the_training_sets_so_inference_matches_t
         step(tf.constant(np.arange(12, dtype=np.int32)))
     train_mode = L.forward(units, data["rgb"], data["hsi"], training=True).numpy()  # batch statistics
     lagging = L.forward(units, data["rgb"], data["hsi"], training=False).numpy()
-    assert np.abs(lagging - train_mode).max() > 0.05  # what an evaluation with the moving averages sees
+    # What an evaluation with the moving averages sees: over 25 unseeded initialisations the largest gap was
+    # 0.039 to 0.69 (0.05 failed one run in 25), far above the tolerance recalibration must meet below.
+    assert np.abs(lagging - train_mode).max() > 0.01
     before = [v.numpy() for v in L.unit_variables(units) if "moving" not in v.path]
     assert L.recalibrate_bn(units, data, batch_size=12) == 1  # one batch: its statistics exactly
     np.testing.assert_allclose(L.forward(units, data["rgb"], data["hsi"], training=False).numpy(), train_mode,
