@@ -1,6 +1,7 @@
 """The executors' packed Python environment (distributed/env_archive.py): the Spark setting that ships it,
 the errors for an archive that cannot work (before Spark starts), and the archive itself."""
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -35,8 +36,7 @@ def test_a_local_archive_is_shipped_by_its_absolute_uri_under_the_alias(tmp_path
 def test_an_archive_that_cannot_work_is_a_config_error_naming_it(tmp_path, monkeypatch, archive, said):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "env.whl").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=r"cluster\.python_archive: .*" + said.replace("(", r"\(").replace(")", r"\)")
-                       .replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=r"cluster\.python_archive: .*" + re.escape(said)):
         env_archive.spark_conf(archive)
 
 
