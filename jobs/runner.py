@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -125,6 +126,19 @@ def _known_cluster_secret(cfg, master: str) -> str | None:
 
 def _master_host(master: str) -> str:
     return master.split("//")[-1].rsplit(":", 1)[0]
+
+
+def own_address(host: str) -> str | None:
+    """`host`'s IPv4 address when it is one of this machine's own (binding to it succeeds), else None."""
+    try:
+        address = socket.gethostbyname(host)
+        if ipaddress.ip_address(address).is_unspecified:
+            return None
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return None
+    return address
 
 
 def spark_settings(cfg, executors: int, host: str | None, reuse_workers: bool) -> dict[str, str]:
@@ -271,7 +285,7 @@ def _process_settings():
         root.setLevel(logging.INFO)
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    env = {key: os.environ.get(key) for key in ("SPARK_LOCAL_IP", "PYSPARK_PYTHON")}
+    env = {key: os.environ.get(key) for key in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
     try:
         yield
     finally:
@@ -346,6 +360,12 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         if host:
             os.environ["SPARK_LOCAL_IP"] = host
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        elif bridge := own_address(_master_host(master)):
+            # A master on another address of this machine (the bridge of the mini-cluster's hosts): the
+            # driver and the reservation server bind it, as the only one the hosts reach; roles keep
+            # advertising their own hosts' addresses. What the user set wins.
+            os.environ.setdefault("SPARK_LOCAL_IP", bridge)
+            os.environ.setdefault("TFOS_SERVER_HOST", bridge)
         if cfg.cluster.python_archive:  # the executors' Python comes from the archive Spark ships them
             os.environ["PYSPARK_PYTHON"] = env_archive.EXECUTOR_PYTHON
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers

@@ -232,3 +232,40 @@ def test_an_embedded_hdfs_needs_a_local_output():
         check_embedded_hdfs(cfg, "hdfs://nn:9000/x", None, False)
     check_embedded_hdfs(cfg, "file:///tmp/x", None, False)  # the embedded default: accepted
     check_embedded_hdfs(SimpleNamespace(cluster=load_cluster()), "hdfs://nn:9000/x", "spark://h:7077", True)
+
+
+def test_own_address_is_an_address_this_machine_can_bind_and_nothing_else():
+    from jobs.runner import own_address
+    assert own_address("127.0.0.1") == "127.0.0.1"
+    assert own_address("localhost") == "127.0.0.1"
+    assert own_address("198.19.255.254") is None  # in the hosts' range, on no interface of this machine
+    assert own_address("0.0.0.0") is None           # binds, but is no address a host can reach
+    assert own_address("no-such-host.invalid") is None
+
+
+@pytest.mark.parametrize("preset, master_is_ours, expected", [
+    ({}, True, ("198.18.9.1", "198.18.9.1", None)),                     # the bridge of the hosts
+    ({"TFOS_SERVER_HOST": "198.18.9.7"}, True, ("198.18.9.1", "198.18.9.7", None)),  # the user's wins
+    ({}, False, (None, None, None)),                                      # a master on another machine
+])
+def test_a_master_on_another_address_of_this_machine_makes_the_driver_bind_that_address(
+        tmp_path, monkeypatch, no_spark, preset, master_is_ours, expected):
+    """The mini-cluster's hosts reach the machine only on the bridge's address, where the master binds: the
+    driver and the reservation server bind it too (no hand-set variables), the roles' address stays theirs."""
+    from jobs import runner
+    from jobs.smoke import SmokeConfig
+    for key in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in preset.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(runner, "own_address", lambda host: host if master_is_ours else None)
+    seen = {}
+
+    def run(job):
+        seen["env"] = (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST"), job.node_host)
+
+    assert runner.run_job("smoke", SmokeConfig, run, ["--master", "spark://198.18.9.1:7077",
+                                                      "--output", str(tmp_path / "out")]) == 0
+    assert seen["env"] == expected
+    assert (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST")) == \
+        (None, preset.get("TFOS_SERVER_HOST"))  # as before the run
