@@ -74,6 +74,7 @@ class ClusterConfig:
     jvm_options: str
     hdfs: Literal["none", "embedded"]
     python_archive: str
+    host_sample_interval_s: Seconds
 
 
 def _include_loader(folder: Path) -> type:

@@ -9,6 +9,9 @@ digits (the first five of the cluster's run id); <k> is a /24 of 198.18.0.0/15 (
 benchmark tests) that no interface of the machine uses yet, so 198.18.<k> stands for any of the 512
 /24s of 198.18.0.0-198.19.255.0.
 
+Each host also has a cgroup of the same name as its namespace (host_stats.py), which its processes enter
+with the namespace, so that its CPU and memory are counted per host, as its bytes are on its veth pair.
+
 Nothing routes off the machine: a host's only routes are its own /24 (to the bridge and the other
 hosts) and its loopback; there is no default route, no NAT, and ip_forward is left as it is. No address
 outside 198.18.0.0/15 is ever assigned (`address` and `subnet` refuse one).
@@ -26,11 +29,16 @@ hosts the master is not on loopback, so the driver passes no node address and ma
 other hosts and from the machine's own namespace (any local process), and the job warns so. Doing what
 loopback does instead (every role entering the run's one namespace) would keep the TF traffic off the
 hosts altogether: all of it on one loopback, none on the bridge, so neither cross-host TF traffic nor
-per-host byte counts would be real. Keeping both properties needs another design (for instance a
-private bridge per run that only the run's hosts join).
+per-host byte counts would be real. A design that keeps both (not built): per run, a "switch"
+namespace holding a bridge and no address, and per host a namespace of the run's own with one veth
+end on that bridge and an address from another /24 of the range; each role's TensorFlow thread enters
+its host's one (netns.entered), the roles' cluster spec maps each host's address to its private one,
+and host_stats adds those veths' counters to their hosts' (a host with a second NIC). Nothing in the
+machine's namespace has a route to that /24, so only the run's roles reach the servers.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import json
@@ -41,6 +49,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from distributed import host_stats
 
 RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544: reserved for network benchmark tests
 SUBNETS = 2 ** (24 - RANGE.prefixlen)           # 512 /24s
@@ -291,6 +301,7 @@ class HostNetwork:
             _ip("link", "set", self.bridge, "up")
             for host in self.hosts:
                 _ip("netns", "add", host.netns)
+                host_stats.create(host.netns)  # its CPU and memory, counted per host (host_stats.py)
                 _ip("-n", host.netns, "link", "set", "lo", "up")
                 _ip("link", "add", host.veth, "type", "veth", "peer", "name", INNER_IFACE, "netns", host.netns)
                 _ip("link", "set", host.veth, "addrgenmode", "none")
@@ -307,10 +318,23 @@ class HostNetwork:
         """Delete the hosts' namespaces, veth pairs and the bridge, then the record; returns the names deleted."""
         return _delete(self.cid, [h.netns for h in self.hosts], [h.veth for h in self.hosts] + [self.bridge])
 
+    @contextlib.contextmanager
+    def cut_off(self, number: int):
+        """Host `number` cut off the network while the block runs: the machine's end of its veth pair is
+        down (its processes keep running, as on a machine whose cable is pulled); back up afterwards,
+        also when the block fails."""
+        veth = self.host(number).veth
+        _ip("link", "set", veth, "down")
+        try:
+            yield self.host(number)
+        finally:
+            _ip("link", "set", veth, "up")
+
     def left(self) -> list[str]:
         """What of this network still exists (namespaces, links, record)."""
         links = set(link_names())
         return ([h.netns for h in self.hosts if os.path.exists(os.path.join(NETNS_DIR, h.netns))]
+                + [f"cgroup {h.netns}" for h in self.hosts if host_stats.exists(h.netns)]
                 + [n for n in [h.veth for h in self.hosts] + [self.bridge] if n in links]
                 + ([str(self.record)] if self.record.exists() else []))
 
@@ -325,12 +349,18 @@ def _write_record(cid: str, run_id: str) -> None:
     path.write_text(json.dumps({"pid": me.pid, "create_time": me.create_time(), "run_id": run_id}))
 
 
-def _delete(cid: str, namespaces: list[str], links: list[str]) -> list[str]:
+def _delete(cid: str, namespaces: list[str], links: list[str], cgroups: list[str] = ()) -> list[str]:
     deleted = []
     for name in namespaces:
         if NETNS_NAME.match(name) and os.path.exists(os.path.join(NETNS_DIR, name)):
             _ip("netns", "delete", name)  # takes the inner end of its veth pair, and so the pair, with it
             deleted.append(name)
+    for name in sorted({*namespaces, *cgroups}):  # a host's cgroup bears its namespace's name
+        try:
+            if NETNS_NAME.match(name) and host_stats.exists(name) and host_stats.remove(name):
+                deleted.append(f"cgroup {name}")
+        except host_stats.CgroupError as exc:
+            raise HostsError(str(exc)) from None
     links = [n for n in links if LINK_NAME.match(n)]
     for name in sorted(set(links) & set(link_names())):
         # A veth end may vanish on its own meanwhile (the kernel removes a deleted namespace's pairs
@@ -371,8 +401,9 @@ def sweep() -> list[str]:
     cluster whose processes were killed); only names of the exact patterns. Returns what it deleted."""
     spaces = netns_names()
     links = link_names()
+    groups = [n for n in host_stats.names(NETNS_PREFIX) if NETNS_NAME.match(n)]
     records = sorted(p.name for p in RECORD_DIR.glob("*.json")) if RECORD_DIR.is_dir() else []
-    cids = {owner(n) for n in spaces + links + records} - {None}
+    cids = {owner(n) for n in spaces + links + groups + records} - {None}
     if not cids:
         return []
     if unavailable():
@@ -382,21 +413,32 @@ def sweep() -> list[str]:
     deleted = []
     for cid in sorted(dead):
         deleted += _delete(cid, [n for n in leftovers(spaces, set()) if owner(n) == cid],
-                           [n for n in leftovers(links, set()) if owner(n) == cid])
+                           [n for n in leftovers(links, set()) if owner(n) == cid],
+                           [n for n in groups if owner(n) == cid])
     return deleted
 
 
 def in_netns(name: str | None):
-    """A preexec_fn for subprocess.Popen that moves the child into namespace `name` before it execs
-    (None: stays). Returns (preexec_fn, close): call close() in the parent once Popen returned."""
+    """A preexec_fn for subprocess.Popen that moves the child into host `name` before it execs: its
+    network namespace and its cgroup (None: stays). Returns (preexec_fn, close): call close() in the
+    parent once Popen returned."""
     if not name:
         return None, lambda: None
     if not NETNS_NAME.match(name):
         raise HostsError(f"{name!r} is not a host of the mini-cluster")
+    try:
+        group = os.open(host_stats.procs_file(name), os.O_WRONLY | os.O_CLOEXEC)
+    except (OSError, host_stats.CgroupError) as exc:
+        raise HostsError(f"cannot enter the cgroup of host {name}: {exc}") from None
     fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
     setns = ctypes.CDLL(None, use_errno=True).setns  # looked up before the fork, called after it
 
     def enter():
+        os.write(group, str(os.getpid()).encode())
         if setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns into {name} failed")
-    return enter, lambda: os.close(fd)
+
+    def close():
+        os.close(fd)
+        os.close(group)
+    return enter, close

@@ -3,6 +3,7 @@
     python -m distributed.minicluster up --workers 3 [--hdfs]
     python -m distributed.minicluster up --hosts 3 [--hdfs]        (root: one host per worker)
     python -m distributed.minicluster status
+    python -m distributed.minicluster watch --interval 1              (hosts: each one's bytes, CPU, memory)
     python -m distributed.minicluster down
 
 Everything binds 127.0.0.1 (conf/cluster.yaml `host`). With --hosts N (root only), each worker runs in
@@ -146,7 +147,7 @@ class MiniCluster:
     @property
     def network(self) -> host_net.HostNetwork | None:
         """The bridge and hosts of this cluster, when it runs on hosts."""
-        state = self.state
+        state = self.state or self.load_state()
         return host_net.HostNetwork.from_dict(state.network) if state and state.network else None
 
     @property
@@ -398,11 +399,34 @@ class MiniCluster:
 
 
 def _network_status(network: host_net.HostNetwork) -> dict:
-    """The bridge and each host with its address, what runs there, and whether its namespace exists."""
+    """The bridge and each host with its address, what runs there, whether its namespace exists, and its
+    figures since `up` (host_stats: bytes in and out of its interface, its cgroup's CPU seconds, RSS)."""
+    from distributed import host_stats
     spaces = set(host_net.netns_names())
+    hosts = []
+    for h in network.hosts:
+        row = {"host": h.netns, "address": h.address, "runs": h.roles, "exists": h.netns in spaces}
+        try:
+            figures = host_stats.sample_host(h)
+            row.update({k: figures[k] for k in ("bytes_in", "bytes_out", "cpu_s", "rss_bytes", "n_procs")})
+        except (OSError, host_stats.CgroupError) as exc:  # a host half gone: say so, keep the rest
+            row["figures_error"] = str(exc)
+        hosts.append(row)
     return {"bridge": network.bridge, "bridge_address": network.bridge_address, "subnet": network.subnet,
-            "hosts": [{"host": h.netns, "address": h.address, "runs": h.roles, "exists": h.netns in spaces}
-                      for h in network.hosts]}
+            "hosts": hosts}
+
+
+def watch(network: host_net.HostNetwork | None, interval_s: float, samples: int) -> None:
+    """Print each host's figures (host_stats.COLUMNS) as CSV, a row per host every interval_s."""
+    from distributed import host_stats
+    if network is None:
+        raise ClusterError("no mini-cluster with hosts runs from this run folder (`up --hosts N` starts one)")
+    sampler = host_stats.Sampler(network, interval_s)
+    for i in range(samples + 1):
+        if i:
+            time.sleep(interval_s)
+        text = host_stats.to_csv(sampler.sample())
+        print(text if i == 0 else text.split("\n", 1)[1], end="", flush=True)  # the header once
 
 
 def free_ports(host: str, n: int) -> list[int]:
@@ -449,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     from distributed.hdfs_cluster import HdfsError
     parser = argparse.ArgumentParser(prog="python -m distributed.minicluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "watch"],
+                        help="watch: each host's bytes, CPU and memory as CSV, a row per host per interval")
     parser.add_argument("--workers", type=int, help="number of workers (default: conf/cluster.yaml)")
     parser.add_argument("--run-dir", help="pid files, logs and secret (default: conf/cluster.yaml run_dir)")
     parser.add_argument("--hosts", type=int, default=0, metavar="N",
@@ -458,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                              "Without it everything runs on loopback")
     parser.add_argument("--hdfs", action="store_true",
                         help="`up`: also start a NameNode and two DataNodes (Hadoop's jars, fetched by Maven)")
+    parser.add_argument("--interval", type=float, default=1.0, help="`watch`: seconds between samples")
+    parser.add_argument("--samples", type=int, default=60, help="`watch`: how many intervals")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a conf/cluster.yaml key, e.g. --set master_port=7078")
     args = parser.parse_args(argv)
@@ -480,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped {len(pids)} processes: {' '.join(map(str, pids)) or '-'}")
             if cluster.removed_hosts:
                 print(f"removed {' '.join(cluster.removed_hosts)}")
+        elif args.command == "watch":
+            watch(cluster.network, args.interval, args.samples)
         else:
             print(json.dumps(cluster.status(), indent=2))
     except (ClusterError, HdfsError, JavaError, host_net.HostsError) as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from distributed import host_stats
 from distributed.metrics import COLUMNS as METRIC_COLUMNS, CUMULATIVE_COLUMNS, RATE_COLUMNS
 
 CASES = ("redshift", "landcover", "domst", "spacetime")
@@ -108,6 +109,12 @@ CHECKPOINTS = Output("checkpoints/", "folder", "checkpoints that `--resume` cont
 
 
 # ---------------------------------------------------------------- the files every job writes
+ON_HOSTS = When("when the cluster runs on hosts (`python -m distributed.minicluster up --hosts N`)")
+HOSTS = Output("hosts.csv", "csv", "each host's figures over the run, one row per host per "
+               "cluster.host_sample_interval_s (distributed/host_stats.py), as Ganglia plots a machine's",
+               ON_HOSTS, keys=tuple(Key(name, meaning) for name, meaning in host_stats.MEANINGS.items()))
+
+
 def _summary(*keys: Key) -> Output:
     common = (
         Key("case", "the case study: redshift, landcover or domst"),
@@ -118,6 +125,9 @@ def _summary(*keys: Key) -> Output:
         Key("error", "the failure's own message line", When("when status is failed")),
         Key("wall_time_s", "seconds from start to end of the job, Spark start-up included"),
         Key("outputs", "names of the files the job published under the output URI"),
+        Key("hosts", "{host: {address, roles, seconds, bytes_in, bytes_out, cpu_s, cpu_percent_of_host_mean, "
+                     "cpu_percent_of_host_peak, rss_bytes_peak}} over the run (hosts.csv summed up)", ON_HOSTS),
+        Key("hosts_error", "why the figures per host are missing", When("on a cluster with hosts, when they failed")),
     )
     return Output("summary.json", "json", "key figures of the run, machine-readable; written also when it fails",
                   keys=common + keys)
@@ -547,8 +557,8 @@ SPACETIME = (
                  Key("roles", "{role: {rank, address, mesh_s}}: seconds to connect the mesh"))),
 )
 
-SCHEMA: dict[str, tuple[Output, ...]] = {"redshift": REDSHIFT, "landcover": LANDCOVER, "domst": DOMST,
-                                            "spacetime": SPACETIME}
+SCHEMA: dict[str, tuple[Output, ...]] = {case: outputs + (HOSTS,) for case, outputs in (
+    ("redshift", REDSHIFT), ("landcover", LANDCOVER), ("domst", DOMST), ("spacetime", SPACETIME))}
 
 
 # ---------------------------------------------------------------- matching

@@ -117,11 +117,35 @@ def _start_embedded(cfg, case: str, executors: int):
     return up_on_free_ports(cfg.cluster, run_dir, workers)
 
 
-def _known_cluster_secret(cfg, master: str) -> str | None:
-    """The secret of a mini-cluster started with `python -m distributed.minicluster up`, if it is `master`."""
+def _known_cluster(cfg, master: str):
+    """The state of the mini-cluster started with `python -m distributed.minicluster up`, if it is `master`."""
     from distributed.minicluster import MiniCluster
     state = MiniCluster(cfg.cluster).load_state()
-    return state.secret if state and state.master_url == master else None
+    return state if state and state.master_url == master else None
+
+
+def _start_host_sampler(cfg, state, summary: dict):
+    """On a mini-cluster with hosts: a sampler of each host's figures (host_stats) for the run, else None."""
+    if state is None or not state.network:
+        return None
+    from distributed import host_stats
+    from distributed.hosts import HostNetwork
+    try:
+        return host_stats.Sampler(HostNetwork.from_dict(state.network), cfg.cluster.host_sample_interval_s).start()
+    except (OSError, host_stats.CgroupError) as exc:
+        summary["hosts_error"] = f"no figures per host: {exc}"
+        log.warning("%s", summary["hosts_error"])
+        return None
+
+
+def _write_host_figures(sampler, work: str, summary: dict) -> None:
+    """hosts.csv (each host's series) beside the outputs, and each host's totals in the summary."""
+    from distributed import host_stats
+    rows = sampler.stop()
+    roles = {name: r["address"].rsplit(":", 1)[0] for name, r in (summary.get("roles") or {}).items()
+             if isinstance(r, dict) and isinstance(r.get("address"), str)}
+    summary["hosts"] = host_stats.summarise(rows, sampler.cores, roles)
+    storage.write_text(storage.join(work, "hosts.csv"), host_stats.to_csv(rows))
 
 
 def _master_host(master: str) -> str:
@@ -339,7 +363,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     executors = cfg.executors()
     embedded = master is None
     _install_sigterm()
-    cluster = spark = hdfs = None
+    cluster = spark = hdfs = host_sampler = None
     work = output  # where the run writes: --output, or the same tree on the job's embedded HDFS
     started = time.time()
     summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
@@ -353,7 +377,9 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
                 hdfs = _start_embedded_hdfs(cluster.run_dir)
                 work = f"{hdfs.state.uri}/{case}"
         else:
-            cluster_secret = _known_cluster_secret(cfg, master)
+            known = _known_cluster(cfg, master)
+            cluster_secret = known.secret if known else None
+            host_sampler = _start_host_sampler(cfg, known, summary)
         # A cluster on this machine: everything binds and advertises the configured host, and
         # executors run this interpreter (pyspark reads the variable, not the conf).
         host = cfg.cluster.host if _is_loopback(_master_host(master)) else None
@@ -391,6 +417,11 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     finally:
         summary["wall_time_s"] = round(time.time() - started, 2)
         unwritten = None
+        if host_sampler is not None:
+            try:
+                _write_host_figures(host_sampler, work, summary)
+            except Exception as exc:  # noqa: BLE001 -- the summary says so; it and the job's error come first
+                summary["hosts_error"] = f"figures per host not written: {exc}"
         try:
             storage.write_text(storage.join(work, "summary.json"), json.dumps(summary, indent=2, default=str))
         except Exception as exc:  # never hide the job's own error behind this one

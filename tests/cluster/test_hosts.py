@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from conf import load_cluster
-from distributed import env_archive, hosts, processes
+from distributed import env_archive, host_stats, hosts, processes
 from distributed.minicluster import up_on_free_ports
 
 from rdd_io import storage
@@ -34,14 +34,15 @@ def needs_hosts() -> None:
 
 
 def what_is_left(cid: str, run_id: str) -> dict:
-    """Namespaces, links, the record and processes of cluster `cid` still on the machine."""
+    """Namespaces, cgroups, links, the record and processes of cluster `cid` still on the machine."""
     return {"namespaces": [n for n in hosts.netns_names() if hosts.owner(n) == cid],
+            "cgroups": [n for n in host_stats.names(hosts.NETNS_PREFIX) if hosts.owner(n) == cid],
             "links": [n for n in hosts.link_names() if hosts.owner(n) == cid],
             "record": (hosts.RECORD_DIR / f"{cid}.json").exists(),
             "processes": [p.pid for p in processes.tagged(run_id)]}
 
 
-NOTHING = {"namespaces": [], "links": [], "record": False, "processes": []}
+NOTHING = {"namespaces": [], "cgroups": [], "links": [], "record": False, "processes": []}
 
 
 @contextlib.contextmanager
@@ -106,6 +107,7 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
     for host in network.hosts:
         pid = state.pids[f"worker-{host.number}"]
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == inodes[host.address]
+        assert pid in host_stats.pids(host.netns)  # and in their hosts' cgroups, counted per host
     assert sorted(w["host"] for w in host_cluster.master_json()["workers"]) == sorted(addresses)
     # Nothing binds every interface: each worker listens on its host's address only, the master on the bridge's.
     for host in network.hosts:
@@ -167,6 +169,17 @@ def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(tmp_path):
         role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
         assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
         assert sorted(role_hosts.values()) == sorted(h.address for h in network.hosts), role_hosts
+        # Each host's own figures (host_stats, sampled by the driver) saw its role: the executor's CPU in the
+        # host's cgroup, the job's bytes on its link; the series is in hosts.csv, readable by its owner only.
+        figures = summary["hosts"]
+        assert sorted(figures) == sorted(h.netns for h in network.hosts), figures
+        assert sorted(r for f in figures.values() for r in f["roles"]) == ["ps:0", "worker:0", "worker:1"]
+        for f in figures.values():
+            assert len(f["roles"]) == 1 and f["cpu_s"] > 1, f
+            assert f["bytes_in"] > 10_000 and f["bytes_out"] > 10_000, f
+        series = (out / "hosts.csv").read_text().splitlines()
+        assert series[0].startswith("t_s,host,address,bytes_in,bytes_out,") and len(series) > 1 + 2 * len(figures)
+        assert (out / "hosts.csv").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.hdfs
@@ -192,6 +205,13 @@ def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_every
                                           text=True, timeout=120).stdout)
         assert [(h["address"], h["runs"]) for h in shown["network"]["hosts"]] == \
             [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"]) for h in network.hosts]
+        for host in shown["network"]["hosts"]:  # each host's cgroup holds its worker's and DataNode's JVMs
+            assert host["n_procs"] >= 2 and host["cpu_s"] > 1 and host["rss_bytes"] > 100e6, host
+            assert host["bytes_in"] > 0 and host["bytes_out"] > 0, host  # registration crossed its link
+        watched = subprocess.run([*cli, "watch", "--interval", "0.2", "--samples", "1", *opts], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert watched.returncode == 0, watched.stderr[-2000:]
+        assert [line.split(",")[1] for line in watched.stdout.splitlines()[1:]] == [h.netns for h in network.hosts] * 2
         assert shown["hdfs"]["uri"].startswith(f"hdfs://{network.bridge_address}:")
         assert shown["hdfs"]["live_datanodes"] == 2
         assert shown["hdfs"]["hosts"] == {f"datanode-{h.number}": h.netns for h in network.hosts}

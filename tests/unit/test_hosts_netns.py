@@ -1,13 +1,14 @@
-"""Leftover hosts on the real machine (root): `sweep` removes the namespaces, veth pairs, bridge and record
+"""Hosts on the real machine (root): `sweep` removes the namespaces, cgroups, veth pairs, bridge and record
 of a cluster whose creating process was killed, keeps those of a live cluster, never touches a name
-that only looks like one of ours, and keeps a namespace while a process still runs inside it."""
+that only looks like one of ours, and keeps a namespace while a process still runs inside it; a host's
+figures (host_stats) count what a process inside it sends and computes."""
 import subprocess
 import sys
 import uuid
 
 import pytest
 
-from distributed import hosts
+from distributed import host_stats, hosts
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(hosts.unavailable() is not None, reason=f"{hosts.unavailable()}")]
@@ -20,7 +21,8 @@ def plan(n: int = 2) -> tuple[hosts.HostNetwork, str]:
 
 
 def present(network: hosts.HostNetwork) -> set[str]:
-    return {n for n in hosts.netns_names() + hosts.link_names() if hosts.owner(n) == network.cid}
+    return {n for n in hosts.netns_names() + hosts.link_names() if hosts.owner(n) == network.cid} | \
+        {f"cgroup {n}" for n in host_stats.names(hosts.NETNS_PREFIX) if hosts.owner(n) == network.cid}
 
 
 CRASHING_UP = """
@@ -42,24 +44,29 @@ def test_sweep_removes_a_dead_clusters_hosts_only(tmp_path):
         child = subprocess.run([sys.executable, "-c", CRASHING_UP, json.dumps(dead.to_dict()), dead_run],
                                capture_output=True, text=True, timeout=60)
         assert child.returncode == -9 and "made" in child.stdout, child.stderr
-        assert present(dead) == {*(h.netns for h in dead.hosts), *(h.veth for h in dead.hosts), dead.bridge}
+        assert present(dead) == {*(h.netns for h in dead.hosts), *(f"cgroup {h.netns}" for h in dead.hosts),
+                                 *(h.veth for h in dead.hosts), dead.bridge}
         live.create(live_run)  # this process made it and lives: its cluster is alive
         subprocess.run(["ip", "netns", "add", lookalike_ns], check=True)
+        host_stats.create(lookalike_ns)
         subprocess.run(["ip", "link", "add", lookalike_link, "type", "bridge"], check=True)  # left down
 
         swept = hosts.sweep()
 
-        assert set(swept) >= {*(h.netns for h in dead.hosts), dead.bridge}
+        assert set(swept) >= {*(h.netns for h in dead.hosts), *(f"cgroup {h.netns}" for h in dead.hosts),
+                              dead.bridge}
         assert present(dead) == set() and not dead.record.exists()
+        assert host_stats.exists(lookalike_ns)
         assert hosts.owner(lookalike_ns) is None and lookalike_ns in subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert lookalike_link in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-        assert live.left() == [*(h.netns for h in live.hosts), *(h.veth for h in live.hosts), live.bridge,
-                               str(live.record)]
+        assert live.left() == [*(h.netns for h in live.hosts), *(f"cgroup {h.netns}" for h in live.hosts),
+                               *(h.veth for h in live.hosts), live.bridge, str(live.record)]
     finally:
         live.remove()
         dead.remove()
         subprocess.run(["ip", "netns", "delete", lookalike_ns], capture_output=True)
+        host_stats.remove(lookalike_ns)
         subprocess.run(["ip", "link", "delete", lookalike_link], capture_output=True)
     assert live.left() == [] and dead.left() == []
 
@@ -76,6 +83,7 @@ def test_a_namespace_with_a_process_inside_is_kept_until_the_process_ends():
         finally:
             close()
         assert hosts.pids_inside([network.host(1).netns]) == [sleeper.pid]
+        assert host_stats.pids(network.host(1).netns) == [sleeper.pid]  # in the host's cgroup as well
         assert network.host(1).netns not in hosts.sweep() and network.host(1).netns in present(network)
         sleeper.kill()
         sleeper.wait()
@@ -86,3 +94,60 @@ def test_a_namespace_with_a_process_inside_is_kept_until_the_process_ends():
             sleeper.kill()
             sleeper.wait()
         network.remove()
+
+
+BUSY_SENDER = """
+import socket, sys, time
+start = time.process_time()
+while time.process_time() - start < 0.5:  # half a second of CPU
+    pass
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(200):  # 200 datagrams of 1,000 bytes to the bridge (no one listens: nothing to answer)
+    sock.sendto(b"x" * 1000, (sys.argv[1], 9))
+print("done", flush=True)
+sys.stdin.read()  # stays in the host until the test has sampled it
+"""
+
+
+def test_a_hosts_figures_count_what_a_process_inside_it_sends_and_computes(capsys):
+    network, run_id = plan(2)
+    proc = None
+    try:
+        network.create(run_id)
+        busy, idle = network.hosts
+        before = {h.netns: host_stats.sample_host(h) for h in network.hosts}
+        sampler = host_stats.Sampler(network, interval_s=0.1).start()
+        enter, close = hosts.in_netns(busy.netns)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", BUSY_SENDER, network.bridge_address], preexec_fn=enter,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        finally:
+            close()
+        assert proc.stdout.readline() == "done\n"
+        after = {h.netns: host_stats.sample_host(h) for h in network.hosts}
+        sent = after[busy.netns]["bytes_out"] - before[busy.netns]["bytes_out"]
+        assert 200 * 1000 <= sent < 200 * 1100, sent  # payload plus UDP, IP and Ethernet headers
+        assert after[busy.netns]["cpu_s"] - before[busy.netns]["cpu_s"] >= 0.45
+        assert after[busy.netns]["n_procs"] == 1 and after[busy.netns]["rss_bytes"] > 1_000_000
+        assert after[idle.netns]["cpu_s"] == before[idle.netns]["cpu_s"] == 0
+        assert after[idle.netns]["n_procs"] == 0 and after[idle.netns]["bytes_out"] < 2_000  # at most a few ARPs
+        # The sampler's series over the same time says the same, per host.
+        rows = sampler.stop()
+        assert {r["host"] for r in rows} == {busy.netns, idle.netns} and len(rows) >= 4
+        totals = host_stats.summarise(rows, sampler.cores, {"sender": busy.address})
+        assert totals[busy.netns]["roles"] == ["sender"] and totals[idle.netns]["roles"] == []
+        assert 200 * 1000 <= totals[busy.netns]["bytes_out"] < 200 * 1100
+        assert totals[busy.netns]["cpu_s"] >= 0.45 and totals[idle.netns]["cpu_s"] == 0
+        # `minicluster watch` prints the same figures as CSV: a header, then a row per host per interval.
+        from distributed.minicluster import watch
+        watch(network, 0.05, 2)
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0] == ",".join(host_stats.COLUMNS) and len(printed) == 1 + 3 * len(network.hosts)
+        assert [line.split(",")[1] for line in printed[1:3]] == [busy.netns, idle.netns]
+    finally:
+        if proc:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        network.remove()
+    assert network.left() == []
+
