@@ -14,11 +14,12 @@ job's connection secret without the credential can pull, but cannot push, report
 a worker, and its connection never counts as that worker's. Pushes with a NaN or inf are refused
 and counted per worker; the weights stay finite.
 
-A worker whose connection drops without 'leave' (its process died) is *lost*: it stops
-counting towards s_eff, so the others go on, and the server keeps the run open for it,
-because Spark retries the task and the retried worker comes back with 'join'.  Only
-'leave' from every worker ends the run.  ``checkpoint()`` and ``restore()`` carry the
-weights, the version counter and the progress across a restart of the server itself.
+A worker whose connection drops without 'leave' (its process died, or its host was cut off and TCP
+keepalive found it: ``detect_cut_peer``) is *lost*: it stops counting towards s_eff, so the others go
+on, and the server keeps the run open for it, because Spark retries the task and the retried worker
+comes back with 'join'.  Only 'leave' from every worker ends the run.  ``checkpoint()`` and
+``restore()`` carry the weights, the version counter and the progress across a restart of the server
+itself.
 
 Memory and copies: every model-sized array lives in a few reused buffers (distributed/ps_buffers.py):
 the weights, the updates waiting for their aggregate, and the one being received, at most s + 1 at a time. A push is
@@ -94,6 +95,25 @@ def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = 
     return value
 
 
+KEEPALIVE_PROBES = 3
+
+
+def detect_cut_peer(sock: socket.socket, every_s: float) -> None:
+    """Find a peer whose host is cut off (no FIN, no RST ever comes) within about
+    (1 + KEEPALIVE_PROBES) * every_s: on an idle connection by TCP keepalive (a probe after every_s idle,
+    then every every_s, KEEPALIVE_PROBES unanswered); with data of ours unacknowledged (a reply the cut
+    host never received) by TCP_USER_TIMEOUT, which would otherwise leave the kernel retransmitting for
+    about 15 minutes. The peer's kernel answers both whatever its process does, so a worker that trains
+    long between requests is never taken for a cut one."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's (hours) apply
+        every = max(1, round(every_s))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, every)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, every)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (1 + KEEPALIVE_PROBES) * every * 1000)
+
+
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self):
         ps, sock = self.server.ps, self.request
@@ -104,7 +124,7 @@ class _Handler(socketserver.BaseRequestHandler):
             server_handshake(sock, ps._secret, ps.max_payload)
             # Workers stay connected while they train; stop() shuts the socket down.
             sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            detect_cut_peer(sock, ps.heartbeat_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (WireError, OSError) as e:
             log.warning("parameter server: rejected connection from %s: %s", peer, e)

@@ -2,14 +2,18 @@
 of a cluster whose creating process was killed, keeps those of a live cluster, never touches a name
 that only looks like one of ours, and keeps a namespace while a process still runs inside it; a host's
 figures (host_stats) count what a process inside it sends and computes."""
+import os
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from distributed import host_stats, hosts
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(hosts.unavailable() is not None, reason=f"{hosts.unavailable()}")]
 
@@ -151,3 +155,56 @@ def test_a_hosts_figures_count_what_a_process_inside_it_sends_and_computes(capsy
         network.remove()
     assert network.left() == []
 
+
+PS_WORKER = """
+import sys, time
+from distributed.ps_client import PSClient
+c = PSClient((sys.argv[1], int(sys.argv[2])), sys.argv[3].encode(), worker=int(sys.argv[4]))
+c.join(0)
+c.pull()
+print("ready", flush=True)
+sys.stdin.read()  # idle, connected, until the test ends
+"""
+
+
+def test_a_worker_whose_host_is_cut_off_is_lost_by_keepalive_while_an_idle_one_on_another_host_is_not():
+    """No FIN, no RST comes from a host whose link is down: the parameter server finds the worker there
+    by TCP keepalive (detect_cut_peer) within about 4 heartbeats and s shrinks, while a worker on another
+    host that is connected but silent for as long stays active. The link is restored however it ends."""
+    import numpy as np
+    from distributed.param_server import KEEPALIVE_PROBES, ParameterServer
+    network, run_id = plan(2)
+    secret, workers, ps = b"per-run-secret-0123456789abcdef!", [], None
+    try:
+        network.create(run_id)
+        ps = ParameterServer([np.zeros(4)], secret, 2, s=2, host=network.bridge_address, heartbeat_s=1.0)
+        _, port = ps.start()
+        for index, host in enumerate(network.hosts):
+            enter, close = hosts.in_netns(host.netns)
+            try:
+                workers.append(subprocess.Popen(
+                    [sys.executable, "-c", PS_WORKER, network.bridge_address, str(port), secret.decode(), str(index)],
+                    preexec_fn=enter, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}))
+            finally:
+                close()
+        assert [w.stdout.readline() for w in workers] == ["ready\n", "ready\n"]
+        assert ps.snapshot()["active_workers"] == [0, 1]
+        with network.cut_off(1):
+            cut_at = time.monotonic()
+            while not ps.snapshot()["lost_workers"] and time.monotonic() - cut_at < 30:
+                time.sleep(0.1)
+            found_after = time.monotonic() - cut_at
+        snap = ps.snapshot()
+        assert snap["lost_workers"] == [0] and snap["active_workers"] == [1], snap
+        assert found_after <= (1 + KEEPALIVE_PROBES) * 1.0 + 3, found_after  # idle + probes, and slack
+        (event,) = snap["events"]
+        assert event["event"] == "lost" and event["message"] == "worker 0 lost; s shrinks from 2 to 1"
+    finally:
+        for w in workers:
+            w.stdin.close()
+            w.wait(timeout=30)
+        if ps:
+            ps.stop()
+        network.remove()
+    assert network.left() == []
