@@ -101,13 +101,16 @@ def _sampled(sampler, origin) -> dict:
     return {} if sampler is None else {"series": sampler.stop(), "origin": origin, "meta": sampler.meta}
 
 
-def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int) -> dict:
-    """The single-machine baseline: the same loop, no parameter server."""
+def fit_sequential(model, x, y, epochs: int, batch_size: int, seed: int, on_epoch=None) -> dict:
+    """The single-machine baseline: the same loop, no parameter server. on_epoch(epochs done, history so
+    far) after each epoch: progress for a baseline that trains for many minutes."""
     history = {"accuracy": [], "loss": []}
     for epoch in range(epochs):
         acc, loss = train_epoch(model, x, y, batch_size, epoch_rng(seed, epoch))
         history["accuracy"].append(acc)
         history["loss"].append(loss)
+        if on_epoch:
+            on_epoch(epoch + 1, history)
     return history
 
 

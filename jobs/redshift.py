@@ -272,7 +272,11 @@ def run_baseline(job: Job, bundle, n: int) -> dict:
     model = new_model(model_args(cfg), cfg.train.seed)
     # Trained max_epochs and scored after the fact: one process's curve up to an epoch does not depend on
     # whether it goes on, so this equals stopping it on each criterion.
-    history = fit_sequential(model, x, y, cfg.train.max_epochs, cfg.train.batch_size, cfg.train.seed + 1)
+
+    def progress(done: int, history: dict) -> None:
+        log.info("baseline %d: epoch %d/%d, accuracy %.3f, loss %.4f (%.0f s)", n, done, cfg.train.max_epochs,
+                 history["accuracy"][-1], history["loss"][-1], time.monotonic() - started)
+    history = fit_sequential(model, x, y, cfg.train.max_epochs, cfg.train.batch_size, cfg.train.seed + 1, progress)
     single = {"accuracy": history["accuracy"], "loss": history["loss"], "samples": n,
               "epochs_to_stable": stable_epochs(history["accuracy"], cfg.train.stopping_rule, cfg.train.max_epochs)}
     log.info("baseline %d: final accuracy %.3f", n, history["accuracy"][-1])

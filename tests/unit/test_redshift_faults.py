@@ -151,3 +151,19 @@ def test_the_ps_prunes_only_checkpoints_before_the_epochs_its_own_checkpoint_rep
     (tmp_path / "worker-1.epoch-1.h5").write_bytes(b"")
     prune_worker_checkpoints(run, [2, 0])
     assert sorted(worker_checkpoints(run, 0)) == [2, 3] and sorted(worker_checkpoints(run, 1)) == [1]
+
+
+def test_the_single_machine_baseline_reports_each_epoch_as_it_ends():
+    """fit_sequential calls on_epoch after every epoch with the history so far (the job logs it: a paper-size
+    baseline trains for many minutes), and the history it returns is the last one reported."""
+    from distributed.tf_process import quiet_tensorflow
+    from distributed.async_training import fit_sequential
+    from jobs.redshift_roles import new_model
+    quiet_tensorflow(1)
+    data = np.random.default_rng(1)
+    x, y = data.normal(size=(32, 60)).astype(np.float32), data.integers(0, 5, 32)
+    seen = []
+    history = fit_sequential(new_model(MODEL, 3), x, y, 3, 16, 4,
+                             on_epoch=lambda done, h: seen.append((done, list(h["accuracy"]), list(h["loss"]))))
+    assert [s[0] for s in seen] == [1, 2, 3]
+    assert [len(s[1]) for s in seen] == [1, 2, 3] and seen[-1][1:] == (history["accuracy"], history["loss"])
