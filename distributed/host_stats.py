@@ -194,10 +194,8 @@ def _read_int(path: str) -> int:
 def sample_host(host, now: float | None = None) -> dict:
     """Cumulative figures of one host (hosts.Host) right now."""
     import psutil
-    version, root = hierarchy() or (None, None)
-    if version is None:
-        raise CgroupError("this machine mounts neither cgroup v2 nor v1's cpuacct: no CPU per host")
-    group = root / host.netns
+    group = cgroup_path(host.netns)  # raises when the machine has no cgroup hierarchy to count CPU
+    version = hierarchy()[0]
     stats = f"/sys/class/net/{host.veth}/statistics"
     cpu = cpu_seconds(version, (group / ("cpu.stat" if version == "v2" else "cpuacct.usage")).read_text())
     rss, members = 0, pids(host.netns)
@@ -256,3 +254,13 @@ class Sampler:
         except (OSError, CgroupError):
             pass
         return self.rows
+
+
+def watch(network, interval_s: float, samples: int) -> None:
+    """Print each host's figures (COLUMNS) as CSV on stdout, a row per host every interval_s."""
+    sampler = Sampler(network, interval_s)
+    for i in range(samples + 1):
+        if i:
+            time.sleep(interval_s)
+        text = to_csv(sampler.sample())
+        print(text if i == 0 else text.split("\n", 1)[1], end="", flush=True)  # the header once

@@ -416,19 +416,6 @@ def _network_status(network: host_net.HostNetwork) -> dict:
             "hosts": hosts}
 
 
-def watch(network: host_net.HostNetwork | None, interval_s: float, samples: int) -> None:
-    """Print each host's figures (host_stats.COLUMNS) as CSV, a row per host every interval_s."""
-    from distributed import host_stats
-    if network is None:
-        raise ClusterError("no mini-cluster with hosts runs from this run folder (`up --hosts N` starts one)")
-    sampler = host_stats.Sampler(network, interval_s)
-    for i in range(samples + 1):
-        if i:
-            time.sleep(interval_s)
-        text = host_stats.to_csv(sampler.sample())
-        print(text if i == 0 else text.split("\n", 1)[1], end="", flush=True)  # the header once
-
-
 def free_ports(host: str, n: int) -> list[int]:
     """n distinct ports free right now (all held open together, so no two are the same)."""
     socks = [socket.create_server((host, 0)) for _ in range(n)]
@@ -508,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
             if cluster.removed_hosts:
                 print(f"removed {' '.join(cluster.removed_hosts)}")
         elif args.command == "watch":
-            watch(cluster.network, args.interval, args.samples)
+            if cluster.network is None:
+                raise ClusterError("no mini-cluster with hosts runs from this run folder (`up --hosts N` starts one)")
+            from distributed import host_stats
+            host_stats.watch(cluster.network, args.interval, args.samples)
         else:
             print(json.dumps(cluster.status(), indent=2))
     except (ClusterError, HdfsError, JavaError, host_net.HostsError) as exc:

@@ -143,8 +143,7 @@ def test_a_hosts_figures_count_what_a_process_inside_it_sends_and_computes(capsy
         assert 200 * 1000 <= totals[busy.netns]["bytes_out"] < 200 * 1100
         assert totals[busy.netns]["cpu_s"] >= 0.45 and totals[idle.netns]["cpu_s"] == 0
         # `minicluster watch` prints the same figures as CSV: a header, then a row per host per interval.
-        from distributed.minicluster import watch
-        watch(network, 0.05, 2)
+        host_stats.watch(network, 0.05, 2)
         printed = capsys.readouterr().out.splitlines()
         assert printed[0] == ",".join(host_stats.COLUMNS) and len(printed) == 1 + 3 * len(network.hosts)
         assert [line.split(",")[1] for line in printed[1:3]] == [busy.netns, idle.netns]
