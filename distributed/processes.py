@@ -8,7 +8,9 @@ re-parented, without matching on names.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
 import time
 
 import psutil
@@ -69,3 +71,37 @@ def wait_gone(run_id: str, timeout_s: float = 15.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return [p.pid for p in left]
         time.sleep(0.5)
+
+
+def nearest_ancestor(name: str, pid: int | None = None) -> int | None:
+    """The pid of the closest ancestor of `pid` (default: this process) whose process name is `name`."""
+    try:
+        for proc in psutil.Process(pid or os.getpid()).parents():
+            if proc.name() == name:
+                return proc.pid
+    except psutil.Error:
+        pass
+    return None
+
+
+def exit_with(pid: int, poll_s: float = 1.0) -> threading.Thread:
+    """SIGKILL this process as soon as process `pid` has exited (a daemon thread waits on it).
+
+    PR_SET_PDEATHSIG only ties a process to its parent; this ties it to any process, e.g. the Spark
+    executor JVM above the Python worker that forked it. Waits on a pidfd, which a recycled pid cannot
+    fool; polls where the kernel has none."""
+    def watch():
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = None  # already gone
+        except (AttributeError, OSError):  # Python or kernel without pidfd
+            while alive(pid):
+                time.sleep(poll_s)
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+    watcher = threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True)
+    watcher.start()
+    return watcher

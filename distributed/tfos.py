@@ -16,8 +16,11 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
   every interface: on a cluster of this machine the roles run them in a private network of the run's
   own (netns.py), made before the roles start and deleted by name when they end or fail.
 - "waiting for N reservations" forever: a timeout that names the roles that never registered.
-- Roles that outlive the job: each process TFoS forks dies with its parent (PR_SET_PDEATHSIG), and
-  shutdown is bounded, even when a role returned early or raised.
+- Roles that outlive the job: each process TFoS forks dies with the process its life depends on, and
+  shutdown is bounded, even when a role returned early or raised. A ps (whose task waits for it) dies
+  with that task's Python worker (PR_SET_PDEATHSIG). A worker fed by Spark (InputMode.SPARK) and its
+  manager outlive the task that started them, so they die with their executor's JVM instead: Spark
+  stops a Python worker after a minute without tasks, and feeding tasks may all run elsewhere.
 - Roles return a JSON result to the driver over the same authenticated channel, and may send it
   small progress records on the way (RoleContext.progress, Cluster.progress).
 - TFoS feeds a partition to the worker on whichever executor Spark runs the task on, so no worker is
@@ -39,7 +42,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from distributed import netns, reservation
+from distributed import netns, processes, reservation
 from distributed.reservation import ReservationTimeout
 
 __all__ = ["Cluster", "ReservationTimeout", "RoleContext", "RoleFailed", "Roles", "run"]
@@ -118,6 +121,16 @@ def _die_with_parent() -> None:
         pass  # not Linux: Spark's own teardown is all there is
 
 
+def _die_with_executor() -> None:
+    """Ask to be killed when this process's Spark executor (the nearest JVM above it) exits; without
+    one above (not under Spark), when the parent exits."""
+    executor = processes.nearest_ancestor("java")
+    if executor is None:
+        _die_with_parent()
+    else:
+        processes.exit_with(executor)
+
+
 def node_address(node_host: str | None) -> str | None:
     """The address this node's roles advertise: the driver's choice (the configured host of a loopback
     cluster); without one (a master elsewhere), the address this node's Spark worker binds, which
@@ -126,8 +139,9 @@ def node_address(node_host: str | None) -> str | None:
     return node_host or os.environ.get("SPARK_LOCAL_IP") or None
 
 
-def _patch_executor(node_host: str | None, secret: str) -> None:
-    """Install the workarounds in this Python worker (idempotent; runs before any TFoS code)."""
+def _patch_executor(node_host: str | None, secret: str, background: bool = False) -> None:
+    """Install the workarounds in this Python worker (idempotent; runs before any TFoS code).
+    background: this task starts a node whose worker role runs on after the task (InputMode.SPARK)."""
     import multiprocessing
     _, TFManager, _, _, util, tfos_reservation = _tfos()
     quiet_tfos_logging()
@@ -146,7 +160,9 @@ def _patch_executor(node_host: str | None, secret: str) -> None:
         TFManager.TFManager.register("set", callable=lambda key, value: TFManager._set(key, value))
         address = (node_host or util.get_ip_address(), 0) if mode == "remote" else None
         TFManager.mgr = TFManager.TFManager(address=address, authkey=authkey)
-        TFManager.mgr.start(initializer=_die_with_parent)
+        # a ps's manager ("remote") serves a task that waits for its role; a background worker's, the
+        # feeding tasks that come after this one
+        TFManager.mgr.start(initializer=_die_with_executor if background and mode != "remote" else _die_with_parent)
         return TFManager.mgr
 
     TFManager.start = start_manager
@@ -180,10 +196,10 @@ class _NodeContext:
 _ROLE_CREDENTIAL: str | None = None
 
 
-def _on_executor(fn: Callable, node_host: str | None, secret: str) -> Callable:
+def _on_executor(fn: Callable, node_host: str | None, secret: str, background: bool = False) -> Callable:
     """Wrap a TFoS partition function so the patches are in place in whichever worker runs it."""
     def run(*args):  # (iterator) or (partition index, iterator)
-        _patch_executor(node_host, secret)
+        _patch_executor(node_host, secret, background)
         return fn(*args)
     return run
 
@@ -208,7 +224,15 @@ def _feed_pinned(workers: dict[int, dict], feed_timeout_s: float, qname: str = "
             if not skipped:
                 queue.put(item, block=True)
         put_s = time.monotonic() - started
-        waited = threading.Thread(target=queue.join, daemon=True)
+        lost: list[BaseException] = []
+
+        def join():
+            try:
+                queue.join()
+            except (OSError, EOFError) as exc:  # the manager is gone, and the worker with it
+                lost.append(exc)
+
+        waited = threading.Thread(target=join, daemon=True)
         waited.start()
         deadline = time.monotonic() + feed_timeout_s
         while waited.is_alive():
@@ -219,6 +243,9 @@ def _feed_pinned(workers: dict[int, dict], feed_timeout_s: float, qname: str = "
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker:{index} did not consume partition {index} within {feed_timeout_s:.0f}s")
             waited.join(0.2)
+        if lost:
+            raise RuntimeError(f"worker:{index} (host {node['host']}) went away before it consumed partition "
+                               f"{index}: its queue's manager closed the connection ({lost[0]!r})")
         return [{"worker": index, "items": items, "skipped": skipped, "put_s": round(put_s, 4),
                  "consumed_s": round(time.monotonic() - started, 4)}]
     return feed
@@ -314,9 +341,12 @@ class RoleContext:
         return False
 
 
-def _role_main(role_fn: Callable, secret: str, server_addr, network: str | None) -> Callable:
+def _role_main(role_fn: Callable, secret: str, server_addr, network: str | None, background: bool) -> Callable:
     def main(args, tfos_ctx):
-        _die_with_parent()
+        if background and tfos_ctx.job_name not in ("ps", "evaluator"):
+            _die_with_executor()  # TFoS returned its task at once: that Python worker may be stopped when idle
+        else:
+            _die_with_parent()
         import distributed.tfos as node  # where this node's task left the role's credential
         ctx = RoleContext(tfos_ctx, dict(args), secret, server_addr, network, node._ROLE_CREDENTIAL)
         name = f"{ctx.job_name}:{ctx.task_index}"
@@ -536,9 +566,10 @@ def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Role
     tfos_reservation.Server = lambda count: server
 
     def node_run(fn, tf_args, cluster_meta, *rest, **kw):
-        inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"], network),
+        background = mode == TFCluster.InputMode.SPARK
+        inner = original_run(_role_main(role_fn, secret, cluster_meta["server_addr"], network, background),
                              tf_args, cluster_meta, *rest, **kw)
-        return _on_executor(_keep_credential(inner), node_host, secret)
+        return _on_executor(_keep_credential(inner), node_host, secret, background)
 
     TFSparkNode.run = node_run
     try:

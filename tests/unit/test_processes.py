@@ -18,8 +18,8 @@ DEAF = [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SI
                               "print('ready', flush=True); time.sleep(60)"]
 
 
-def _spawn(cmd, run_id=None, **kw) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != processes.RUN_TAG}
+def _spawn(cmd, run_id=None, env_extra=None, **kw) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != processes.RUN_TAG} | (env_extra or {})
     if run_id is not None:
         env[processes.RUN_TAG] = run_id
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, **kw)
@@ -132,3 +132,42 @@ def test_alive_is_false_for_a_zombie():
         assert not processes.alive(child.pid)  # exited, not yet reaped
     finally:
         child.wait(timeout=5)
+
+
+def test_nearest_ancestor_is_the_closest_process_of_that_name():
+    me = psutil.Process()
+    probe = ("from distributed import processes; "
+             f"print(processes.nearest_ancestor({me.name()!r}), processes.nearest_ancestor('no-such-process'))")
+    # child python -> bash -> this process: the child's nearest ancestor of this process's name is this one
+    out = subprocess.run(["bash", "-c", f'{sys.executable} -c "{probe}"; true'], capture_output=True,
+                         text=True, timeout=60, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.stdout.split() == [str(me.pid), "None"]
+
+
+def test_exit_with_ends_a_process_when_its_anchor_exits_not_when_its_parent_does():
+    """The Spark case: a role forked by a Python worker must outlive that worker (stopped when idle)
+    and die with the executor above it. Here: anchor = the executor, middle = the Python worker."""
+    anchor = _spawn(SLEEPER)
+    child_code = ("import sys, time; from distributed import processes; "
+                  f"processes.exit_with({anchor.pid}); print('ready', flush=True); time.sleep(60)")
+    middle_code = ("import subprocess, sys; "
+                   f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}], stdout=sys.stdout); "
+                   "print(c.pid, flush=True)")
+    middle = _spawn([sys.executable, "-c", middle_code], stdout=subprocess.PIPE, text=True,
+                    env_extra={"PYTHONPATH": os.getcwd()})
+    child_pid = int(middle.stdout.readline())
+    try:
+        assert middle.stdout.readline().strip() == "ready"
+        middle.wait(10)  # the parent is gone ...
+        time.sleep(1.0)
+        assert processes.alive(child_pid)  # ... and the child lives on
+        anchor.kill()
+        anchor.wait(10)
+        deadline = time.monotonic() + 10
+        while processes.alive(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not processes.alive(child_pid), "the child outlived its anchor"
+    finally:
+        _kill(anchor, middle)
+        if processes.alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
