@@ -48,6 +48,7 @@ class Job:
     secret: str            # this run's secret for TFoS roles and the parameter server
     node_host: str | None  # address TFoS nodes advertise (None: let each node find its own)
     resume: bool = False   # continue from the checkpoints under the output URI (--resume)
+    hosts: Any = None      # on a mini-cluster with hosts: its host_stats.Sampler, sampling since the run began
 
     @property
     def sc(self):
@@ -392,12 +393,13 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
             # advertising their own hosts' addresses. What the user set wins.
             os.environ.setdefault("SPARK_LOCAL_IP", bridge)
             os.environ.setdefault("TFOS_SERVER_HOST", bridge)
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the hosts share this machine's files
         if cfg.cluster.python_archive:  # the executors' Python comes from the archive Spark ships them
             os.environ["PYSPARK_PYTHON"] = env_archive.EXECUTOR_PYTHON
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
-        job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume)
+        job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume, hosts=host_sampler)
         storage.makedirs(work, private=True)
         storage.write_text(job.out("config.yaml"), resolved)
         log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], work)

@@ -243,10 +243,14 @@ def test_own_address_is_an_address_this_machine_can_bind_and_nothing_else():
     assert own_address("no-such-host.invalid") is None
 
 
+OURS = sys.executable  # the hosts share this machine's files: executors run the driver's interpreter
+
+
 @pytest.mark.parametrize("preset, master_is_ours, expected", [
-    ({}, True, ("198.18.9.1", "198.18.9.1", None)),                     # the bridge of the hosts
-    ({"TFOS_SERVER_HOST": "198.18.9.7"}, True, ("198.18.9.1", "198.18.9.7", None)),  # the user's wins
-    ({}, False, (None, None, None)),                                      # a master on another machine
+    ({}, True, ("198.18.9.1", "198.18.9.1", OURS, None)),                     # the bridge of the hosts
+    ({"TFOS_SERVER_HOST": "198.18.9.7", "PYSPARK_PYTHON": "/opt/py/bin/python"}, True,
+     ("198.18.9.1", "198.18.9.7", "/opt/py/bin/python", None)),               # the user's wins
+    ({}, False, (None, None, None, None)),                                      # a master on another machine
 ])
 def test_a_master_on_another_address_of_this_machine_makes_the_driver_bind_that_address(
         tmp_path, monkeypatch, no_spark, preset, master_is_ours, expected):
@@ -254,7 +258,7 @@ def test_a_master_on_another_address_of_this_machine_makes_the_driver_bind_that_
     driver and the reservation server bind it too (no hand-set variables), the roles' address stays theirs."""
     from jobs import runner
     from jobs.smoke import SmokeConfig
-    for key in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST"):
+    for key in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON"):
         monkeypatch.delenv(key, raising=False)
     for key, value in preset.items():
         monkeypatch.setenv(key, value)
@@ -262,10 +266,11 @@ def test_a_master_on_another_address_of_this_machine_makes_the_driver_bind_that_
     seen = {}
 
     def run(job):
-        seen["env"] = (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST"), job.node_host)
+        seen["env"] = (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST"),
+                       os.environ.get("PYSPARK_PYTHON"), job.node_host)
 
     assert runner.run_job("smoke", SmokeConfig, run, ["--master", "spark://198.18.9.1:7077",
                                                       "--output", str(tmp_path / "out")]) == 0
     assert seen["env"] == expected
-    assert (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST")) == \
-        (None, preset.get("TFOS_SERVER_HOST"))  # as before the run
+    assert (os.environ.get("SPARK_LOCAL_IP"), os.environ.get("TFOS_SERVER_HOST"), os.environ.get("PYSPARK_PYTHON")) \
+        == (None, preset.get("TFOS_SERVER_HOST"), preset.get("PYSPARK_PYTHON"))  # as before the run
