@@ -95,7 +95,7 @@ def summarise(rows: list[dict], cores: int, roles: dict[str, str] | None = None)
     for host, series in by_host.items():
         first, last = series[0], series[-1]
         span, cpu_s = last["t_s"] - first["t_s"], last["cpu_s"] - first["cpu_s"]
-        peaks = [r["cpu_percent_of_host"] for r in series if r["cpu_percent_of_host"] is not None]
+        peaks = [r["cpu_percent_of_host"] for r in series[1:] if r["cpu_percent_of_host"] is not None]
         out[host] = {"address": first["address"],
                      "roles": sorted(n for n, a in (roles or {}).items() if a == first["address"]),
                      "seconds": round(span, 3), "bytes_in": last["bytes_in"] - first["bytes_in"],
@@ -103,6 +103,21 @@ def summarise(rows: list[dict], cores: int, roles: dict[str, str] | None = None)
                      "cpu_percent_of_host_mean": round(100 * cpu_s / span / cores, 2) if span > 0 else None,
                      "cpu_percent_of_host_peak": round(max(peaks), 2) if peaks else None,
                      "rss_bytes_peak": max(r["rss_bytes"] for r in series)}
+    return out
+
+
+def window(rows: list[dict], wall_start: float, t0: float, t1: float) -> list[dict]:
+    """Each host's rows sampled inside the wall-clock window [t0, t1] (`wall_start`: the wall-clock time
+    of t_s = 0), each host's led by its last row before t0: the origin summarise() counts from."""
+    out, before = [], {}
+    for r in rows:
+        t = wall_start + r["t_s"]
+        if t < t0:
+            before[r["host"]] = r
+        elif t <= t1:
+            if r["host"] in before:
+                out.append(before.pop(r["host"]))
+            out.append(r)
     return out
 
 
@@ -221,11 +236,12 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, name="host-sampler", daemon=True)
         self._previous: dict[str, dict] = {}
         self._start = 0.0
+        self.wall_start = 0.0  # wall-clock time of t_s = 0
 
     def sample(self) -> list[dict]:
         """One row per host now (also what the thread does each interval); times count from the first."""
         if not self._previous:
-            self._start = time.monotonic()
+            self._start, self.wall_start = time.monotonic(), time.time()
         rows = []
         for host in self.network.hosts:
             current = sample_host(host)
@@ -245,6 +261,10 @@ class Sampler:
                 self.sample()
             except (OSError, CgroupError):  # the hosts going away at the end of a run: the last rows stand
                 return
+
+    def between(self, t0: float, t1: float, roles: dict[str, str] | None = None) -> dict[str, dict]:
+        """Each host's totals (summarise) over the wall-clock window [t0, t1] of the run so far."""
+        return summarise(window(list(self.rows), self.wall_start, t0, t1), self.cores, roles)
 
     def stop(self) -> list[dict]:
         self._stop.set()

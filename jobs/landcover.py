@@ -272,8 +272,9 @@ def per_cell_metrics(results: dict) -> dict[str, dict[str, dict[str, list]]]:
 def write_outputs(job: Job, cells: list[dict], metrics: dict, host_cores: dict[str, int], held_out: dict) -> list[str]:
     from jobs import landcover_report
     cfg = job.cfg
-    return job.publish(lambda folder: landcover_report.write_all(cells, metrics, folder, cfg.train.batch_size,
-                                                                 max(cfg.data.sizes), host_cores, held_out))
+    return job.publish(lambda folder: landcover_report.write_all(
+        cells, metrics, folder, cfg.train.batch_size, max(cfg.data.sizes), host_cores, held_out,
+        machine_cores=job.hosts.cores if job.hosts is not None else None))
 
 
 def run(job: Job) -> dict:
@@ -288,6 +289,9 @@ def run(job: Job) -> dict:
     trained = results["chief:0"]["cells"]
     bytes_per_step(results, trained, cfg.placement, model_args(cfg))
     metrics = per_cell_metrics(results)
+    if job.hosts is not None:  # a mini-cluster with hosts: each plan's figures per host, beside the per-role ones
+        from jobs import landcover_hosts
+        landcover_hosts.attach(trained, job.hosts, results["chief:0"].get("addresses") or {})
     if cfg.experiments.data_parallel:
         for n in cfg.data.sizes:
             cell, series = run_data_parallel(job, n, data_uris[n])
@@ -297,6 +301,7 @@ def run(job: Job) -> dict:
         trained.append(run_single_machine(job, data_uris[max(cfg.data.sizes)], data_uris["test"]))
     host_cores = {role: results[role]["meta"].get("host_cores") for role in ROLES}
     files = write_outputs(job, trained, metrics, host_cores, held_out)
+    checks = {c["id"]: c["hosts_check"] for c in trained if c.get("hosts_check")}
     buf = io.StringIO()
     json.dump(metrics, buf)
     storage.write_text(job.out("metrics.json"), buf.getvalue())
@@ -305,8 +310,10 @@ def run(job: Job) -> dict:
                                 "accuracy": c["accuracy"], "epoch_time_s": c["epoch_time_s"],
                                 "first_step_loss": c["first_step_loss"], "steps": c["steps"],
                                 **{k: c[k] for k in ("test_loss", "test_accuracy") if k in c},
-                                **({"bytes_per_step": c["bytes_per_step"]} if "bytes_per_step" in c else {})}
+                                **({"bytes_per_step": c["bytes_per_step"]} if "bytes_per_step" in c else {}),
+                                **({"hosts": c["hosts"]} if "hosts" in c else {})}
                       for c in trained},
+            **({"hosts_check": checks} if checks else {}),
             "bytes_out": {cid: {role: (s["bytes_out"][-1] if s["bytes_out"] else 0) for role, s in m.items()}
                           for cid, m in metrics.items()}}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from distributed.metrics import summarise
+from jobs import landcover_hosts
 from jobs import metrics_figures as mf
 from jobs.output_files import pyplot, save_png, write_csv, write_text
 
@@ -265,9 +266,11 @@ def held_out_markdown(cells: list[dict], held_out: dict, batch_size: int, datase
 
 
 def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, dataset: int,
-              host_cores: dict[str, int] | None = None, held_out: dict | None = None) -> list[str]:
+              host_cores: dict[str, int] | None = None, held_out: dict | None = None,
+              machine_cores: int | None = None) -> list[str]:
     """Tables, figures, per-role series and report.md into out_dir; returns the names written.
-    The plan table compares plans at `batch_size` on the `dataset`-patch set."""
+    The plan table compares plans at `batch_size` on the `dataset`-patch set; on a mini-cluster with hosts
+    (cells with "hosts") the same plans per host follow it (landcover_hosts.py)."""
     os.makedirs(out_dir, exist_ok=True)
     out = lambda name: os.path.join(out_dir, name)  # noqa: E731
     written, report = [], ["# Land-cover case study: results", ""]
@@ -284,6 +287,14 @@ def write_all(cells: list[dict], metrics: dict, out_dir: str, batch_size: int, d
         write_csv(plans, out("plans.csv"))
         written.append("plans.csv")
         report.append(plans_markdown(plans))
+    per_host = landcover_hosts.host_rows(cells, batch_size, dataset)
+    if per_host:
+        write_csv(per_host, out("plans_per_host.csv"))
+        written.append("plans_per_host.csv")
+        report.append(landcover_hosts.markdown(per_host, cells, machine_cores))
+        if landcover_hosts.plot(per_host, out("hosts.png")):
+            written.append("hosts.png")
+            report.append("![traffic and CPU per host, per plan](hosts.png)\n")
     parallel = parallelism_rows(cells, metrics, batch_size)
     if any(r["approach"] == "data parallel" for r in parallel):
         write_csv(parallel, out("parallelism.csv"))

@@ -270,7 +270,9 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
         cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
         with netns.outside():
             store.finish(cell["id"], cells[-1])
-    return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta}
+    addresses = {f"{job}:{i}": address.rsplit(":", 1)[0] for job, listed in ctx.cluster_spec.items()
+                 for i, address in enumerate(listed)}  # each role's host, for the figures per host
+    return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta, "addresses": addresses}
 
 
 def describe_role(role: str, plan_name: str, plan: dict) -> str:

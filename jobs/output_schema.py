@@ -306,6 +306,10 @@ LANDCOVER = (
                      "ratio})}}; cell ids are <patches>-<plan>-b<batch>-e<epochs>[-w<window s>], 'single' "
                      "and <patches>-data-parallel-b<batch>-e<epochs>"),
         Key("bytes_out", "{cell id: {role: TCP payload bytes the role sent during the cell}}"),
+        Key("hosts_check", "{cell id: {steps, hosts_bytes_out, roles_bytes_out, ratio, exact, comparable, "
+                           "shared_hosts, within}}: bytes out of the hosts' links against bytes out of the roles' "
+                           "sockets over the cell's steady window (jobs/landcover_hosts.py); each model-parallel "
+                           "cell's figures per host are under cells.<id>.hosts", ON_HOSTS),
         Key("held_out", "{nearest_signature_test_accuracy, test_samples}: the no-learning baseline on the held-out "
                         "test region (the CNN's test_loss and test_accuracy are in cells)"),
     ),
@@ -318,6 +322,18 @@ LANDCOVER = (
                  Key("final_accuracy", "last epoch's training accuracy"),
                  *(Key(f"{role} {col}", f"{meaning}, {role}")
                    for role in _ROLES for col, meaning in _ROLE_COLUMNS), *_BYTES_COLUMNS)),
+    Output("plans_per_host.csv", "csv", "the plans of plans.csv per host of the mini-cluster, as the thesis's "
+           "Ganglia measured each machine (jobs/landcover_hosts.py)", ON_HOSTS,
+           keys=(Key("cell", "cell id"), Key("plan", "plan name"), Key("host", "the host's network namespace"),
+                 Key("address", "the host's address"), Key("roles", "the roles that ran on the host"),
+                 Key("seconds", "seconds the cell's window covered"),
+                 Key("in MiB", "MiB the host's link received during the cell (whole frames)"),
+                 Key("out MiB", "MiB the host's link sent during the cell (whole frames)"),
+                 Key("in MiB/s", "mean MiB received per second"), Key("out MiB/s", "mean MiB sent per second"),
+                 Key("cpu % of host mean", "CPU of the host's cgroup, % of all the machine's cores, mean"),
+                 Key("cpu % of host peak", "the same, the largest sampling interval"),
+                 Key("rss MiB peak", "peak resident memory summed over the host's processes, MiB"))),
+    Output("hosts.png", "png", "per plan, each host's MiB/s out and in and its CPU % of the host", ON_HOSTS),
     Output("bytes_per_step.csv", "csv", "every model-parallel cell: bytes per step measured over its steady window "
            "beside the analytic count (models.landcover.step_bytes), in total and per role",
            keys=(Key("cell", "cell id"), Key("plan", "plan name"), Key("batch_size", "batch size"), *_BYTES_COLUMNS,

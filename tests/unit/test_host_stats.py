@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed.host_stats import CgroupError, cpu_seconds, parse_mounts, rates, row, summarise, to_csv
+from distributed.host_stats import CgroupError, cpu_seconds, parse_mounts, rates, row, summarise, to_csv, window
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +67,19 @@ def test_a_series_starts_without_rates_and_sums_up_per_host_with_its_roles():
     assert text[0] == ("t_s,host,address,bytes_in,bytes_out,bytes_in_per_s,bytes_out_per_s,cpu_s,"
                        "cpu_percent_of_host,cpu_percent_of_core,rss_bytes,n_procs")
     assert text[1] == "0,h-2,198.18.3.2,0,0,,,5.000,,,10,2" and len(text) == 7
+
+
+def test_a_window_counts_from_each_hosts_last_sample_before_it_to_its_last_inside():
+    """A land-cover cell's figures per host: samples at t_s 0..4 s, the cell from wall 1001.5 to 1003.2
+    (wall_start 1000): each host counts from its sample at t_s 1 (the origin) to its sample at t_s 3."""
+    series = {h: [sample(t, h, 1000 * t * t, 10 * t, 0.5 * t * (h == "h-2"), 100 + t) for t in range(5)]
+              for h in ("h-2", "h-3")}
+    rows = [row(s[i - 1] if i else None, s[i], 0, cores=2) for s in series.values() for i in range(5)]
+    picked = window(rows, 1000.0, 1001.5, 1003.2)
+    assert [(r["host"], r["t_s"]) for r in picked] == [("h-2", 1), ("h-2", 2), ("h-2", 3),
+                                                      ("h-3", 1), ("h-3", 2), ("h-3", 3)]
+    summary = summarise(picked, cores=2)
+    assert summary["h-2"]["bytes_in"] == 1000 * (9 - 1) and summary["h-2"]["bytes_out"] == 20
+    assert summary["h-2"]["cpu_s"] == 1.0 and summary["h-2"]["cpu_percent_of_host_mean"] == 25.0
+    assert summary["h-2"]["rss_bytes_peak"] == 103 and summary["h-3"]["cpu_s"] == 0
+    assert window(rows, 1000.0, 1010, 1020) == []  # nothing sampled in it
