@@ -150,36 +150,79 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
     assert set(host_cluster.removed_hosts) >= {*(h.netns for h in network.hosts), network.bridge}
 
 
-def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(tmp_path):
-    """jobs/smoke.py (1 ps + 2 workers, 10,000 records fed through Spark) on a cluster of 3 hosts: each
-    role on its own host, advertising that host's address, every record consumed once. The driver and
-    the reservation server bind the bridge's address, the master's, with no variable set by hand."""
-    with cluster_on_hosts(tmp_path / "run", 3) as cluster:
-        network = cluster.network
-        out = tmp_path / "smoke"
-        env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST")}
-        env.update(PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable)
-        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny",
-                               "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
-                               "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=420)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        summary = json.loads((out / "summary.json").read_text())
-        consumed_exactly_once(summary, storage.to_uri(out), 10_000)
-        role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
-        assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
-        assert sorted(role_hosts.values()) == sorted(h.address for h in network.hosts), role_hosts
-        # Each host's own figures (host_stats, sampled by the driver) saw its role: the executor's CPU in the
-        # host's cgroup, the job's bytes on its link; the series is in hosts.csv, readable by its owner only.
-        figures = summary["hosts"]
-        assert sorted(figures) == sorted(h.netns for h in network.hosts), figures
-        assert sorted(r for f in figures.values() for r in f["roles"]) == ["ps:0", "worker:0", "worker:1"]
-        for f in figures.values():
+@pytest.fixture(scope="module")
+def five_hosts(tmp_path_factory):
+    """One cluster of 5 hosts for the jobs below (land cover has 5 roles): started once, removed after."""
+    with cluster_on_hosts(tmp_path_factory.mktemp("hosts5"), 5) as cluster:
+        yield cluster
+
+
+def run_job_on(cluster, case: str, out: Path, *sets: str) -> dict:
+    """jobs/<case>.py --preset tiny on the cluster, as a user runs it: no address or interpreter set by
+    hand (the runner finds the bridge's address and the hosts run its interpreter). Its summary."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
+    env.update(PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{case}.py"), "--preset", "tiny",
+                           "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
+                           *[arg for s in sets for arg in ("--set", s)], "--output", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(five_hosts, tmp_path):
+    """jobs/smoke.py (1 ps + 2 workers, 10,000 records fed through Spark) on the hosts: each role on a
+    host of its own, advertising that host's address, every record consumed once. The driver and the
+    reservation server bind the bridge's address, the master's, with no variable set by hand."""
+    network, out = five_hosts.network, tmp_path / "smoke"
+    summary = run_job_on(five_hosts, "smoke", out)
+    consumed_exactly_once(summary, storage.to_uri(out), 10_000)
+    role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
+    assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
+    assert len(set(role_hosts.values())) == 3 and set(role_hosts.values()) <= {h.address for h in network.hosts}
+    # Each host's own figures (host_stats, sampled by the driver) saw its role: the executor's CPU in the
+    # host's cgroup, the job's bytes on its link; the series is in hosts.csv, readable by its owner only.
+    figures = summary["hosts"]
+    assert sorted(figures) == sorted(h.netns for h in network.hosts), figures
+    assert sorted(r for f in figures.values() for r in f["roles"]) == ["ps:0", "worker:0", "worker:1"]
+    for f in figures.values():
+        if f["roles"]:
             assert len(f["roles"]) == 1 and f["cpu_s"] > 1, f
             assert f["bytes_in"] > 10_000 and f["bytes_out"] > 10_000, f
-        series = (out / "hosts.csv").read_text().splitlines()
-        assert series[0].startswith("t_s,host,address,bytes_in,bytes_out,") and len(series) > 1 + 2 * len(figures)
-        assert (out / "hosts.csv").stat().st_mode & 0o077 == 0
+    series = (out / "hosts.csv").read_text().splitlines()
+    assert series[0].startswith("t_s,host,address,bytes_in,bytes_out,") and len(series) > 1 + 2 * len(figures)
+    assert (out / "hosts.csv").stat().st_mode & 0o077 == 0
+
+
+def test_land_cover_on_five_hosts_reports_each_plan_per_host_and_its_bytes_match_the_roles(five_hosts, tmp_path):
+    """Two placement plans of the land-cover study with each of its 5 roles (ps, chief, 3 workers) on a host
+    of its own: per plan and host, traffic, CPU and memory (plans_per_host.csv, the report, hosts.png); and
+    over each cell's steady window the bytes out of the hosts' links are those of the roles' sockets, plus
+    frame headers (within 5%)."""
+    network, out = five_hosts.network, tmp_path / "landcover"
+    summary = run_job_on(five_hosts, "landcover", out, "experiments.plans=[default,scheme2]",
+                         "experiments.batch_sizes=[20]", "experiments.data_parallel=false",
+                         "experiments.single_machine=false")
+    cells = {c["plan"]: cid for cid, c in summary["cells"].items()}
+    assert sorted(cells) == ["default", "scheme2"], summary["cells"].keys()
+    addresses = {h.netns: h.address for h in network.hosts}
+    for plan, cid in cells.items():
+        per_host = summary["cells"][cid]["hosts"]
+        assert sorted(per_host) == sorted(addresses), per_host
+        assert sorted(r for h in per_host.values() for r in h["roles"]) == \
+            ["chief:0", "ps:0", "worker:0", "worker:1", "worker:2"]
+        for name, h in per_host.items():
+            assert h["address"] == addresses[name] and len(h["roles"]) == 1, (plan, name, h)
+            assert h["bytes_in"] > 10_000 and h["bytes_out"] > 10_000 and h["cpu_s"] > 0.1, (plan, name, h)
+        check = summary["hosts_check"][cid]
+        assert check["comparable"] and check["exact"] and check["steps"] >= 1, check
+        assert 0.995 <= check["ratio"] <= 1.05, check  # the links carry the payload and headers (acks, frames)
+    rows = (out / "plans_per_host.csv").read_text().splitlines()
+    assert rows[0].startswith("cell,plan,host,address,roles,seconds,in MiB,out MiB,") and len(rows) == 1 + 2 * 5
+    report = (out / "report.md").read_text()
+    assert "## Placement plans per host" in report and "| within |" in report and "(hosts.png)" in report
+    assert (out / "hosts.png").read_bytes()[:4] == b"\x89PNG"
+    assert all((out / name).stat().st_mode & 0o077 == 0 for name in ("plans_per_host.csv", "hosts.png"))
 
 
 @pytest.mark.hdfs
