@@ -237,9 +237,14 @@ def _feed_pinned(workers: dict[int, dict], feed_timeout_s: float, qname: str = "
         deadline = time.monotonic() + feed_timeout_s
         while waited.is_alive():
             try:
-                raise RuntimeError(f"worker:{index} failed while fed:\n{equeue.get(block=False)}")
+                error = equeue.get(block=False)
             except Empty:
-                pass
+                error = None
+            except (OSError, EOFError) as exc:  # the manager is gone: the same as a failed join below
+                lost.append(exc)
+                break
+            if error is not None:
+                raise RuntimeError(f"worker:{index} failed while fed:\n{error}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker:{index} did not consume partition {index} within {feed_timeout_s:.0f}s")
             waited.join(0.2)
