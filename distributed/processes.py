@@ -99,8 +99,10 @@ def exit_with(pid: int, poll_s: float = 1.0) -> threading.Thread:
             while alive(pid):
                 time.sleep(poll_s)
             fd = None
-        if fd is not None:
-            select.select([fd], [], [])
+        if fd is not None:  # poll, not select: a process with many files may get a pidfd above FD_SETSIZE
+            waiter = select.poll()
+            waiter.register(fd, select.POLLIN)
+            waiter.poll()
         os.kill(os.getpid(), signal.SIGKILL)
     watcher = threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True)
     watcher.start()
