@@ -20,7 +20,8 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
   shutdown is bounded, even when a role returned early or raised. A ps (whose task waits for it) dies
   with that task's Python worker (PR_SET_PDEATHSIG). A worker fed by Spark (InputMode.SPARK) and its
   manager outlive the task that started them, so they die with their executor's JVM instead: Spark
-  stops a Python worker after a minute without tasks, and feeding tasks may all run elsewhere.
+  stops a Python worker after a minute without tasks, and feeding tasks may all run elsewhere. The
+  price: such a manager stays, idle, until its executor ends (one per Spark-fed worker and cluster).
 - Roles return a JSON result to the driver over the same authenticated channel, and may send it
   small progress records on the way (RoleContext.progress, Cluster.progress).
 - TFoS feeds a partition to the worker on whichever executor Spark runs the task on, so no worker is
