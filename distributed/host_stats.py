@@ -5,7 +5,8 @@
 A job run on a mini-cluster with hosts samples them the same way and writes hosts.csv beside its outputs,
 with a per-host summary in summary.json (jobs/runner.py).
 
-- bytes in / out: the kernel's counters of the machine's end of host i's veth pair
+- bytes in / out: the kernel's counters of the machine's ends of host i's veth pairs, both its cards (its
+  own and the one its TensorFlow servers use, hosts.py) summed, as Ganglia sums a machine's NICs
   (/sys/class/net/<veth>/statistics): what that end transmits, the host receives, and the reverse. Like a
   NIC's counters (and Ganglia's bytes_in / bytes_out) they count whole frames of every protocol, headers
   and acks included, so they exceed the sockets' payload bytes that metrics.py sums per process.
@@ -211,7 +212,7 @@ def sample_host(host, now: float | None = None) -> dict:
     import psutil
     group = cgroup_path(host.netns)  # raises when the machine has no cgroup hierarchy to count CPU
     version = hierarchy()[0]
-    stats = f"/sys/class/net/{host.veth}/statistics"
+    cards = [f"/sys/class/net/{veth}/statistics" for veth in (host.veth, getattr(host, "tf_veth", "")) if veth]
     cpu = cpu_seconds(version, (group / ("cpu.stat" if version == "v2" else "cpuacct.usage")).read_text())
     rss, members = 0, pids(host.netns)
     for pid in members:
@@ -220,7 +221,8 @@ def sample_host(host, now: float | None = None) -> dict:
         except psutil.Error:
             continue  # gone since the list was read
     return {"t_s": time.monotonic() if now is None else now, "host": host.netns, "address": host.address,
-            "bytes_in": _read_int(f"{stats}/tx_bytes"), "bytes_out": _read_int(f"{stats}/rx_bytes"),
+            "bytes_in": sum(_read_int(f"{c}/tx_bytes") for c in cards),
+            "bytes_out": sum(_read_int(f"{c}/rx_bytes") for c in cards),
             "cpu_s": cpu, "rss_bytes": rss, "n_procs": len(members)}
 
 

@@ -21,20 +21,16 @@ makes anything. A cluster is alive while that process lives, a process of its ru
 tag), or a process sits in one of its namespaces; `sweep` deletes the namespaces, links and record of
 every cluster that is not, and only names that match the exact patterns above.
 
-TensorFlow's servers on hosts (not settled here). On loopback, netns.py puts the TF servers of a run in
-a namespace of the run's own with nothing but `lo`: every role's TensorFlow thread enters that one
-namespace by its path under /run/netns and the servers talk on 127.0.0.1, unreachable from outside. On
-hosts the master is not on loopback, so the driver passes no node address and makes no such namespace
-(tfos._private_network): each TF server binds every interface of its own host, reachable from the
-other hosts and from the machine's own namespace (any local process), and the job warns so. Doing what
-loopback does instead (every role entering the run's one namespace) would keep the TF traffic off the
-hosts altogether: all of it on one loopback, none on the bridge, so neither cross-host TF traffic nor
-per-host byte counts would be real. A design that keeps both (not built): per run, a "switch"
-namespace holding a bridge and no address, and per host a namespace of the run's own with one veth
-end on that bridge and an address from another /24 of the range; each role's TensorFlow thread enters
-its host's one (netns.entered), the roles' cluster spec maps each host's address to its private one,
-and host_stats adds those veths' counters to their hosts' (a host with a second NIC). Nothing in the
-machine's namespace has a route to that /24, so only the run's roles reach the servers.
+TensorFlow's servers on hosts: a second network. TensorFlow's gRPC servers bind every interface and have
+no authentication. So each host has a second network card for them alone: a namespace
+`scidl-host-<id>-<i>-tf` whose interface `eth1` (the inner end of the veth pair `scidl-<id>t<i>`) has
+198.18.<m>.<i+1>/24 on a second bridge `scidl-<id>-tf` that has no address. A role's TensorFlow thread
+enters its host's one (netns.entered; tfos.RoleContext.private_network) and its cluster spec names each
+host by that address (tf_cluster_spec), so TF traffic crosses the bridge from host to host and counts on
+the hosts' links (host_stats adds both cards), while nothing outside those namespaces reaches the servers:
+the machine's namespace has no address or route on 198.18.<m>, the hosts' own namespaces have no route to
+it, and entering a namespace takes root. <m> is another /24 of the range. On loopback netns.py gives a
+run's servers one namespace of their own instead (all on one `lo`).
 """
 from __future__ import annotations
 
@@ -61,10 +57,12 @@ NETNS_PREFIX = f"{PREFIX}host-"
 NETNS_DIR = "/run/netns"
 RECORD_DIR = Path("/run/scidl-hosts")
 INNER_IFACE = "eth0"  # a host's end of its veth pair, inside its namespace
+TF_IFACE = "eth1"     # a host's end of its TensorFlow link, inside the host's TF namespace
 CLONE_NEWNET = 0x40000000
 _ID = "[0-9a-f]{5}"
 NETNS_NAME = re.compile(rf"\A{re.escape(NETNS_PREFIX)}({_ID})-([1-9]\d{{0,2}})\Z")
-LINK_NAME = re.compile(rf"\A{re.escape(PREFIX)}({_ID})-(br|[1-9]\d{{0,2}})\Z")
+TF_NETNS_NAME = re.compile(rf"\A{re.escape(NETNS_PREFIX)}({_ID})-([1-9]\d{{0,2}})-tf\Z")
+LINK_NAME = re.compile(rf"\A{re.escape(PREFIX)}({_ID})(-br|-tf|-[1-9]\d{{0,2}}|t[1-9]\d{{0,2}})\Z")
 RECORD_NAME = re.compile(rf"\A({_ID})\.json\Z")
 NEEDS_ROOT = ("`up --hosts` needs root: it creates network namespaces, a bridge and veth pairs. "
               "Run it as root, or leave out --hosts: the mini-cluster then runs on loopback (the default), "
@@ -106,6 +104,11 @@ def pick_subnet(used: list, start: int = 0) -> ipaddress.IPv4Network:
     raise HostsError(f"every /24 of {RANGE} is in use on this machine")
 
 
+def subnet_index(net) -> int:
+    """Which /24 of 198.18.0.0/15 `net` is (the inverse of `subnet`)."""
+    return (int(_in_range_subnet(net).network_address) - int(RANGE.network_address)) >> 8
+
+
 def bridge_address(net: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The bridge's side of a host subnet: .1."""
     return address(_in_range_subnet(net).network_address + 1)
@@ -145,6 +148,11 @@ def netns_name(cid: str, i: int) -> str:
     return f"{NETNS_PREFIX}{_check_id(cid)}-{_check_index(i)}"
 
 
+def tf_netns_name(cid: str, i: int) -> str:
+    """Host i's second namespace: its network card for TensorFlow's servers."""
+    return f"{netns_name(cid, i)}-tf"
+
+
 def _iface(name: str) -> str:
     if len(name) > IFNAMSIZ:
         raise HostsError(f"interface name {name!r} is longer than {IFNAMSIZ} characters")
@@ -156,13 +164,22 @@ def veth_name(cid: str, i: int) -> str:
     return _iface(f"{PREFIX}{_check_id(cid)}-{_check_index(i)}")
 
 
+def tf_veth_name(cid: str, i: int) -> str:
+    """The machine's end of host i's TensorFlow link (enslaved to the TF bridge)."""
+    return _iface(f"{PREFIX}{_check_id(cid)}t{_check_index(i)}")
+
+
 def bridge_name(cid: str) -> str:
     return _iface(f"{PREFIX}{_check_id(cid)}-br")
 
 
+def tf_bridge_name(cid: str) -> str:
+    return _iface(f"{PREFIX}{_check_id(cid)}-tf")
+
+
 def owner(name: str) -> str | None:
     """The cluster id in a namespace, link or record name of the exact patterns; None for any other."""
-    for pattern in (NETNS_NAME, LINK_NAME, RECORD_NAME):
+    for pattern in (NETNS_NAME, TF_NETNS_NAME, LINK_NAME, RECORD_NAME):
         found = pattern.match(name)
         if found:
             return found.group(1)
@@ -194,9 +211,9 @@ def _ip(*args: str, check: bool = True) -> str:
 
 
 def netns_names() -> list[str]:
-    """Namespaces on this machine with the hosts' exact pattern, of any cluster."""
+    """Namespaces on this machine with the hosts' exact patterns (a host, its TF side), of any cluster."""
     try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if NETNS_NAME.match(n))
+        return sorted(n for n in os.listdir(NETNS_DIR) if NETNS_NAME.match(n) or TF_NETNS_NAME.match(n))
     except FileNotFoundError:
         return []
 
@@ -251,6 +268,9 @@ class Host:
     veth: str
     address: str
     roles: list[str] = field(default_factory=list)  # e.g. ["worker-1", "datanode-1"]
+    tf_netns: str = ""    # its second card, for TensorFlow's servers ("": a cluster made without one)
+    tf_veth: str = ""
+    tf_address: str = ""
 
 
 @dataclass
@@ -261,13 +281,24 @@ class HostNetwork:
     subnet: str
     bridge_address: str
     hosts: list[Host]
+    tf_bridge: str = ""  # the bridge of the hosts' TF cards (no address), and their /24
+    tf_subnet: str = ""
 
     @classmethod
-    def plan(cls, cid: str, n: int, net: ipaddress.IPv4Network) -> "HostNetwork":
+    def plan(cls, cid: str, n: int, net: ipaddress.IPv4Network,
+             tf_net: ipaddress.IPv4Network | None = None) -> "HostNetwork":
+        """n hosts on `net`, their TF cards on `tf_net` (default: the /24 after `net`)."""
         if not 1 <= n <= MAX_HOSTS:
             raise HostsError(f"--hosts must be 1 to {MAX_HOSTS}, got {n}")
-        return cls(cid, bridge_name(cid), str(_in_range_subnet(net)), str(bridge_address(net)),
-                   [Host(i, netns_name(cid, i), veth_name(cid, i), str(host_address(net, i))) for i in range(1, n + 1)])
+        net = _in_range_subnet(net)
+        tf_net = _in_range_subnet(tf_net or pick_subnet([net], subnet_index(net) + 1))
+        if tf_net.overlaps(net):
+            raise HostsError(f"the TF cards' network {tf_net} is the hosts' own")
+        return cls(cid, bridge_name(cid), str(net), str(bridge_address(net)),
+                   [Host(i, netns_name(cid, i), veth_name(cid, i), str(host_address(net, i)), [],
+                         tf_netns_name(cid, i), tf_veth_name(cid, i), str(host_address(tf_net, i)))
+                    for i in range(1, n + 1)],
+                   tf_bridge_name(cid), str(tf_net))
 
     @classmethod
     def from_dict(cls, raw: dict) -> "HostNetwork":
@@ -275,7 +306,16 @@ class HostNetwork:
 
     def to_dict(self) -> dict:
         return {"cid": self.cid, "bridge": self.bridge, "subnet": self.subnet,
-                "bridge_address": self.bridge_address, "hosts": [h.__dict__ for h in self.hosts]}
+                "bridge_address": self.bridge_address, "hosts": [h.__dict__ for h in self.hosts],
+                "tf_bridge": self.tf_bridge, "tf_subnet": self.tf_subnet}
+
+    def tf_network(self) -> dict | None:
+        """What a run's roles need to put TensorFlow on the hosts' TF cards (tfos.run(tf_network=...)):
+        per host address, its TF namespace and TF address. None for a cluster made without them."""
+        if not self.tf_bridge:
+            return None
+        return {"netns": {h.address: h.tf_netns for h in self.hosts},
+                "address": {h.address: h.tf_address for h in self.hosts}, "subnet": self.tf_subnet}
 
     def host(self, number: int) -> Host:
         return self.hosts[number - 1]
@@ -310,32 +350,63 @@ class HostNetwork:
                 _ip("link", "set", host.veth, "up")
                 _ip("-n", host.netns, "addr", "add", f"{address(host.address)}/{prefix}", "dev", INNER_IFACE)
                 _ip("-n", host.netns, "link", "set", INNER_IFACE, "up")
+            if self.tf_bridge:
+                self._create_tf_cards()
         except BaseException:
             self.remove()
             raise
 
+    def _create_tf_cards(self) -> None:
+        """The TF bridge, up with no address (the machine's namespace gets no way onto it), and per host
+        its TF namespace with lo up and eth1 on that bridge."""
+        prefix = ipaddress.IPv4Network(self.tf_subnet).prefixlen
+        _ip("link", "add", self.tf_bridge, "type", "bridge")
+        _ip("link", "set", self.tf_bridge, "addrgenmode", "none")
+        _ip("link", "set", self.tf_bridge, "up")
+        for host in self.hosts:
+            _ip("netns", "add", host.tf_netns)
+            _ip("-n", host.tf_netns, "link", "set", "lo", "up")
+            _ip("link", "add", host.tf_veth, "type", "veth", "peer", "name", TF_IFACE, "netns", host.tf_netns)
+            _ip("link", "set", host.tf_veth, "addrgenmode", "none")
+            _ip("-n", host.tf_netns, "link", "set", TF_IFACE, "addrgenmode", "none")
+            _ip("link", "set", host.tf_veth, "master", self.tf_bridge)
+            _ip("link", "set", host.tf_veth, "up")
+            _ip("-n", host.tf_netns, "addr", "add", f"{address(host.tf_address)}/{prefix}", "dev", TF_IFACE)
+            _ip("-n", host.tf_netns, "link", "set", TF_IFACE, "up")
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        """(namespaces, links) this network makes."""
+        spaces = [h.netns for h in self.hosts] + [h.tf_netns for h in self.hosts if h.tf_netns]
+        links = [h.veth for h in self.hosts] + [h.tf_veth for h in self.hosts if h.tf_veth] + \
+            [b for b in (self.bridge, self.tf_bridge) if b]
+        return spaces, links
+
     def remove(self) -> list[str]:
-        """Delete the hosts' namespaces, veth pairs and the bridge, then the record; returns the names deleted."""
-        return _delete(self.cid, [h.netns for h in self.hosts], [h.veth for h in self.hosts] + [self.bridge])
+        """Delete the hosts' namespaces, veth pairs and bridges, then the record; returns the names deleted."""
+        return _delete(self.cid, *self._names())
 
     @contextlib.contextmanager
     def cut_off(self, number: int):
-        """Host `number` cut off the network while the block runs: the machine's end of its veth pair is
-        down (its processes keep running, as on a machine whose cable is pulled); back up afterwards,
-        also when the block fails."""
-        veth = self.host(number).veth
-        _ip("link", "set", veth, "down")
+        """Host `number` cut off the network while the block runs: the machine's ends of its veth pairs
+        (both cards) are down, its processes keep running, as on a machine whose cables are pulled; back
+        up afterwards, also when the block fails."""
+        host = self.host(number)
+        veths = [v for v in (host.veth, host.tf_veth) if v]
         try:
-            yield self.host(number)
+            for veth in veths:
+                _ip("link", "set", veth, "down")
+            yield host
         finally:
-            _ip("link", "set", veth, "up")
+            for veth in veths:
+                _ip("link", "set", veth, "up")
 
     def left(self) -> list[str]:
         """What of this network still exists (namespaces, links, record)."""
-        links = set(link_names())
-        return ([h.netns for h in self.hosts if os.path.exists(os.path.join(NETNS_DIR, h.netns))]
+        spaces, links = self._names()
+        present = set(link_names())
+        return ([n for n in spaces if os.path.exists(os.path.join(NETNS_DIR, n))]
                 + [f"cgroup {h.netns}" for h in self.hosts if host_stats.exists(h.netns)]
-                + [n for n in [h.veth for h in self.hosts] + [self.bridge] if n in links]
+                + [n for n in links if n in present]
                 + ([str(self.record)] if self.record.exists() else []))
 
 
@@ -352,7 +423,7 @@ def _write_record(cid: str, run_id: str) -> None:
 def _delete(cid: str, namespaces: list[str], links: list[str], cgroups: list[str] = ()) -> list[str]:
     deleted = []
     for name in namespaces:
-        if NETNS_NAME.match(name) and os.path.exists(os.path.join(NETNS_DIR, name)):
+        if (NETNS_NAME.match(name) or TF_NETNS_NAME.match(name)) and os.path.exists(os.path.join(NETNS_DIR, name)):
             _ip("netns", "delete", name)  # takes the inner end of its veth pair, and so the pair, with it
             deleted.append(name)
     for name in sorted({*namespaces, *cgroups}):  # a host's cgroup bears its namespace's name

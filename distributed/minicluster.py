@@ -199,8 +199,10 @@ class MiniCluster:
         if self.hosts:
             self._sweep_hosts()  # what clusters that died without `down` left
             cid = host_net.cluster_id(run_id)
-            net = host_net.pick_subnet(host_net.used_networks(), int(cid, 16) % host_net.SUBNETS)
-            network = host_net.HostNetwork.plan(cid, self.hosts, net)
+            used = host_net.used_networks()
+            net = host_net.pick_subnet(used, int(cid, 16) % host_net.SUBNETS)
+            tf_net = host_net.pick_subnet([*used, net], host_net.subnet_index(net) + 1)  # the hosts' TF cards
+            network = host_net.HostNetwork.plan(cid, self.hosts, net, tf_net)
             for i, host in enumerate(network.hosts, 1):
                 host.roles = [f"worker-{i}"] + ([f"datanode-{i}"] if self.with_hdfs else [])
             self.host = network.bridge_address  # the master (and a driver) on the bridge's side
@@ -405,7 +407,8 @@ def _network_status(network: host_net.HostNetwork) -> dict:
     spaces = set(host_net.netns_names())
     hosts = []
     for h in network.hosts:
-        row = {"host": h.netns, "address": h.address, "runs": h.roles, "exists": h.netns in spaces}
+        row = {"host": h.netns, "address": h.address, "runs": h.roles, "exists": h.netns in spaces,
+               **({"tf_address": h.tf_address} if h.tf_address else {})}
         try:
             figures = host_stats.sample_host(h)
             row.update({k: figures[k] for k in ("bytes_in", "bytes_out", "cpu_s", "rss_bytes", "n_procs")})
@@ -413,6 +416,7 @@ def _network_status(network: host_net.HostNetwork) -> dict:
             row["figures_error"] = str(exc)
         hosts.append(row)
     return {"bridge": network.bridge, "bridge_address": network.bridge_address, "subnet": network.subnet,
+            **({"tf_bridge": network.tf_bridge, "tf_subnet": network.tf_subnet} if network.tf_bridge else {}),
             "hosts": hosts}
 
 

@@ -14,7 +14,8 @@ What it fixes or adds, so a future replacement of TFoS touches this file only:
   keep warnings and errors only, on both sides.
 - TensorFlow's gRPC servers (roles started with tf_servers=True) have no authentication and bind
   every interface: on a cluster of this machine the roles run them in a private network of the run's
-  own (netns.py), made before the roles start and deleted by name when they end or fail.
+  own (netns.py), made before the roles start and deleted by name when they end or fail; on the
+  mini-cluster's hosts, on the hosts' TF cards (hosts.py), which nothing else reaches.
 - "waiting for N reservations" forever: a timeout that names the roles that never registered.
 - Roles that outlive the job: each process TFoS forks dies with the process its life depends on, and
   shutdown is bounded, even when a role returned early or raised. A ps (whose task waits for it) dies
@@ -265,7 +266,7 @@ PROGRESS_BACKOFF_S = 30.0   # no progress records after one failed, for this lon
 class RoleContext:
     """What a role function sees: its name, the cluster's addresses, its data feed, stop signals."""
 
-    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None, network: str | None = None,
+    def __init__(self, tfos_ctx, args: dict, secret: str = "", server_addr=None, network: str | dict | None = None,
                  credential: str | None = None):
         self._ctx = tfos_ctx
         self._secret, self._server_addr = secret, server_addr
@@ -284,8 +285,17 @@ class RoleContext:
 
     def private_network(self):
         """Context: run TensorFlow's servers and clients in the run's private network, if the run has
-        one (see netns.py); wrap what must reach the driver or storage in netns.outside()."""
+        one (netns.py; on hosts, this role's host's TF card); wrap what must reach the driver or storage
+        in netns.outside()."""
+        if isinstance(self._network, dict):
+            return netns.entered(self._network["netns"][_host_of(self.address)])
         return netns.entered(self._network)
+
+    @property
+    def tf_cluster_spec(self) -> dict[str, list[str]]:
+        """The cluster spec TensorFlow gets: on hosts each address is its host's TF card's, else as TFoS
+        gave it (cluster_spec keeps the hosts' own addresses, for the figures per host)."""
+        return tf_cluster_spec(self.cluster_spec, self._network)
 
     def progress(self, force: bool = False, **fields) -> bool:
         """Tell the driver's display how this role is doing (flat JSON scalars: epoch, accuracy, ...).
@@ -347,7 +357,24 @@ class RoleContext:
         return False
 
 
-def _role_main(role_fn: Callable, secret: str, server_addr, network: str | None, background: bool) -> Callable:
+def _host_of(address: str) -> str:
+    return address.rsplit(":", 1)[0]
+
+
+def tf_cluster_spec(spec: dict[str, list[str]], network: str | dict | None) -> dict[str, list[str]]:
+    """`spec` with each host's address replaced by its TF card's (network: hosts.HostNetwork.tf_network());
+    unchanged for a private network of one namespace (str) or none."""
+    if not isinstance(network, dict):
+        return spec
+    unknown = sorted({_host_of(a) for listed in spec.values() for a in listed} - set(network["address"]))
+    if unknown:
+        raise ValueError(f"roles on {', '.join(unknown)}: not hosts of the mini-cluster whose TF cards the run uses")
+    return {job: [f"{network['address'][_host_of(a)]}:{a.rsplit(':', 1)[1]}" for a in listed]
+            for job, listed in spec.items()}
+
+
+def _role_main(role_fn: Callable, secret: str, server_addr, network: str | dict | None,
+               background: bool) -> Callable:
     def main(args, tfos_ctx):
         if background and tfos_ctx.job_name not in ("ps", "evaluator"):
             _die_with_executor()  # TFoS returned its task at once: that Python worker may be stopped when idle
@@ -370,9 +397,10 @@ class Cluster:
     """A running TFoS cluster: its roles' addresses, data feeding, results, and a bounded shutdown."""
 
     def __init__(self, sc, tfos_cluster, server, roles: Roles, node_host, secret, input_mode,
-                 network: str | None = None):
+                 network: str | dict | None = None):
         self.sc = sc
-        self.network = network  # the roles' private network (netns.py), deleted when they end
+        self.network = network  # the roles' private network: one of the run's own (netns.py, deleted when
+        # they end), or the hosts' TF cards (hosts.py, the cluster's)
         self._cluster = tfos_cluster
         self._server = server
         self.roles = roles
@@ -549,19 +577,20 @@ class Cluster:
 
 def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Roles, *,
         input_mode: str = "spark", node_host: str | None = None, secret: str,
-        reservation_timeout_s: float = 120, tf_servers: bool = False,
+        reservation_timeout_s: float = 120, tf_servers: bool = False, tf_network: dict | None = None,
         credentials: dict[str, str] | None = None) -> Cluster:
     """Start `roles` on the executors of `sc`, each running role_fn(args, ctx) in its TFoS role.
 
     role_fn returns a JSON-serialisable result (or None); Cluster.shutdown() collects them.
     tf_servers: the roles run TensorFlow's gRPC servers (no authentication): on a cluster of this
-    machine they get a private network (RoleContext.private_network), deleted when they end.
+    machine they get a private network (RoleContext.private_network), deleted when they end; on the
+    mini-cluster's hosts pass `tf_network` (hosts.HostNetwork.tf_network()): the hosts' TF cards.
     `credentials` ('job:index' -> text) reach only their own role, as ctx.credential."""
     TFCluster, _, _, TFSparkNode, _, tfos_reservation = _tfos()
     mode = {"spark": TFCluster.InputMode.SPARK, "tensorflow": TFCluster.InputMode.TENSORFLOW}[input_mode]
     TFCluster.tf_status.clear()  # module-level in TFoS: would leak an old error into this run
     quiet_tfos_logging()  # the roles are logged below without their authkeys
-    network = _private_network(node_host) if tf_servers else None
+    network = (tf_network or _private_network(node_host)) if tf_servers else None
     try:
         server = reservation.Server(roles.total, secret=secret, host=node_host, sc=sc, describe=roles,
                                     missing=missing_roles)
@@ -598,7 +627,8 @@ def run(sc, role_fn: Callable[[dict, RoleContext], Any], args: dict, roles: Role
         raise
     log.info("TFoS roles up: %s%s", ", ".join(f"{n['job_name']}:{n['task_index']}@{n['host']}:{n['port']}"
                                               for n in cluster.info),
-             f"; their TF servers in private network {network}" if network else "")
+             f"; their TF servers in private network {network}" if isinstance(network, str) else
+             f"; their TF servers on the hosts' TF cards ({network['subnet']})" if network else "")
     if tf_servers and not network:
         _warn_exposed(cluster.info)
     return cluster
@@ -619,8 +649,8 @@ def _private_network(node_host: str | None) -> str | None:
     return None
 
 
-def _remove_network(network: str | None) -> None:
-    if network:
+def _remove_network(network: str | dict | None) -> None:
+    if isinstance(network, str):  # the run's own; the hosts' TF cards are the cluster's
         try:
             netns.remove(network)
         except netns.NetnsError as exc:  # the next run's sweep deletes it

@@ -34,7 +34,7 @@ def server_role(run: LandcoverRun, ctx) -> dict:
     tf = quiet_tensorflow(run.tf_threads)
     name = f"{ctx.job_name}:{ctx.task_index}"
     sampler, origin = _sampler(name, run.sample_interval_s)
-    server = tf.distribute.Server(tf.train.ClusterSpec(ctx.cluster_spec), job_name=ctx.job_name,
+    server = tf.distribute.Server(tf.train.ClusterSpec(ctx.tf_cluster_spec), job_name=ctx.job_name,
                                   task_index=ctx.task_index, protocol="grpc", start=True)
     finished = ctx.wait_for_roles(["chief:0"], timeout_s=run.timeout_s)
     del server  # the process ends with the role; TF servers cannot be stopped in place
@@ -238,7 +238,7 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
     from models import landcover
     sampler, origin = _sampler("chief:0", run.sample_interval_s)
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(ctx.cluster_spec), task_type="chief", task_id=0, rpc_layer="grpc")
+        tf.train.ClusterSpec(ctx.tf_cluster_spec), task_type="chief", task_id=0, rpc_layer="grpc")
     tf.config.experimental_connect_to_cluster(resolver, job_name="chief", make_master_device_default=False)
     plans = run.plans
     cells = []
@@ -259,7 +259,7 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
                 out = train_cell(tf, run.model, cell, cell["data_uri"], run.seed,
                                  landcover.make_place(plans[cell["plan"]]), report, saved, run.gap_s, sampler)
             except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
-                lost = unreachable_roles(ctx.cluster_spec, skip="chief:0")
+                lost = unreachable_roles(ctx.tf_cluster_spec, skip="chief:0")
                 if not lost:
                     raise
                 line = error_line(getattr(exc, "message", None) or str(exc))

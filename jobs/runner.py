@@ -49,6 +49,7 @@ class Job:
     node_host: str | None  # address TFoS nodes advertise (None: let each node find its own)
     resume: bool = False   # continue from the checkpoints under the output URI (--resume)
     hosts: Any = None      # on a mini-cluster with hosts: its host_stats.Sampler, sampling since the run began
+    network: Any = None    # on a mini-cluster with hosts: its hosts.HostNetwork
 
     @property
     def sc(self):
@@ -62,6 +63,8 @@ class Job:
         run spec sent as JSON (conf.to_json): the roles' results by role name."""
         from conf import to_json
         from distributed.role_run import run_roles
+        if options.get("tf_servers") and self.network is not None:  # TF on the hosts' own TF cards
+            options.setdefault("tf_network", self.network.tf_network())
         return run_roles(self.sc, role, to_json(spec), roles, node_host=self.node_host, secret=self.secret,
                          reservation_timeout_s=self.cfg.cluster.reservation_timeout_s, **options)
 
@@ -130,13 +133,20 @@ def _start_host_sampler(cfg, state, summary: dict):
     if state is None or not state.network:
         return None
     from distributed import host_stats
-    from distributed.hosts import HostNetwork
     try:
-        return host_stats.Sampler(HostNetwork.from_dict(state.network), cfg.cluster.host_sample_interval_s).start()
+        return host_stats.Sampler(_host_network(state), cfg.cluster.host_sample_interval_s).start()
     except (OSError, host_stats.CgroupError) as exc:
         summary["hosts_error"] = f"no figures per host: {exc}"
         log.warning("%s", summary["hosts_error"])
         return None
+
+
+def _host_network(state):
+    """The hosts (hosts.HostNetwork) of a known mini-cluster started with --hosts, else None."""
+    if state is None or not state.network:
+        return None
+    from distributed.hosts import HostNetwork
+    return HostNetwork.from_dict(state.network)
 
 
 def _write_host_figures(sampler, work: str, summary: dict) -> None:
@@ -364,7 +374,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     executors = cfg.executors()
     embedded = master is None
     _install_sigterm()
-    cluster = spark = hdfs = host_sampler = None
+    cluster = spark = hdfs = host_sampler = known = None
     work = output  # where the run writes: --output, or the same tree on the job's embedded HDFS
     started = time.time()
     summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
@@ -399,7 +409,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         reuse = reuse_workers(cfg) if callable(reuse_workers) else reuse_workers
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
-        job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume, hosts=host_sampler)
+        job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume, hosts=host_sampler,
+                  network=_host_network(known))
         storage.makedirs(work, private=True)
         storage.write_text(job.out("config.yaml"), resolved)
         log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], work)

@@ -157,9 +157,9 @@ def five_hosts(tmp_path_factory):
         yield cluster
 
 
-def run_job_on(cluster, case: str, out: Path, *sets: str) -> dict:
+def run_job_on(cluster, case: str, out: Path, *sets: str) -> tuple[dict, str]:
     """jobs/<case>.py --preset tiny on the cluster, as a user runs it: no address or interpreter set by
-    hand (the runner finds the bridge's address and the hosts run its interpreter). Its summary."""
+    hand (the runner finds the bridge's address and the hosts run its interpreter). Its summary and log."""
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
     env.update(PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{case}.py"), "--preset", "tiny",
@@ -167,7 +167,7 @@ def run_job_on(cluster, case: str, out: Path, *sets: str) -> dict:
                            *[arg for s in sets for arg in ("--set", s)], "--output", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()), proc.stdout + proc.stderr
 
 
 def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(five_hosts, tmp_path):
@@ -175,7 +175,7 @@ def test_the_smoke_jobs_roles_run_on_three_hosts_and_reach_each_other(five_hosts
     host of its own, advertising that host's address, every record consumed once. The driver and the
     reservation server bind the bridge's address, the master's, with no variable set by hand."""
     network, out = five_hosts.network, tmp_path / "smoke"
-    summary = run_job_on(five_hosts, "smoke", out)
+    summary, _ = run_job_on(five_hosts, "smoke", out)
     consumed_exactly_once(summary, storage.to_uri(out), 10_000)
     role_hosts = {role: r["address"].rsplit(":", 1)[0] for role, r in summary["roles"].items()}
     assert sorted(role_hosts) == ["ps:0", "worker:0", "worker:1"]
@@ -198,11 +198,14 @@ def test_land_cover_on_five_hosts_reports_each_plan_per_host_and_its_bytes_match
     """Two placement plans of the land-cover study with each of its 5 roles (ps, chief, 3 workers) on a host
     of its own: per plan and host, traffic, CPU and memory (plans_per_host.csv, the report, hosts.png); and
     over each cell's steady window the bytes out of the hosts' links are those of the roles' sockets, plus
-    frame headers (within 5%)."""
+    frame headers (within 5%), the TF servers' traffic included: it crossed the hosts' TF cards, whose
+    servers nothing outside them reaches."""
     network, out = five_hosts.network, tmp_path / "landcover"
-    summary = run_job_on(five_hosts, "landcover", out, "experiments.plans=[default,scheme2]",
+    summary, log = run_job_on(five_hosts, "landcover", out, "experiments.plans=[default,scheme2]",
                          "experiments.batch_sizes=[20]", "experiments.data_parallel=false",
                          "experiments.single_machine=false")
+    assert f"their TF servers on the hosts' TF cards ({network.tf_subnet})" in log, log[-3000:]
+    assert "no authentication" not in log, log[-3000:]  # no TF server left exposed, none warned of
     cells = {c["plan"]: cid for cid, c in summary["cells"].items()}
     assert sorted(cells) == ["default", "scheme2"], summary["cells"].keys()
     addresses = {h.netns: h.address for h in network.hosts}

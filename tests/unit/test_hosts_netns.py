@@ -24,6 +24,14 @@ def plan(n: int = 2) -> tuple[hosts.HostNetwork, str]:
     return hosts.HostNetwork.plan(cid, n, hosts.pick_subnet(hosts.used_networks(), int(cid, 16) % 512)), run_id
 
 
+def made(network: hosts.HostNetwork) -> list[str]:
+    """Everything `create` makes, in `left()`'s order: each host's namespace and its TF card's, the hosts'
+    cgroups, both veth pairs per host, both bridges, the record."""
+    return [*(h.netns for h in network.hosts), *(h.tf_netns for h in network.hosts),
+            *(f"cgroup {h.netns}" for h in network.hosts), *(h.veth for h in network.hosts),
+            *(h.tf_veth for h in network.hosts), network.bridge, network.tf_bridge, str(network.record)]
+
+
 def present(network: hosts.HostNetwork) -> set[str]:
     return {n for n in hosts.netns_names() + hosts.link_names() if hosts.owner(n) == network.cid} | \
         {f"cgroup {n}" for n in host_stats.names(hosts.NETNS_PREFIX) if hosts.owner(n) == network.cid}
@@ -48,8 +56,7 @@ def test_sweep_removes_a_dead_clusters_hosts_only(tmp_path):
         child = subprocess.run([sys.executable, "-c", CRASHING_UP, json.dumps(dead.to_dict()), dead_run],
                                capture_output=True, text=True, timeout=60)
         assert child.returncode == -9 and "made" in child.stdout, child.stderr
-        assert present(dead) == {*(h.netns for h in dead.hosts), *(f"cgroup {h.netns}" for h in dead.hosts),
-                                 *(h.veth for h in dead.hosts), dead.bridge}
+        assert present(dead) == set(made(dead)[:-1])
         live.create(live_run)  # this process made it and lives: its cluster is alive
         subprocess.run(["ip", "netns", "add", lookalike_ns], check=True)
         host_stats.create(lookalike_ns)
@@ -57,15 +64,14 @@ def test_sweep_removes_a_dead_clusters_hosts_only(tmp_path):
 
         swept = hosts.sweep()
 
-        assert set(swept) >= {*(h.netns for h in dead.hosts), *(f"cgroup {h.netns}" for h in dead.hosts),
-                              dead.bridge}
+        assert set(swept) >= {*(h.netns for h in dead.hosts), *(h.tf_netns for h in dead.hosts),
+                              *(f"cgroup {h.netns}" for h in dead.hosts), dead.bridge, dead.tf_bridge}
         assert present(dead) == set() and not dead.record.exists()
         assert host_stats.exists(lookalike_ns)
         assert hosts.owner(lookalike_ns) is None and lookalike_ns in subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert lookalike_link in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-        assert live.left() == [*(h.netns for h in live.hosts), *(f"cgroup {h.netns}" for h in live.hosts),
-                               *(h.veth for h in live.hosts), live.bridge, str(live.record)]
+        assert live.left() == made(live)
     finally:
         live.remove()
         dead.remove()
@@ -205,5 +211,96 @@ def test_a_worker_whose_host_is_cut_off_is_lost_by_keepalive_while_an_idle_one_o
             w.wait(timeout=30)
         if ps:
             ps.stop()
+        network.remove()
+    assert network.left() == []
+
+
+def _connect_from(netns_name: str | None, address: str, port: int, timeout_s: float = 2.0) -> str:
+    """Open a TCP connection to address:port from a thread inside `netns_name` (None: the machine's own
+    namespace): 'ok', or the error's name."""
+    import errno
+    import socket
+    import threading
+    from distributed import netns
+    out = []
+
+    def attempt():
+        with netns.entered(netns_name), socket.socket() as sock:
+            sock.settimeout(timeout_s)
+            code = sock.connect_ex((address, port))
+            out.append("ok" if code == 0 else errno.errorcode.get(code, str(code)))
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_a_server_on_a_hosts_tf_card_is_reached_from_the_other_hosts_tf_cards_only_and_counted_on_its_host():
+    """What the hosts' TF cards are for (TensorFlow's unauthenticated servers bind every interface): a
+    server bound to every interface of host 1's TF namespace is reached from host 2's TF namespace, not
+    from host 2 itself nor from the machine's namespace; the bytes it gets count on host 1's figures; a
+    host cut off loses both cards."""
+    import socket
+    import threading
+    from distributed import netns
+    network, run_id = plan(2)
+    listener, stop = None, threading.Event()
+    try:
+        network.create(run_id)
+        one, two = network.hosts
+        assert hosts.address(one.tf_address) not in hosts.ipaddress.ip_network(network.subnet)
+        # the machine's namespace has no address and no route on the TF cards' /24
+        assert not any(hosts.ipaddress.ip_network(n, strict=False).overlaps(
+            hosts.ipaddress.ip_network(network.tf_subnet)) for n in hosts.used_networks())
+
+        def serve():
+            nonlocal listener
+            with netns.entered(one.tf_netns):
+                listener = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+            listener.settimeout(0.2)
+            ready.set()
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with conn:
+                    while conn.recv(65536):
+                        pass
+        ready = threading.Event()
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        assert ready.wait(10)
+        port = listener.getsockname()[1]
+
+        assert _connect_from(two.tf_netns, one.tf_address, port) == "ok"
+        assert _connect_from(two.netns, one.tf_address, port) == "ENETUNREACH"   # a host has no way there
+        assert _connect_from(two.netns, one.address, port) == "ECONNREFUSED"     # nor is it on the host's card
+        assert _connect_from(None, one.address, port) == "ECONNREFUSED"          # nor from the machine
+        # 1 MB sent from host 2's TF card counts as bytes into host 1 and out of host 2
+        before = {h.netns: host_stats.sample_host(h) for h in network.hosts}
+        sender = []
+
+        def send():
+            with netns.entered(two.tf_netns), socket.create_connection((one.tf_address, port), timeout=5) as sock:
+                sock.sendall(b"x" * 1_000_000)
+            sender.append(True)
+        thread = threading.Thread(target=send)
+        thread.start()
+        thread.join(30)
+        assert sender == [True]
+        time.sleep(0.2)
+        after = {h.netns: host_stats.sample_host(h) for h in network.hosts}
+        got = after[one.netns]["bytes_in"] - before[one.netns]["bytes_in"]
+        sent = after[two.netns]["bytes_out"] - before[two.netns]["bytes_out"]
+        assert 1_000_000 <= got < 1_100_000 and 1_000_000 <= sent < 1_100_000, (got, sent)
+        with network.cut_off(1):  # both cards down: host 1's TF server is out of reach too
+            assert _connect_from(two.tf_netns, one.tf_address, port, timeout_s=1.0) in ("timeout", "EAGAIN",
+                                                                                         "EHOSTUNREACH")
+        assert _connect_from(two.tf_netns, one.tf_address, port) == "ok"
+    finally:
+        stop.set()
+        if listener:
+            listener.close()
         network.remove()
     assert network.left() == []

@@ -90,3 +90,15 @@ def test_a_node_advertises_the_drivers_address_else_the_one_its_worker_binds(mon
     assert node_address("127.0.0.1") == "127.0.0.1"  # the driver's choice wins
     monkeypatch.setenv("SPARK_LOCAL_IP", "")
     assert node_address(None) is None
+
+
+def test_on_hosts_tensorflow_gets_each_hosts_tf_card_and_the_port_tfos_reserved():
+    from distributed.tfos import tf_cluster_spec
+    spec = {"ps": ["198.18.4.2:41000"], "chief": ["198.18.4.3:41001"], "worker": ["198.18.4.3:41002"]}
+    cards = {"netns": {}, "address": {"198.18.4.2": "198.18.5.2", "198.18.4.3": "198.18.5.3"},
+             "subnet": "198.18.5.0/24"}
+    assert tf_cluster_spec(spec, cards) == {"ps": ["198.18.5.2:41000"], "chief": ["198.18.5.3:41001"],
+                                            "worker": ["198.18.5.3:41002"]}
+    assert tf_cluster_spec(spec, "scidl-tf-1-ab") is spec and tf_cluster_spec(spec, None) is spec
+    with pytest.raises(ValueError, match="roles on 198.18.4.9: not hosts"):
+        tf_cluster_spec({**spec, "worker": ["198.18.4.9:41002"]}, cards)
