@@ -28,6 +28,8 @@ node's reservation already on the server, registers nothing, and starts this wor
 the same task index. We keep that retry rather than disable it: the retried worker loads its
 checkpoint, joins the ps again (which takes a lost worker back) and trains the epochs it had not
 finished on its own share, so the lost share is trained after all and the job can say exactly that.
+A worker whose process lives but whose connection the ps dropped (a host cut off the network, then
+back) does the same in its own process: it connects again and rejoins from its checkpoint.
 """
 from __future__ import annotations
 
@@ -267,6 +269,30 @@ def connect_ps(address, run: AsyncRun, worker: int, wait_s: float = 300, credent
             time.sleep(0.5)
 
 
+RECONNECT_TIMEOUT_S = 5.0  # one attempt to reach the ps again
+
+
+def reconnect_ps(address, run: AsyncRun, worker: int, lost: ConnectionError, credential: str | None = None):
+    """A new connection after `lost`. A refused one means the ps's process is gone: `lost` is raised at
+    once. One that does not answer (a cut not over yet) is tried again for up to the run's push timeout.
+    Once connected, it waits as long as the ps's cut detection takes before the worker rejoins, so the ps
+    has surely dropped the old connection and holds nothing of it."""
+    from distributed.param_server import cut_detection_s
+    from distributed.ps_client import PSClient
+    deadline = time.monotonic() + run.push_timeout_s
+    while True:
+        try:
+            client = PSClient(address, bytes.fromhex(run.ps_secret), worker=worker, timeout_s=run.push_timeout_s + 30,
+                              name="ps:0", credential=credential, connect_timeout_s=RECONNECT_TIMEOUT_S)
+            break
+        except ConnectionError as exc:
+            if isinstance(exc.__cause__, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise lost from exc
+            time.sleep(1.0)
+    time.sleep(cut_detection_s())
+    return client
+
+
 def ps_role(run: AsyncRun, ctx, new_model: Callable[[int], Any]) -> dict:
     """The parameter server; `new_model(seed)` builds the run's model (the initial weights)."""
     from distributed import checkpoint
@@ -351,104 +377,133 @@ class WorkerProgress:
         self.report.close()
 
 
+MAX_REJOINS = 3  # connections to the ps a worker may lose and win back in one run
+
+
 def worker_role(run: AsyncRun, ctx, new_model: Callable[[int], Any], load_data: Callable[[], tuple]) -> dict:
     """A worker; `new_model(seed)` builds the model, `load_data()` gives (x, y, zipWithIndex indices) of its
-    share when the run does not feed it through Spark."""
-    from distributed.param_server import ParameterServerError
+    share when the run does not feed it through Spark.
+
+    A connection to the ps that breaks while the ps lives (its host or this one was cut off, and the ps
+    dropped this worker) is made again (reconnect_ps) and the worker rejoins from its checkpoint, as a
+    retried task would (at most MAX_REJOINS times; with checkpoints and a share it reads itself, since a
+    Spark feed cannot be read again). Where the ps refuses the new connection it is gone: the loss is
+    raised."""
+    from distributed.ps_client import ParameterServerLost
     _record_pid(run, f"worker:{ctx.task_index}")
     quiet_tensorflow(run.tf_threads)
     sampler, origin = _sampling(run, f"worker:{ctx.task_index}")
     fed = FedShare(ctx) if run.feed == "spark" else None
-    x, y, index = (None, None, None) if fed else load_data()
+    share = (None, None, None) if fed else load_data()
     seed = run.seed + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
     model = new_model(seed)
-    stopper = EarlyStopper(*CRITERIA[run.stop_on], rule=run.stopping_rule) if run.stop_on else None
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
-    # seen: per epoch, how many samples this worker trained on and a checksum of their indices
-    history = {"accuracy": [], "loss": [], "time": [], "seen": []}
-    with connect_ps((host, int(port)), run, ctx.task_index, credential=own_credential(ctx)) as ps:
-        # A retried task (Spark's retry after this worker's process died) or a resumed run goes on from
-        # this worker's checkpoint of the epoch where its reports to the ps end.
-        try:
-            joined = ps.join(None if run.checkpoint_dir else 0)
-        except ParameterServerError:  # this ps saw it leave: the task was retried after it had finished
-            joined = None
-        samples = run.share_sizes[ctx.task_index] if fed else len(y)
-        steps = -(-samples // run.batch_size) if run.update == "batch" else 1  # pushes per epoch
-        saved = resume_worker(run, ctx.task_index, joined, steps, model)
-        first_epoch, resumes, finished = 0, [], False
-        if saved is not None:
-            history, first_epoch, finished = {"seen": [], **saved["history"]}, saved["epoch"], saved["done"]
-            resumes = saved["resumes"] + [first_epoch]
-            for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
-                stopper.update(acc)
-            log.info("worker %d resumes at epoch %d", ctx.task_index, first_epoch)
-        # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
-        last_epoch = first_epoch if finished else run.max_epochs
-        started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
-        progress = WorkerProgress(run, ctx, samples)
-        if fed and finished:  # TFoS skips this worker's partitions from now on
-            fed.terminate()
-        elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
-            for _ in range(first_epoch):
-                fed.epoch()
-
-        def exchange(train, before_push=None):
-            """pull -> train locally -> push dW = W_read - W_local with the version read."""
-            weights, version = ps.pull()
-            model.set_weights(weights)
-            out = train()
-            if before_push:
-                before_push(out)
-            ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
-            progress.pushed(ps.last_tau)
-            return out
-
-        def epoch_end(epoch: int, result: tuple[float, float]) -> bool:
-            """Record the epoch; its checkpoint is durable before its (last) update is sent, so the ps
-            never holds an update whose worker state could be lost. Whether the criterion stops it."""
-            acc, loss = result
-            history["accuracy"].append(acc)
-            history["loss"].append(loss)
-            history["time"].append(round(time.monotonic() - started, 3))
-            stop = bool(stopper and stopper.update(acc))
-            if run.checkpoint_dir:
-                save_worker_checkpoint(worker_checkpoint_uri(run, ctx.task_index, epoch + 1), model, {
-                    "epoch": epoch + 1, "done": stop or epoch + 1 == run.max_epochs,
-                    "history": history, "resumes": resumes})
-            return stop
-
-        try:
-            for epoch in range(first_epoch, last_epoch):
-                if fed:
-                    x, y, index = fed.epoch()
-                history["seen"].append(seen(index))
-                rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
-                if run.update == "batch":  # (its checkpoint then comes after the epoch's last push)
-                    acc, loss = train_epoch(model, x, y, run.batch_size, rng, step=exchange)
-                    stop = epoch_end(epoch, (acc, loss))
-                else:
-                    ended = []
-                    acc, loss = exchange(lambda: train_epoch(model, x, y, run.batch_size, rng),
-                                         before_push=lambda out: ended.append(epoch_end(epoch, out)))
-                    stop = ended[0]
-                ps.report(epoch, {"accuracy": acc, "loss": loss})
-                progress.epoch_end(epoch + 1, acc, loss)
-                if stop:
-                    if fed:  # TFoS skips the partitions still to come for this worker
-                        fed.terminate()
-                    break
-        except BaseException:
-            try:  # also on error: the ps stops counting on this worker, so no one waits for it
-                ps.leave()
-            except ConnectionError:  # the ps itself is what was lost: keep the error that says so
-                pass
-            raise
-        else:
-            ps.leave()
-        finally:
-            progress.close(len(history["accuracy"]))
-    stopped = bool(stopper and stopper.stopped)
+    address, lost, rejoins = (host, int(port)), None, []
+    while True:
+        ps = (reconnect_ps(address, run, ctx.task_index, lost, credential=own_credential(ctx)) if lost else
+              connect_ps(address, run, ctx.task_index, credential=own_credential(ctx)))
+        with ps:
+            try:
+                history, resumes, stopped = _train_share(run, ctx, ps, model, fed, share, seed)
+                break
+            except ParameterServerLost as exc:
+                if fed or not run.checkpoint_dir or len(rejoins) >= MAX_REJOINS:
+                    raise
+                lost = exc
+                rejoins.append({"at": time.time(), "error": str(exc)})
+                log.warning("worker %d: %s; connecting again to rejoin from its checkpoint", ctx.task_index, exc)
     samples = history["seen"][-1]["samples"] if history["seen"] else 0
     return {"samples": samples, **history, "resumed_at_epochs": resumes, "stopped": stopped, "left_at": time.time(),
-            **_sampled(sampler, origin)}
+            "reconnects": rejoins, **_sampled(sampler, origin)}
+
+
+def _train_share(run: AsyncRun, ctx, ps, model, fed, share: tuple, seed: int) -> tuple[dict, list, bool]:
+    """Join the ps, resume from this worker's checkpoint if the ps holds its reports, train the epochs
+    left and leave: (history, epochs resumed at, whether the criterion stopped it)."""
+    from distributed.param_server import ParameterServerError
+    x, y, index = share
+    stopper = EarlyStopper(*CRITERIA[run.stop_on], rule=run.stopping_rule) if run.stop_on else None
+    # seen: per epoch, how many samples this worker trained on and a checksum of their indices
+    history = {"accuracy": [], "loss": [], "time": [], "seen": []}
+    # A retried task (Spark's retry after this worker's process died), a rejoin or a resumed run goes
+    # on from this worker's checkpoint of the epoch where its reports to the ps end.
+    try:
+        joined = ps.join(None if run.checkpoint_dir else 0)
+    except ParameterServerError:  # this ps saw it leave: the task was retried after it had finished
+        joined = None
+    samples = run.share_sizes[ctx.task_index] if fed else len(y)
+    steps = -(-samples // run.batch_size) if run.update == "batch" else 1  # pushes per epoch
+    saved = resume_worker(run, ctx.task_index, joined, steps, model)
+    first_epoch, resumes, finished = 0, [], False
+    if saved is not None:
+        history, first_epoch, finished = {"seen": [], **saved["history"]}, saved["epoch"], saved["done"]
+        resumes = saved["resumes"] + [first_epoch]
+        for acc in history["accuracy"] if stopper else []:  # its state is a function of the accuracies seen
+            stopper.update(acc)
+        log.info("worker %d resumes at epoch %d", ctx.task_index, first_epoch)
+    # A worker that had finished before the run stopped only joins and leaves (the resumed ps expects it).
+    last_epoch = first_epoch if finished else run.max_epochs
+    started = time.monotonic() - (history["time"][-1] if history["time"] else 0.0)
+    progress = WorkerProgress(run, ctx, samples)
+    if fed and finished:  # TFoS skips this worker's partitions from now on
+        fed.terminate()
+    elif fed:  # the feed starts at epoch 0: what a resumed worker trained before is read and passed over
+        for _ in range(first_epoch):
+            fed.epoch()
+
+    def exchange(train, before_push=None):
+        """pull -> train locally -> push dW = W_read - W_local with the version read."""
+        weights, version = ps.pull()
+        model.set_weights(weights)
+        out = train()
+        if before_push:
+            before_push(out)
+        ps.push([w0 - w1 for w0, w1 in zip(weights, model.get_weights())], version)
+        progress.pushed(ps.last_tau)
+        return out
+
+    def epoch_end(epoch: int, result: tuple[float, float]) -> bool:
+        """Record the epoch; its checkpoint is durable before its (last) update is sent, so the ps
+        never holds an update whose worker state could be lost. Whether the criterion stops it."""
+        acc, loss = result
+        history["accuracy"].append(acc)
+        history["loss"].append(loss)
+        history["time"].append(round(time.monotonic() - started, 3))
+        stop = bool(stopper and stopper.update(acc))
+        if run.checkpoint_dir:
+            save_worker_checkpoint(worker_checkpoint_uri(run, ctx.task_index, epoch + 1), model, {
+                "epoch": epoch + 1, "done": stop or epoch + 1 == run.max_epochs,
+                "history": history, "resumes": resumes})
+        return stop
+
+    try:
+        for epoch in range(first_epoch, last_epoch):
+            if fed:
+                x, y, index = fed.epoch()
+            history["seen"].append(seen(index))
+            rng = epoch_rng(seed, epoch)  # seed is this worker's (run seed + 1 + task index)
+            if run.update == "batch":  # (its checkpoint then comes after the epoch's last push)
+                acc, loss = train_epoch(model, x, y, run.batch_size, rng, step=exchange)
+                stop = epoch_end(epoch, (acc, loss))
+            else:
+                ended = []
+                acc, loss = exchange(lambda: train_epoch(model, x, y, run.batch_size, rng),
+                                     before_push=lambda out: ended.append(epoch_end(epoch, out)))
+                stop = ended[0]
+            ps.report(epoch, {"accuracy": acc, "loss": loss})
+            progress.epoch_end(epoch + 1, acc, loss)
+            if stop:
+                if fed:  # TFoS skips the partitions still to come for this worker
+                    fed.terminate()
+                break
+    except BaseException:
+        try:  # also on error: the ps stops counting on this worker, so no one waits for it
+            ps.leave()
+        except ConnectionError:  # the ps itself is what was lost: keep the error that says so
+            pass
+        raise
+    else:
+        ps.leave()
+    finally:
+        progress.close(len(history["accuracy"]))
+    return history, resumes, bool(stopper and stopper.stopped)

@@ -29,6 +29,7 @@ while the next aggregate is computed elsewhere). The lock guards only the bookke
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
@@ -96,6 +97,12 @@ def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = 
 
 
 KEEPALIVE_PROBES = 3
+HEARTBEAT_S = 5.0  # the server's default; both ends find a cut peer within cut_detection_s of it
+
+
+def cut_detection_s(heartbeat_s: float = HEARTBEAT_S) -> float:
+    """How long detect_cut_peer takes at most to find a peer that stopped answering."""
+    return (1 + KEEPALIVE_PROBES) * max(1, round(heartbeat_s))
 
 
 def detect_cut_peer(sock: socket.socket, every_s: float) -> None:
@@ -118,6 +125,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self):
         ps, sock = self.server.ps, self.request
         peer = "%s:%s" % self.client_address[:2]
+        cut = False  # the peer stopped answering (keepalive or unacknowledged data timed out): its host is cut off
         ps._register(sock)  # registered first, so stop() can cut even a stalled handshake
         try:
             sock.settimeout(ps.handshake_timeout_s)
@@ -159,13 +167,16 @@ class _Handler(socketserver.BaseRequestHandler):
                     if reading is not None:
                         ps._unpin(reading)
         except (WireError, OSError) as e:
+            cut = getattr(e, "errno", None) == errno.ETIMEDOUT
             if not ps._stopping:
                 log.warning("parameter server: closing connection from %s: %s", peer, e)
         except Exception:  # a bug in one connection must not take the server down
             log.exception("parameter server: unexpected error on connection from %s", peer)
         finally:
             ps._unregister(sock)
-            ps._disconnected(sock)
+            ps._disconnected(sock, self.client_address[0],
+                             "its host stopped answering (no TCP acknowledgement or keepalive reply)" if cut
+                             else "its connection was closed (its process ended or it gave up)")
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
@@ -176,7 +187,7 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 class ParameterServer:
     def __init__(self, initial_weights, secret: bytes, num_workers: int, s: int = 1,
                  schedule: str = "inverse", host: str = "127.0.0.1", port: int = 0,
-                 push_timeout_s: float = 300, heartbeat_s: float = 5.0,
+                 push_timeout_s: float = 300, heartbeat_s: float = HEARTBEAT_S,
                  handshake_timeout_s: float = 10.0, max_payload: int | None = None,
                  schedule_base: float = DEFAULT_EXPONENTIAL_BASE, worker_key: bytes | None = None):
         """`worker_key` makes the workers' credentials (default: the secret itself, for a process
@@ -622,19 +633,20 @@ class ParameterServer:
                 self._done.set()
             self._cond.notify_all()
 
-    def _disconnected(self, sock) -> None:
-        """A connection ended. If an active worker spoke last on it without leaving, it is lost."""
+    def _disconnected(self, sock, address: str = "", cause: str = "") -> None:
+        """A connection ended (from `address`, for `cause`). If an active worker spoke last on it without
+        leaving, it is lost."""
         with self._cond:
             gone = [w for w, owner in self._owner.items() if owner is sock]
             for w in gone:
                 del self._owner[w]
             if self._stopping:
                 return
-            batches = [self._lose(w) for w in gone if w in self._active]
+            batches = [self._lose(w, address, cause) for w in gone if w in self._active]
         for batch in batches:
             self._apply(batch)
 
-    def _lose(self, worker: int) -> tuple[int, list[_Pending]] | None:
+    def _lose(self, worker: int, address: str = "", cause: str = "") -> tuple[int, list[_Pending]] | None:
         """Caller holds the lock. The worker's process is gone: the others must not wait for it.
         Returns the aggregate this completes, to _apply once the lock is released."""
         before = self._s_eff()
@@ -643,9 +655,10 @@ class ParameterServer:
         after = self._s_eff()
         message = (f"worker {worker} lost; s shrinks from {before} to {after}" if after < before and self._active
                    else f"worker {worker} lost; {len(self._active)} still active")
-        log.warning("%s (connection dropped without 'leave'; a retried task may join again)", message)
+        log.warning("%s (%s, without 'leave'; it may join again)", message, cause or "connection dropped")
         self._events.append({"event": "lost", "worker": worker, "time": time.time(), "version": self._version,
-                             "epochs_reported": self._epochs_reported(worker), "message": message})
+                             "epochs_reported": self._epochs_reported(worker), "message": message,
+                             "address": address, "cause": cause})
         self._cond.notify_all()
         return self._take_batch()
 

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from distributed.param_server import ParameterServerError, worker_credential
+from distributed.param_server import HEARTBEAT_S, ParameterServerError, detect_cut_peer, worker_credential
 from distributed.ps_wire import WireError, client_handshake, recv_message, send_message
 
 
@@ -23,19 +23,23 @@ class PSClient:
     ``timeout_s`` bounds each wait for the server; a push that waits for other workers
     stays alive through the server's heartbeats, so keep timeout_s above heartbeat_s.
     ``credential`` is this worker's (param_server.worker_credential); without one it is made from
-    ``secret``, which only a server whose worker key is the secret accepts.
+    ``secret``, which only a server whose worker key is the secret accepts. ``connect_timeout_s``
+    bounds the connection itself (default timeout_s). A server whose host stops answering is found as
+    the server finds a cut worker (TCP keepalive, param_server.detect_cut_peer), not after timeout_s.
     """
 
     def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60, name: str = "parameter server",
-                 credential: str | None = None):
+                 credential: str | None = None, connect_timeout_s: float | None = None):
         self.address, self.worker, self.timeout_s = (address[0], int(address[1])), worker, timeout_s
         self._who = {"worker": worker, "credential": credential or worker_credential(secret, worker)}
         self.name = name  # how errors name the server, e.g. its role 'ps:0'
         self.last_tau: int | None = None  # staleness of this worker's last applied push
         self._lock = threading.Lock()
         try:
-            sock = socket.create_connection(self.address, timeout=timeout_s)
+            sock = socket.create_connection(self.address, timeout=connect_timeout_s or timeout_s)
+            sock.settimeout(timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            detect_cut_peer(sock, HEARTBEAT_S)
         except OSError as e:
             raise ConnectionError(f"cannot reach parameter server at {self._where()}: {e}") from e
         try:

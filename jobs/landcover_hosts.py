@@ -79,7 +79,8 @@ def markdown(rows: list[dict], cells: list[dict], cores: int | None) -> str:
     lines = ["## Placement plans per host", "",
              "Per host of the mini-cluster (a network namespace with its own address and link, and a cgroup: "
              "distributed/host_stats.py), over each plan's cell, as the thesis's Ganglia measured each machine: "
-             "bytes in and out of the host's links, both cards (whole frames, MiB/s mean), CPU of the host's cgroup in % of "
+             "bytes in and out of the host's links, both cards (whole frames, MiB/s mean), CPU of the host's "
+             "cgroup in % of "
              f"the host ({cores or '?'} cores, shared by every host of this machine; the thesis's machines each "
              "had their own), mean and peak over the sampling interval, and the peak resident memory of the "
              "host's processes. The per-role figures (each role's own process, sockets' payload) are in "

@@ -186,8 +186,10 @@ REDSHIFT = (
                        "staleness (TFoS runs only)"),
         Key("epoch_time_s", "{run id: {worker key: [seconds since that worker started, at the end of each "
                             "epoch]}} (TFoS runs only)"),
-        Key("faults", "{run id: [{worker, lost_at_s, at_version, epochs_completed, message, rejoined_at_epoch, "
-                      "samples_not_seen}]}: workers lost during a run; empty when none was",
+        Key("faults", "{run id: [{worker, lost_at_s, at_version, epochs_completed, message, address, cause, "
+                      "rejoined_at_epoch, samples_not_seen}]}: workers lost during a run (address: the worker's "
+                      "host as the ps saw it; cause: its host stopped answering, or its connection was "
+                      "closed); empty when none was",
             When("when the job records lost workers")),
         Key("resume", "{finished_before, continued, started}: run ids taken from the earlier run, continued "
                       "from their checkpoints, or started anew", When("with --resume")),
@@ -327,8 +329,10 @@ LANDCOVER = (
            keys=(Key("cell", "cell id"), Key("plan", "plan name"), Key("host", "the host's network namespace"),
                  Key("address", "the host's address"), Key("roles", "the roles that ran on the host"),
                  Key("seconds", "seconds the cell's window covered"),
-                 Key("in MiB", "MiB the host's links (its own card and its TF card) received during the cell (whole frames)"),
-                 Key("out MiB", "MiB the host's links (its own card and its TF card) sent during the cell (whole frames)"),
+                 Key("in MiB", "MiB the host's links (its own card and its TF card) received during the cell "
+                               "(whole frames)"),
+                 Key("out MiB", "MiB the host's links (its own card and its TF card) sent during the cell "
+                                "(whole frames)"),
                  Key("in MiB/s", "mean MiB received per second"), Key("out MiB/s", "mean MiB sent per second"),
                  Key("cpu % of host mean", "CPU of the host's cgroup, % of all the machine's cores, mean"),
                  Key("cpu % of host peak", "the same, the largest sampling interval"),

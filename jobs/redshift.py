@@ -159,8 +159,9 @@ def run_distributed(job: Job, bundle, run: dict) -> dict:
              max(lambdas, default=0), [round(w["accuracy"][-1], 3) for w in per_worker.values()])
     faults = describe_faults(ps, results, sizes, cfg.train.max_epochs, started_at)
     for fault in faults:
-        log.warning("%s: %s at %.1fs after %d epoch(s); samples not seen: %s", run["id"], fault["message"],
-                    fault["lost_at_s"], fault["epochs_completed"], fault["samples_not_seen"])
+        log.warning("%s: %s (%s: %s) at %.1fs after %d epoch(s); samples not seen: %s", run["id"],
+                    fault["message"], fault["address"] or "?", fault["cause"] or "cause unknown", fault["lost_at_s"],
+                    fault["epochs_completed"], fault["samples_not_seen"])
     stops = describe_stops(results, run["workers"], run["s"], started_at)
     for stop in stops:
         log.info("%s: %s met criterion %s after %d epochs and left the ps; %d worker(s) go on, s_eff %d",
@@ -191,6 +192,7 @@ def describe_faults(ps: dict, results: dict, share_sizes: list[int], max_epochs:
         retrained = back is not None and f"worker:{w}" in results
         out.append({"worker": f"worker:{w}", "lost_at_s": round(e["time"] - started_at, 2), "at_version": e["version"],
                     "epochs_completed": e["epochs_reported"], "message": e["message"],
+                    "address": e.get("address"), "cause": e.get("cause"),
                     "rejoined_at_epoch": back["epoch"] if back else None,
                     "samples_not_seen": "none: the share was retrained after the retry" if retrained else
                     {str(epoch): share_sizes[w] for epoch in range(e["epochs_reported"], max_epochs)}})

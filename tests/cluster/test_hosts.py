@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import psutil
 import pytest
 
@@ -226,6 +228,63 @@ def test_land_cover_on_five_hosts_reports_each_plan_per_host_and_its_bytes_match
     assert "## Placement plans per host" in report and "| within |" in report and "(hosts.png)" in report
     assert (out / "hosts.png").read_bytes()[:4] == b"\x89PNG"
     assert all((out / name).stat().st_mode & 0o077 == 0 for name in ("plans_per_host.csv", "hosts.png"))
+
+
+CUT_S = 35  # the ps finds a cut worker within (1 + KEEPALIVE_PROBES) heartbeats of 5 s: 20 s, and slack
+
+
+@pytest.mark.timeout(900)
+def test_redshift_goes_on_without_a_worker_whose_host_is_cut_off_and_the_summary_says_which_when_and_its_share(
+        five_hosts, tmp_path):
+    """The asynchronous redshift run (ps + 2 workers, s = 2, each on a host) with worker 1's host cut off
+    the network for 35 s after its second epoch: the ps loses it by TCP keepalive while worker 0 goes on
+    alone (s shrinks); once the link is back the same worker process connects again and rejoins from its
+    checkpoint; the run ends ok, every epoch of both shares trained, and the summary names the worker,
+    its host, that the host stopped answering, when, and that its share was trained after all."""
+    from distributed import pidfile
+    network, out, log_path = five_hosts.network, tmp_path / "cut", tmp_path / "cut.log"
+    cell, epochs = "300-different-M2-staleness-aware-s2", 8
+    sets = ["data.sizes=[300]", "experiments.baseline=false", "experiments.ablation=false",
+            "experiments.data_modes=[different]", "experiments.workers=[2]", "train.s=2", "train.update=epoch",
+            f"train.max_epochs={epochs}", "train.checkpoint_every=1", "train.tf_threads=1"]
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "jobs" / "redshift.py"), "--preset", "tiny", "--master",
+             five_hosts.state.master_url, "--set", f"cluster.run_dir={five_hosts.run_dir}",
+             *[a for kv in sets for a in ("--set", kv)], "--output", str(out)],
+            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    folder = out / "checkpoints" / cell
+    try:
+        deadline = time.monotonic() + 400
+        while not (folder / "worker-1.epoch-2.h5").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.1)
+        pid = pidfile.read(str(folder / "pids"), "worker:1")["pid"]
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        (host,) = [h for h in network.hosts if hosts.netns_inode(h.netns) == inode]
+        with network.cut_off(host.number):
+            time.sleep(CUT_S)
+        assert proc.wait(timeout=400) == 0, log_path.read_text()[-5000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    (fault,) = summary["faults"][cell]
+    assert fault["worker"] == "worker:1" and fault["address"] == host.address, fault
+    assert fault["cause"].startswith("its host stopped answering"), fault
+    assert fault["message"] == "worker 1 lost; s shrinks from 2 to 1" and fault["lost_at_s"] > 0, fault
+    assert fault["epochs_completed"] >= 1 and fault["rejoined_at_epoch"] is not None, fault
+    assert fault["samples_not_seen"] == "none: the share was retrained after the retry", fault
+    # the same process rejoined (no task retried): it connected again once the link was back
+    assert pidfile.read(str(folder / "pids"), "worker:1")["pid"] == pid
+    with h5py.File(out / "redshift.h5", "r") as h5:
+        for worker in ("worker_0", "worker_1"):
+            assert len(h5[cell]["workers"][worker]["accuracy"][()]) == epochs
+            assert h5[cell]["workers"][worker].attrs["samples"] == 150
+    assert f"worker 1 lost; s shrinks from 2 to 1 ({host.address}: its host stopped answering" in log_path.read_text()
 
 
 @pytest.mark.hdfs

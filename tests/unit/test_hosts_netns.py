@@ -205,6 +205,8 @@ def test_a_worker_whose_host_is_cut_off_is_lost_by_keepalive_while_an_idle_one_o
         assert found_after <= (1 + KEEPALIVE_PROBES) * 1.0 + 3, found_after  # idle + probes, and slack
         (event,) = snap["events"]
         assert event["event"] == "lost" and event["message"] == "worker 0 lost; s shrinks from 2 to 1"
+        # the ps tells a cut host (no answer) from a process that ended (its connection closed)
+        assert event["address"] == network.host(1).address and event["cause"].startswith("its host stopped answering")
     finally:
         for w in workers:
             w.stdin.close()
@@ -302,5 +304,48 @@ def test_a_server_on_a_hosts_tf_card_is_reached_from_the_other_hosts_tf_cards_on
         stop.set()
         if listener:
             listener.close()
+        network.remove()
+    assert network.left() == []
+
+
+def test_a_worker_waiting_on_the_ps_when_its_host_is_cut_off_finds_out_by_keepalive_not_its_timeout():
+    """The worker's side of a cut: blocked in a push that waits for another worker's (s = 2), it gets no
+    byte from the ps while its host is cut off; its own TCP keepalive ends the wait with
+    ParameterServerLost within the cut detection time, long before its 60 s request timeout."""
+    import threading
+    import numpy as np
+    from distributed import netns
+    from distributed.param_server import ParameterServer, cut_detection_s
+    from distributed.ps_client import ParameterServerLost, PSClient
+    network, run_id = plan(1)
+    secret, ps, outcome = b"per-run-secret-0123456789abcdef!", None, {}
+    try:
+        network.create(run_id)
+        ps = ParameterServer([np.zeros(4)], secret, 2, s=2, host=network.bridge_address, heartbeat_s=1.0,
+                             push_timeout_s=120)
+        _, port = ps.start()
+        waiting = threading.Event()
+
+        def worker():
+            with netns.entered(network.host(1).netns), \
+                    PSClient((network.bridge_address, port), secret, 0, timeout_s=60) as client:
+                client.join(0)
+                waiting.set()
+                try:
+                    client.push([np.ones(4)], 0)  # waits for worker 1's push, which never comes
+                except Exception as exc:  # noqa: BLE001 -- what ended the wait is the result
+                    outcome.update(error=exc, at=time.monotonic())
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert waiting.wait(10)
+        time.sleep(1.0)
+        with network.cut_off(1):
+            cut_at = time.monotonic()
+            thread.join(60)
+        assert isinstance(outcome.get("error"), ParameterServerLost), outcome
+        assert outcome["at"] - cut_at <= cut_detection_s() + 5, outcome["at"] - cut_at
+    finally:
+        if ps:
+            ps.stop()
         network.remove()
     assert network.left() == []

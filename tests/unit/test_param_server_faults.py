@@ -78,6 +78,7 @@ def test_a_killed_worker_process_is_lost_s_shrinks_and_a_retry_rejoins(caplog):
         (lost,) = ps.snapshot()["events"]
         assert lost["event"] == "lost" and lost["worker"] == 1 and lost["epochs_reported"] == 0
         assert lost["message"] == "worker 1 lost; s shrinks from 2 to 1"
+        assert lost["address"] == host and lost["cause"].startswith("its connection was closed"), lost
         assert "worker 1 lost; s shrinks from 2 to 1" in caplog.text
         # With s = 2 this push would wait for worker 1 until the push timeout; now it is applied alone.
         assert c0.push(delta(1.0), 0) == 1

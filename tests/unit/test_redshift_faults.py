@@ -62,9 +62,12 @@ def test_a_worker_checkpoint_for_another_model_is_refused_by_name(tmp_path):
     assert restore_worker(str(tmp_path / "absent.h5"), other) is None
 
 
+CUT = "its host stopped answering (no TCP acknowledgement or keepalive reply)"
+
+
 def _lost(worker, t, epochs, message):
     return {"event": "lost", "worker": worker, "time": t, "version": 4, "epochs_reported": epochs,
-            "message": message}
+            "message": message, "address": "198.18.7.3", "cause": CUT}
 
 
 def test_a_lost_worker_that_came_back_saw_its_whole_share():
@@ -72,8 +75,8 @@ def test_a_lost_worker_that_came_back_saw_its_whole_share():
                      {"event": "rejoined", "worker": 1, "time": 120.0, "version": 6, "epoch": 2, "message": "..."}]}
     (fault,) = describe_faults(ps, {"worker:0": {}, "worker:1": {}}, [150, 150], 6, started_at=100.0)
     assert fault == {"worker": "worker:1", "lost_at_s": 10.0, "at_version": 4, "epochs_completed": 2,
-                     "message": "worker 1 lost; s shrinks from 2 to 1", "rejoined_at_epoch": 2,
-                     "samples_not_seen": "none: the share was retrained after the retry"}
+                     "message": "worker 1 lost; s shrinks from 2 to 1", "address": "198.18.7.3", "cause": CUT,
+                     "rejoined_at_epoch": 2, "samples_not_seen": "none: the share was retrained after the retry"}
 
 
 def test_a_lost_worker_that_never_came_back_missed_its_share_in_each_unfinished_epoch():
