@@ -489,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"status page {state.master_ui} (needs the bearer token that `status` prints); "
                   f"run folder {cluster.run_dir}")
             for host in cluster.network.hosts if cluster.network else []:
-                print(f"host {host.netns}: {host.address} ({', '.join(host.roles)})")
+                card = f"; TF card {host.tf_address}" if host.tf_address else ""
+                print(f"host {host.netns}: {host.address} ({', '.join(host.roles)}){card}")
             if args.hdfs:
                 hdfs = cluster.hdfs.load_state()
                 print(f"HDFS up: {hdfs.uri} (NameNode web UI {hdfs.web_ui}); e.g. --output {hdfs.uri}/outputs/redshift")

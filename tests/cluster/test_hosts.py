@@ -305,11 +305,13 @@ def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_every
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         network = hosts.HostNetwork.from_dict(state["network"])
         for host in network.hosts:
-            assert f"host {host.netns}: {host.address} (worker-{host.number}, datanode-{host.number})" in up.stdout
+            assert f"host {host.netns}: {host.address} (worker-{host.number}, datanode-{host.number}); " \
+                   f"TF card {host.tf_address}" in up.stdout
         shown = json.loads(subprocess.run([*cli, "status", *opts], cwd=ROOT, env=env, capture_output=True,
                                           text=True, timeout=120).stdout)
-        assert [(h["address"], h["runs"]) for h in shown["network"]["hosts"]] == \
-            [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"]) for h in network.hosts]
+        assert [(h["address"], h["runs"], h["tf_address"]) for h in shown["network"]["hosts"]] == \
+            [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"], h.tf_address) for h in network.hosts]
+        assert shown["network"]["tf_subnet"] == network.tf_subnet != network.subnet
         for host in shown["network"]["hosts"]:  # each host's cgroup holds its worker's and DataNode's JVMs
             assert host["n_procs"] >= 2 and host["cpu_s"] > 1 and host["rss_bytes"] > 100e6, host
             assert host["bytes_in"] > 0 and host["bytes_out"] > 0, host  # registration crossed its link
