@@ -326,53 +326,27 @@ class HostNetwork:
 
     # -- making and removing ------------------------------------------------------------------
     def create(self, run_id: str) -> None:
-        """The record, the bridge with .1, and per host a namespace with lo up and eth0 on the bridge.
-        On any failure removes what it made and raises."""
+        """The record, the bridge with .1, and per host a namespace with lo up and eth0 on the bridge;
+        then the TF cards (eth1 in each host's TF namespace, on the TF bridge). On any failure removes
+        what it made and raises."""
         reason = unavailable()
         if reason:
             raise HostsError(reason)
         _write_record(self.cid, run_id)
         try:
-            prefix = ipaddress.IPv4Network(self.subnet).prefixlen
-            _ip("link", "add", self.bridge, "type", "bridge")
-            # addrgenmode none: no IPv6 link-local address either; the hosts' only addresses are theirs.
-            _ip("link", "set", self.bridge, "addrgenmode", "none")
-            _ip("addr", "add", f"{address(self.bridge_address)}/{prefix}", "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            _add_bridge(self.bridge, f"{address(self.bridge_address)}/{ipaddress.IPv4Network(self.subnet).prefixlen}")
             for host in self.hosts:
                 _ip("netns", "add", host.netns)
                 host_stats.create(host.netns)  # its CPU and memory, counted per host (host_stats.py)
-                _ip("-n", host.netns, "link", "set", "lo", "up")
-                _ip("link", "add", host.veth, "type", "veth", "peer", "name", INNER_IFACE, "netns", host.netns)
-                _ip("link", "set", host.veth, "addrgenmode", "none")
-                _ip("-n", host.netns, "link", "set", INNER_IFACE, "addrgenmode", "none")
-                _ip("link", "set", host.veth, "master", self.bridge)
-                _ip("link", "set", host.veth, "up")
-                _ip("-n", host.netns, "addr", "add", f"{address(host.address)}/{prefix}", "dev", INNER_IFACE)
-                _ip("-n", host.netns, "link", "set", INNER_IFACE, "up")
-            if self.tf_bridge:
-                self._create_tf_cards()
+                _add_card(host.netns, INNER_IFACE, host.veth, self.bridge, host.address, self.subnet)
+            if self.tf_bridge:  # the TF cards: a bridge with no address, so the machine gets no way onto it
+                _add_bridge(self.tf_bridge, None)
+                for host in self.hosts:
+                    _ip("netns", "add", host.tf_netns)
+                    _add_card(host.tf_netns, TF_IFACE, host.tf_veth, self.tf_bridge, host.tf_address, self.tf_subnet)
         except BaseException:
             self.remove()
             raise
-
-    def _create_tf_cards(self) -> None:
-        """The TF bridge, up with no address (the machine's namespace gets no way onto it), and per host
-        its TF namespace with lo up and eth1 on that bridge."""
-        prefix = ipaddress.IPv4Network(self.tf_subnet).prefixlen
-        _ip("link", "add", self.tf_bridge, "type", "bridge")
-        _ip("link", "set", self.tf_bridge, "addrgenmode", "none")
-        _ip("link", "set", self.tf_bridge, "up")
-        for host in self.hosts:
-            _ip("netns", "add", host.tf_netns)
-            _ip("-n", host.tf_netns, "link", "set", "lo", "up")
-            _ip("link", "add", host.tf_veth, "type", "veth", "peer", "name", TF_IFACE, "netns", host.tf_netns)
-            _ip("link", "set", host.tf_veth, "addrgenmode", "none")
-            _ip("-n", host.tf_netns, "link", "set", TF_IFACE, "addrgenmode", "none")
-            _ip("link", "set", host.tf_veth, "master", self.tf_bridge)
-            _ip("link", "set", host.tf_veth, "up")
-            _ip("-n", host.tf_netns, "addr", "add", f"{address(host.tf_address)}/{prefix}", "dev", TF_IFACE)
-            _ip("-n", host.tf_netns, "link", "set", TF_IFACE, "up")
 
     def _names(self) -> tuple[list[str], list[str]]:
         """(namespaces, links) this network makes."""
@@ -408,6 +382,29 @@ class HostNetwork:
                 + [f"cgroup {h.netns}" for h in self.hosts if host_stats.exists(h.netns)]
                 + [n for n in links if n in present]
                 + ([str(self.record)] if self.record.exists() else []))
+
+
+def _add_bridge(name: str, cidr: str | None) -> None:
+    """A bridge in the machine's namespace, up, with address `cidr` or none."""
+    _ip("link", "add", name, "type", "bridge")
+    # addrgenmode none: no IPv6 link-local address either; the hosts' only addresses are theirs.
+    _ip("link", "set", name, "addrgenmode", "none")
+    if cidr:
+        _ip("addr", "add", cidr, "dev", name)
+    _ip("link", "set", name, "up")
+
+
+def _add_card(netns: str, iface: str, veth: str, bridge: str, addr: str, net: str) -> None:
+    """Namespace `netns` (made already) gets lo up and `iface` with `addr` on its /24, the inner end of
+    veth pair `veth` whose machine end is enslaved to `bridge`."""
+    _ip("-n", netns, "link", "set", "lo", "up")
+    _ip("link", "add", veth, "type", "veth", "peer", "name", iface, "netns", netns)
+    _ip("link", "set", veth, "addrgenmode", "none")
+    _ip("-n", netns, "link", "set", iface, "addrgenmode", "none")
+    _ip("link", "set", veth, "master", bridge)
+    _ip("link", "set", veth, "up")
+    _ip("-n", netns, "addr", "add", f"{address(addr)}/{ipaddress.IPv4Network(net).prefixlen}", "dev", iface)
+    _ip("-n", netns, "link", "set", iface, "up")
 
 
 def _write_record(cid: str, run_id: str) -> None:
