@@ -255,41 +255,34 @@ def own_credential(ctx) -> str:
     return ctx.credential
 
 
-def connect_ps(address, run: AsyncRun, worker: int, wait_s: float = 300, credential: str | None = None):
-    """The ps listens only once its model is built: retry refused connections for up to wait_s."""
-    from distributed.ps_client import PSClient
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return PSClient(address, bytes.fromhex(run.ps_secret), worker=worker,
-                            timeout_s=run.push_timeout_s + 30, name="ps:0", credential=credential)
-        except ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+RECONNECT_TIMEOUT_S = 5.0  # one attempt to reach the ps again, after a connection was lost
 
 
-RECONNECT_TIMEOUT_S = 5.0  # one attempt to reach the ps again
-
-
-def reconnect_ps(address, run: AsyncRun, worker: int, lost: ConnectionError, credential: str | None = None):
-    """A new connection after `lost`. A refused one means the ps's process is gone: `lost` is raised at
-    once. One that does not answer (a cut not over yet) is tried again for up to the run's push timeout.
-    Once connected, it waits as long as the ps's cut detection takes before the worker rejoins, so the ps
-    has surely dropped the old connection and holds nothing of it."""
+def connect_ps(address, run: AsyncRun, worker: int, wait_s: float = 300, credential: str | None = None,
+               lost: ConnectionError | None = None):
+    """A connection to the ps. The first one: the ps listens only once its model is built, so refused
+    connections are retried for up to wait_s. After `lost` (a connection broke): a refused one means the
+    ps's process is gone and `lost` is raised at once; one that does not answer (a cut not over yet) is
+    tried again for up to the run's push timeout; once connected, it waits as long as the ps's cut
+    detection takes, so the ps has surely dropped the old connection and holds nothing of it."""
     from distributed.param_server import cut_detection_s
     from distributed.ps_client import PSClient
-    deadline = time.monotonic() + run.push_timeout_s
+    deadline = time.monotonic() + (run.push_timeout_s if lost else wait_s)
     while True:
         try:
-            client = PSClient(address, bytes.fromhex(run.ps_secret), worker=worker, timeout_s=run.push_timeout_s + 30,
-                              name="ps:0", credential=credential, connect_timeout_s=RECONNECT_TIMEOUT_S)
+            client = PSClient(address, bytes.fromhex(run.ps_secret), worker=worker,
+                              timeout_s=run.push_timeout_s + 30, name="ps:0", credential=credential,
+                              connect_timeout_s=RECONNECT_TIMEOUT_S if lost else None)
             break
         except ConnectionError as exc:
-            if isinstance(exc.__cause__, ConnectionRefusedError) or time.monotonic() > deadline:
+            refused = isinstance(exc.__cause__, ConnectionRefusedError)
+            if lost and (refused or time.monotonic() > deadline):
                 raise lost from exc
-            time.sleep(1.0)
-    time.sleep(cut_detection_s())
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0 if lost else 0.5)
+    if lost:
+        time.sleep(cut_detection_s())
     return client
 
 
@@ -385,7 +378,7 @@ def worker_role(run: AsyncRun, ctx, new_model: Callable[[int], Any], load_data: 
     share when the run does not feed it through Spark.
 
     A connection to the ps that breaks while the ps lives (its host or this one was cut off, and the ps
-    dropped this worker) is made again (reconnect_ps) and the worker rejoins from its checkpoint, as a
+    dropped this worker) is made again (connect_ps after `lost`) and the worker rejoins from its checkpoint, as a
     retried task would (at most MAX_REJOINS times; with checkpoints and a share it reads itself, since a
     Spark feed cannot be read again). Where the ps refuses the new connection it is gone: the loss is
     raised."""
@@ -398,23 +391,20 @@ def worker_role(run: AsyncRun, ctx, new_model: Callable[[int], Any], load_data: 
     seed = run.seed + 1 + ctx.task_index  # workers differ in shuffling and dropout, as on a cluster
     model = new_model(seed)
     host, port = ctx.addresses("ps")[0].rsplit(":", 1)
-    address, lost, rejoins = (host, int(port)), None, []
+    address, lost, rejoins = (host, int(port)), None, 0
     while True:
-        ps = (reconnect_ps(address, run, ctx.task_index, lost, credential=own_credential(ctx)) if lost else
-              connect_ps(address, run, ctx.task_index, credential=own_credential(ctx)))
-        with ps:
+        with connect_ps(address, run, ctx.task_index, credential=own_credential(ctx), lost=lost) as ps:
             try:
                 history, resumes, stopped = _train_share(run, ctx, ps, model, fed, share, seed)
                 break
             except ParameterServerLost as exc:
-                if fed or not run.checkpoint_dir or len(rejoins) >= MAX_REJOINS:
+                if fed or not run.checkpoint_dir or rejoins >= MAX_REJOINS:
                     raise
-                lost = exc
-                rejoins.append({"at": time.time(), "error": str(exc)})
+                lost, rejoins = exc, rejoins + 1
                 log.warning("worker %d: %s; connecting again to rejoin from its checkpoint", ctx.task_index, exc)
     samples = history["seen"][-1]["samples"] if history["seen"] else 0
     return {"samples": samples, **history, "resumed_at_epochs": resumes, "stopped": stopped, "left_at": time.time(),
-            "reconnects": rejoins, **_sampled(sampler, origin)}
+            **_sampled(sampler, origin)}
 
 
 def _train_share(run: AsyncRun, ctx, ps, model, fed, share: tuple, seed: int) -> tuple[dict, list, bool]:

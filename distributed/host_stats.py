@@ -212,7 +212,7 @@ def sample_host(host, now: float | None = None) -> dict:
     import psutil
     group = cgroup_path(host.netns)  # raises when the machine has no cgroup hierarchy to count CPU
     version = hierarchy()[0]
-    cards = [f"/sys/class/net/{veth}/statistics" for veth in (host.veth, getattr(host, "tf_veth", "")) if veth]
+    cards = [f"/sys/class/net/{veth}/statistics" for veth in (host.veth, host.tf_veth) if veth]
     cpu = cpu_seconds(version, (group / ("cpu.stat" if version == "v2" else "cpuacct.usage")).read_text())
     rss, members = 0, pids(host.netns)
     for pid in members:

@@ -128,13 +128,14 @@ def _known_cluster(cfg, master: str):
     return state if state and state.master_url == master else None
 
 
-def _start_host_sampler(cfg, state, summary: dict):
-    """On a mini-cluster with hosts: a sampler of each host's figures (host_stats) for the run, else None."""
-    if state is None or not state.network:
+def _start_host_sampler(cfg, network, summary: dict):
+    """On a mini-cluster with hosts (`network`): a sampler of each host's figures (host_stats) for the run,
+    else None."""
+    if network is None:
         return None
     from distributed import host_stats
     try:
-        return host_stats.Sampler(_host_network(state), cfg.cluster.host_sample_interval_s).start()
+        return host_stats.Sampler(network, cfg.cluster.host_sample_interval_s).start()
     except (OSError, host_stats.CgroupError) as exc:
         summary["hosts_error"] = f"no figures per host: {exc}"
         log.warning("%s", summary["hosts_error"])
@@ -374,7 +375,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
     executors = cfg.executors()
     embedded = master is None
     _install_sigterm()
-    cluster = spark = hdfs = host_sampler = known = None
+    cluster = spark = hdfs = host_sampler = network = None
     work = output  # where the run writes: --output, or the same tree on the job's embedded HDFS
     started = time.time()
     summary: dict[str, Any] = {"case": case, "preset": args.preset, "status": "failed", "resumed": args.resume}
@@ -390,7 +391,8 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         else:
             known = _known_cluster(cfg, master)
             cluster_secret = known.secret if known else None
-            host_sampler = _start_host_sampler(cfg, known, summary)
+            network = _host_network(known)
+            host_sampler = _start_host_sampler(cfg, network, summary)
         # A cluster on this machine: everything binds and advertises the configured host, and
         # executors run this interpreter (pyspark reads the variable, not the conf).
         host = cfg.cluster.host if _is_loopback(_master_host(master)) else None
@@ -410,7 +412,7 @@ def _run_job(case: str, schema: type, run: Callable[[Job], dict], argv: list[str
         spark = _spark_session(case, cfg, master, host, cluster_secret, executors, reuse)
         summary["master"] = spark.sparkContext.master
         job = Job(case, cfg, spark, work, secrets.token_hex(32), host, resume=args.resume, hosts=host_sampler,
-                  network=_host_network(known))
+                  network=network)
         storage.makedirs(work, private=True)
         storage.write_text(job.out("config.yaml"), resolved)
         log.info("running %s (preset %s) on %s; outputs under %s", case, args.preset, summary["master"], work)
