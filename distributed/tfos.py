@@ -318,6 +318,14 @@ class RoleContext:
             log.debug("progress from %s not sent: %s", self.name, exc)
             return False
 
+    def fail(self, error: BaseException) -> None:
+        """Hand in this role's error now, from any thread, as if the role had raised it: for a watchdog
+        whose role's own thread is blocked in a call that will not return (a TF step waiting on a host
+        that stopped answering). The driver fails the run on it."""
+        with netns.outside():
+            reservation.send_result(self._server_addr, self._secret, self.name,
+                                    {"error": "".join(traceback.format_exception_only(error))})
+
     @property
     def address(self) -> str:
         return self.cluster_spec[self.job_name][self.task_index]

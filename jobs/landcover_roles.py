@@ -18,7 +18,7 @@ from distributed.cell_store import CellStore
 from distributed.epochs import epoch_order
 from distributed.tf_process import quiet_tensorflow
 from jobs.landcover_config import LandcoverRun
-from jobs.resume import RoleLost, attempt, error_line, unreachable_roles
+from jobs.resume import PeerWatch, RoleLost, attempt, error_line, unreachable_roles
 from rdd_io import storage
 from rdd_io.landcover_patches import read_patch_set, volumes
 
@@ -244,34 +244,49 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
     cells = []
     done = 0  # epochs of all cells, for the driver's overall bar
     store = CellStore(run.checkpoints, run.resume)
-    for cell in run.cells:
-        with netns.outside():
-            finished = store.finished(cell["id"])
-        if finished:  # finished before the run was interrupted
-            cells.append(finished)
-            done += cell["epochs"]
-            continue
-        t0 = time.time()
-        saved = {"uri": store.path(cell["id"], CHECKPOINT_FILE),
-                 "every": run.checkpoint_every, "resume": run.resume}
-        with CellProgress(ctx, run.tensorboard_uri, cell, done) as report:
-            try:
-                out = train_cell(tf, run.model, cell, cell["data_uri"], run.seed,
-                                 landcover.make_place(plans[cell["plan"]]), report, saved, run.gap_s, sampler)
-            except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
-                lost = unreachable_roles(ctx.tf_cluster_spec, skip="chief:0")
-                if not lost:
-                    raise
-                line = error_line(getattr(exc, "message", None) or str(exc))
-                raise RoleLost("; ".join(f"{describe_role(r, cell['plan'], plans[cell['plan']])} was lost during "
-                                         f"cell {cell['id']} ({type(exc).__name__}: {line}); "
-                                         f"continue with --resume" for r in lost)) from None
-        done += cell["epochs"]
-        cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
-        with netns.outside():
-            store.finish(cell["id"], cells[-1])
     addresses = {f"{job}:{i}": address.rsplit(":", 1)[0] for job, listed in ctx.cluster_spec.items()
-                 for i, address in enumerate(listed)}  # each role's host, for the figures per host
+                 for i, address in enumerate(listed)}  # each role's host (for the figures per host)
+    current = {"cell": run.cells[0]}
+
+    def host_silent(role: str, address: str, waited_s: float) -> None:
+        cell = current["cell"]
+        ctx.fail(RoleLost(f"{describe_role(role, cell['plan'], plans[cell['plan']])} was lost during cell "
+                          f"{cell['id']}: its host {addresses[role]} stopped answering (no answer for "
+                          f"{waited_s:.0f} s); continue with --resume"))
+    servers = {f"{job}:{i}": address for job, listed in ctx.tf_cluster_spec.items()
+               for i, address in enumerate(listed) if f"{job}:{i}" != "chief:0"}
+    with netns.outside():  # the watch's thread enters the TF network itself and reports from outside it
+        watch = PeerWatch(servers, host_silent, ctx.private_network).start()
+    try:
+        for cell in run.cells:
+            current["cell"] = cell
+            with netns.outside():
+                finished = store.finished(cell["id"])
+            if finished:  # finished before the run was interrupted
+                cells.append(finished)
+                done += cell["epochs"]
+                continue
+            t0 = time.time()
+            saved = {"uri": store.path(cell["id"], CHECKPOINT_FILE),
+                     "every": run.checkpoint_every, "resume": run.resume}
+            with CellProgress(ctx, run.tensorboard_uri, cell, done) as report:
+                try:
+                    out = train_cell(tf, run.model, cell, cell["data_uri"], run.seed,
+                                     landcover.make_place(plans[cell["plan"]]), report, saved, run.gap_s, sampler)
+                except tf.errors.OpError as exc:  # a TF server gone fails the step at once (gRPC UNAVAILABLE)
+                    lost = unreachable_roles(ctx.tf_cluster_spec, skip="chief:0")
+                    if not lost:
+                        raise
+                    line = error_line(getattr(exc, "message", None) or str(exc))
+                    raise RoleLost("; ".join(f"{describe_role(r, cell['plan'], plans[cell['plan']])} was lost during "
+                                             f"cell {cell['id']} ({type(exc).__name__}: {line}); "
+                                             f"continue with --resume" for r in lost)) from None
+            done += cell["epochs"]
+            cells.append({**cell, **out, "t_start": t0, "t_end": time.time()})
+            with netns.outside():
+                store.finish(cell["id"], cells[-1])
+    finally:
+        watch.stop()
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta, "addresses": addresses}
 
 

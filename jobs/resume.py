@@ -13,9 +13,13 @@ random-generator state.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
 import socket
-
+import threading
+import time
+from typing import Callable
 
 
 class RoleLost(RuntimeError):
@@ -31,12 +35,64 @@ def attempt() -> int:
 
 def reachable(address: str, timeout_s: float = 2.0) -> bool:
     """Whether something accepts connections at 'host:port' (a killed TF server's port refuses them)."""
+    return answer(address, timeout_s) == "accepted"
+
+
+def answer(address: str, timeout_s: float = 2.0) -> str:
+    """How the host of 'host:port' answers a TCP connection: 'accepted'; 'refused' (the host is there,
+    nothing listens: the process is gone); 'silent' (no answer within timeout_s, or no way to it: the
+    host is cut off or down)."""
     host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(timeout_s)
+        code = sock.connect_ex((host.strip("[]"), int(port)))
+    if code == 0:
+        return "accepted"
+    return "refused" if code == errno.ECONNREFUSED else "silent"
+
+
+class PeerWatch:
+    """Probes the TF servers a chief drives, from a thread of its own, every interval_s.
+
+    Why: a TF step waiting on a server whose host stopped answering does not fail until TCP gives up,
+    many minutes later, and the chief's own thread is blocked in it. A role whose host stays silent for
+    `misses` probes in a row is handed to on_silent(role, address, waited_s) once, and the watch ends.
+    A refused connection is not a silence (the host answers): gRPC fails the step on it at once.
+    `network`: a context that puts the thread on the TF servers' network (RoleContext.private_network);
+    start the watch from the network the thread should send its report from."""
+
+    def __init__(self, roles: dict[str, str], on_silent: Callable[[str, str, float], None],
+                 network: Callable = contextlib.nullcontext, interval_s: float = 2.0, timeout_s: float = 2.0,
+                 misses: int = 3):
+        self.roles, self.on_silent, self.network = dict(roles), on_silent, network
+        self.interval_s, self.timeout_s, self.misses = interval_s, timeout_s, misses
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peer-watch", daemon=True)
+
+    def start(self) -> "PeerWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.interval_s + self.timeout_s * len(self.roles) + 1)
+
+    def _run(self) -> None:
+        silent_since: dict[str, float] = {}
+        missed: dict[str, int] = dict.fromkeys(self.roles, 0)
+        with self.network():
+            while not self._stop.wait(self.interval_s):
+                for role, address in self.roles.items():
+                    began = time.monotonic()
+                    if answer(address, self.timeout_s) != "silent":
+                        missed[role] = 0
+                        silent_since.pop(role, None)
+                        continue
+                    silent_since.setdefault(role, began)
+                    missed[role] += 1
+                    if missed[role] >= self.misses:
+                        self.on_silent(role, address, time.monotonic() - silent_since[role])
+                        return
 
 
 def unreachable_roles(cluster_spec: dict[str, list[str]], skip: str = "") -> list[str]:

@@ -15,9 +15,10 @@ from distributed import pidfile
 from .conftest import ROOT
 
 
-def start_job(script: str, *args: str, log: Path) -> subprocess.Popen:
-    """`python jobs/<script> ...` in the background, like conftest.run_job, output to `log`."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def start_job(script: str, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """`python jobs/<script> ...` in the background, like conftest.run_job, output to `log`; `env`
+    instead of this process's environment."""
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, str(ROOT / "jobs" / script), *args], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)

@@ -21,6 +21,7 @@ from distributed.minicluster import up_on_free_ports
 from rdd_io import storage
 
 from .conftest import ROOT, hdfs_possible, minicluster_cli
+from .faults import finish, start_job, summary, tail, wait_for
 from .test_smoke_job import consumed_exactly_once
 
 HOSTS = 2
@@ -159,11 +160,15 @@ def five_hosts(tmp_path_factory):
         yield cluster
 
 
+def user_env() -> dict:
+    """This environment as a user's: no address or interpreter set by hand (the runner finds the bridge's
+    address and the hosts run its interpreter)."""
+    return {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
+
+
 def run_job_on(cluster, case: str, out: Path, *sets: str) -> tuple[dict, str]:
-    """jobs/<case>.py --preset tiny on the cluster, as a user runs it: no address or interpreter set by
-    hand (the runner finds the bridge's address and the hosts run its interpreter). Its summary and log."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
-    env.update(PYTHONUNBUFFERED="1")
+    """jobs/<case>.py --preset tiny on the cluster, as a user runs it (user_env). Its summary and log."""
+    env = dict(user_env(), PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{case}.py"), "--preset", "tiny",
                            "--master", cluster.state.master_url, "--set", f"cluster.run_dir={cluster.run_dir}",
                            *[arg for s in sets for arg in ("--set", s)], "--output", str(out)],
@@ -230,6 +235,16 @@ def test_land_cover_on_five_hosts_reports_each_plan_per_host_and_its_bytes_match
     assert all((out / name).stat().st_mode & 0o077 == 0 for name in ("plans_per_host.csv", "hosts.png"))
 
 
+def host_of_role(network, pids: Path, role: str):
+    """(pid, host) of the process `role` recorded under `pids` (distributed.pidfile): the host whose
+    namespace the kernel has its main thread in (the host's own, or its TF card's while it runs TF)."""
+    from distributed import pidfile
+    pid = pidfile.read(str(pids), role)["pid"]
+    inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    (host,) = [h for h in network.hosts if inode in (hosts.netns_inode(h.netns), hosts.netns_inode(h.tf_netns))]
+    return pid, host
+
+
 CUT_S = 35  # the ps finds a cut worker within (1 + KEEPALIVE_PROBES) heartbeats of 5 s: 20 s, and slack
 
 
@@ -247,22 +262,16 @@ def test_redshift_goes_on_without_a_worker_whose_host_is_cut_off_and_the_summary
     sets = ["data.sizes=[300]", "experiments.baseline=false", "experiments.ablation=false",
             "experiments.data_modes=[different]", "experiments.workers=[2]", "train.s=2", "train.update=epoch",
             f"train.max_epochs={epochs}", "train.checkpoint_every=1", "train.tf_threads=1"]
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "TFOS_SERVER_HOST", "PYSPARK_PYTHON")}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "jobs" / "redshift.py"), "--preset", "tiny", "--master",
-             five_hosts.state.master_url, "--set", f"cluster.run_dir={five_hosts.run_dir}",
-             *[a for kv in sets for a in ("--set", kv)], "--output", str(out)],
-            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_job("redshift.py", "--preset", "tiny", "--master", five_hosts.state.master_url,
+                     "--set", f"cluster.run_dir={five_hosts.run_dir}", *[a for kv in sets for a in ("--set", kv)],
+                     "--output", str(out), log=log_path, env=user_env())
     folder = out / "checkpoints" / cell
     try:
         deadline = time.monotonic() + 400
         while not (folder / "worker-1.epoch-2.h5").exists():
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
             time.sleep(0.1)
-        pid = pidfile.read(str(folder / "pids"), "worker:1")["pid"]
-        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-        (host,) = [h for h in network.hosts if hosts.netns_inode(h.netns) == inode]
+        pid, host = host_of_role(network, folder / "pids", "worker:1")
         with network.cut_off(host.number):
             time.sleep(CUT_S)
         assert proc.wait(timeout=400) == 0, log_path.read_text()[-5000:]
@@ -287,12 +296,57 @@ def test_redshift_goes_on_without_a_worker_whose_host_is_cut_off_and_the_summary
     assert f"worker 1 lost; s shrinks from 2 to 1 ({host.address}: its host stopped answering" in log_path.read_text()
 
 
+@pytest.mark.timeout(900)
+def test_land_cover_fails_fast_naming_a_cut_off_host_and_the_units_it_held_and_resume_finishes(five_hosts, tmp_path):
+    """Model-parallel land cover (one plan, 2 epochs) with the host of worker:1, the HSI branch's TF server,
+    cut off after the first epoch's checkpoint: the chief's TF step would wait on it until TCP gives up
+    (minutes), but its watch of the TF servers finds the host silent, and the run fails within a minute,
+    naming the role, its host and the units it held, long before train.timeout_s. With the link back,
+    --resume continues from the checkpoint and finishes."""
+    network, out = five_hosts.network, tmp_path / "landcover"
+    timeout_s, cell = 300, "240-default-b20-e2"
+    args = ["--preset", "tiny", "--master", five_hosts.state.master_url, "--output", str(out),
+            "--set", f"cluster.run_dir={five_hosts.run_dir}", "--set", "experiments.plans=[default]",
+            "--set", "experiments.batch_sizes=[]", "--set", "experiments.data_parallel=false",
+            "--set", "experiments.single_machine=false", "--set", "experiments.plan_window_s=0",
+            "--set", "train.epochs=2", "--set", "train.checkpoint_every=1", "--set", f"train.timeout_s={timeout_s}",
+            "--set", "train.tensorboard=false"]
+    log = tmp_path / "cut.log"
+    proc = start_job("landcover.py", *args, log=log, env=user_env())
+    try:
+        wait_for(out / "checkpoints" / cell / "chief.h5", proc, log, timeout_s=400)
+        _, host = host_of_role(network, out / "checkpoints" / "pids", "worker:1")
+        with network.cut_off(host.number):
+            cut = time.monotonic()
+            assert finish(proc, log, timeout_s=timeout_s) == 1, tail(log)
+            failed_after_s = time.monotonic() - cut
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"the job failed {failed_after_s:.1f} s after worker:1's host was cut off")
+    assert failed_after_s < 60, failed_after_s  # train.timeout_s (300 s) is the bound nothing noticed would hit
+    error = summary(out)["error"]
+    assert error.startswith(f"RoleLost: worker:1 (the TF server holding units hsi_* under plan default) was lost "
+                            f"during cell {cell}: its host {host.address} stopped answering"), error
+    assert error.endswith("continue with --resume"), error
+
+    log = tmp_path / "resume.log"
+    proc = start_job("landcover.py", *args, "--resume", log=log, env=user_env())
+    assert finish(proc, log, timeout_s=400) == 0, tail(log)
+    result = summary(out)
+    assert result["status"] == "ok" and result["resumed"] is True, result.get("error")
+    assert json.loads((out / "checkpoints" / cell / "result.json").read_text())["resumed_from_epoch"] >= 1
+    assert len(result["cells"][cell]["loss"]) == 2
+
+
 @pytest.mark.hdfs
 @pytest.mark.timeout(1200)
 def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_everything(tmp_path):
     """`up --hosts 2 --hdfs` from the command line: worker i and DataNode i on host i (the NameNode on the
-    bridge), `status` says so, a file written from the bridge side reads back, the NameNode knows the
-    DataNodes by their hosts' addresses; `down` leaves no process, namespace, link or record."""
+    bridge), `status` says so, a file written from the bridge side reads back (also with either DataNode's
+    host cut off), the NameNode knows the DataNodes by their hosts' addresses; `down` leaves no process,
+    namespace, link or record."""
     needs_hosts()
     if not hdfs_possible():
         pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS daemons")
@@ -333,6 +387,17 @@ def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_every
         uri = f"{hdfs.state.uri}/hosts-test/part-0"
         storage.write_bytes(uri, b"across the bridge")
         assert storage.read_bytes(uri) == b"across the bridge"
+        # Either DataNode's host cut off: the file reads back from the other replica (replication 2). A read
+        # that picks the silent replica first waits dfs.client.socket-timeout (storage.HDFS_OPTIONS) on it, once
+        # or twice (measured, 10 reads: 0.00-0.28 s six times, 10.0 s three times, 20.0 s once).
+        timeout_s = int(storage.HDFS_OPTIONS["dfs.client.socket-timeout"]) / 1000
+        for host in network.hosts:
+            with network.cut_off(host.number):
+                began = time.monotonic()
+                assert storage.read_bytes(uri) == b"across the bridge"
+                waited_s = time.monotonic() - began
+            print(f"read with {host.netns} cut off: {waited_s:.2f} s")
+            assert waited_s < 2 * timeout_s + 5, waited_s
     finally:
         down = subprocess.run([*cli, "down", *opts], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]

@@ -349,3 +349,57 @@ def test_a_worker_waiting_on_the_ps_when_its_host_is_cut_off_finds_out_by_keepal
             ps.stop()
         network.remove()
     assert network.left() == []
+
+
+def test_the_chiefs_watch_reports_a_tf_server_whose_host_is_cut_off_once_and_never_a_live_or_refusing_one():
+    """jobs.resume.PeerWatch from host 2's TF card: a server on host 1's TF card that accepts, and a port
+    on host 2's that refuses (a process gone, its host there), are not reported while the link is up;
+    once host 1 is cut off, its server is reported, once, within a few probes."""
+    import contextlib
+    import socket
+    import threading
+    from distributed import netns
+    from jobs.resume import PeerWatch
+    network, run_id = plan(2)
+    listener, closed, watch, reports, stop = None, None, None, [], threading.Event()
+    try:
+        network.create(run_id)
+        one, two = network.hosts
+        with netns.entered(one.tf_netns):
+            listener = socket.create_server((one.tf_address, 0))
+        with netns.entered(two.tf_netns):
+            closed = socket.socket()
+            closed.bind((two.tf_address, 0))  # held, not listening: connections to it are refused
+
+        listener.settimeout(0.2)
+
+        def serve():
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    listener.accept()[0].close()
+        threading.Thread(target=serve, daemon=True).start()
+        roles = {"worker:0": f"{one.tf_address}:{listener.getsockname()[1]}",
+                 "worker:1": f"{two.tf_address}:{closed.getsockname()[1]}"}
+        watch = PeerWatch(roles, lambda *report: reports.append((*report, time.monotonic())),
+                          network=lambda: netns.entered(two.tf_netns), interval_s=0.2, timeout_s=0.5).start()
+        time.sleep(3)
+        assert reports == []
+        with network.cut_off(1):
+            cut = time.monotonic()
+            deadline = cut + 15
+            while not reports and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # a second report would come within this
+        assert len(reports) == 1, reports
+        role, address, waited_s, at = reports[0]
+        assert (role, address) == ("worker:0", roles["worker:0"])
+        assert 1.0 <= waited_s <= at - cut + 0.1 and at - cut <= 6, (waited_s, at - cut)
+    finally:
+        stop.set()
+        if watch:
+            watch.stop()
+        for sock in (listener, closed):
+            if sock:
+                sock.close()
+        network.remove()
+    assert network.left() == []
