@@ -226,6 +226,17 @@ def link_names() -> list[str]:
     return sorted(link["ifname"] for link in found if LINK_NAME.match(link.get("ifname", "")))
 
 
+@contextlib.contextmanager
+def planning():
+    """Held from picking a cluster's subnets until its bridges carry them: two clusters started at the
+    same time (test processes side by side) would otherwise pick the same free /24."""
+    import fcntl
+    RECORD_DIR.mkdir(mode=0o700, exist_ok=True)
+    with open(RECORD_DIR / ".planning.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def used_networks() -> list[str]:
     """Every IPv4 address/prefix on the machine's interfaces, and every route's destination."""
     used = [f"{a['local']}/{a['prefixlen']}" for link in json.loads(_ip("-j", "-4", "addr", "show") or "[]")

@@ -1,16 +1,17 @@
 """A real Spark standalone cluster on loopback: one master, N workers, from the pip-installed pyspark.
 
     python -m distributed.minicluster up --workers 3 [--hdfs]
-    python -m distributed.minicluster up --hosts 3 [--hdfs]        (root: one host per worker)
+    python -m distributed.minicluster up --hosts 3 [--workers 5] [--hdfs]   (root: workers spread over 3 hosts)
     python -m distributed.minicluster status
     python -m distributed.minicluster watch --interval 1              (hosts: each one's bytes, CPU, memory)
     python -m distributed.minicluster down
 
-Everything binds 127.0.0.1 (conf/cluster.yaml `host`). With --hosts N (root only), each worker runs in
-a host of its own: a network namespace with its own address from 198.18.0.0/15 on a bridge the cluster
-creates (distributed/hosts.py); the master sits on the bridge's address, each worker (and with --hdfs
-each DataNode) binds and advertises its host's address; `down` removes the hosts, and those of any
-cluster that died without `down`. Spark RPC requires the cluster's secret
+Everything binds 127.0.0.1 (conf/cluster.yaml `host`). With --hosts N (root only), the workers run in
+N hosts: network namespaces with their own addresses from 198.18.0.0/15 on a bridge the cluster creates
+(distributed/hosts.py); worker i on host ((i - 1) mod N) + 1, one worker per host unless --workers asks
+for more, as a machine of a real cluster may run several. The master sits on the bridge's address, each
+worker (and with --hdfs each DataNode, one per host) binds and advertises its host's address; `down`
+removes the hosts, and those of any cluster that died without `down`. Spark RPC requires the cluster's secret
 (spark.authenticate) and is encrypted with a key derived from it (spark.network.crypto), and the master
 and worker web pages require a token signed with it that expires (Spark's JWSFilter), so nothing
 listens unauthenticated. The secret reaches the daemons in an owner-only properties file, never on a
@@ -22,6 +23,7 @@ With --hdfs, a real HDFS (a NameNode and two DataNodes, distributed/hdfs_cluster
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import hashlib
 import hmac
@@ -137,7 +139,7 @@ class MiniCluster:
         self.cfg = cluster_cfg
         self.with_hdfs = hdfs
         self.run_dir = Path(run_dir or cluster_cfg.run_dir).resolve()
-        self.hosts = hosts  # 0: loopback; N: N hosts in network namespaces, one worker each
+        self.hosts = hosts  # 0: loopback; N: N hosts in network namespaces, the workers spread over them
         self.workers = workers if workers is not None else (hosts or cluster_cfg.workers)
         self.host = cluster_cfg.host
         self.worker_ui_ports = [cluster_cfg.worker_ui_port + i for i in range(self.workers)]
@@ -182,8 +184,8 @@ class MiniCluster:
             reason = host_net.unavailable()
             if reason:
                 raise ClusterError(reason)
-            if self.workers != self.hosts:
-                raise ClusterError(f"--hosts {self.hosts} runs one worker per host; got --workers {self.workers}")
+            if self.workers < self.hosts:
+                raise ClusterError(f"--hosts {self.hosts} needs a worker on each host; got --workers {self.workers}")
         previous = self.load_state()
         if previous and any(processes.alive(p, previous.create_times.get(n)) for n, p in previous.pids.items()):
             raise ClusterError(f"a mini-cluster from {self.run_dir} is already running "
@@ -195,24 +197,20 @@ class MiniCluster:
         settings = {**security_conf(secret), "spark.port.maxRetries": "0"}
         conf_file = write_private(self.conf_file, properties(settings))
         run_id = uuid.uuid4().hex
-        network = None
-        if self.hosts:
-            self._sweep_hosts()  # what clusters that died without `down` left
-            cid = host_net.cluster_id(run_id)
-            used = host_net.used_networks()
-            net = host_net.pick_subnet(used, int(cid, 16) % host_net.SUBNETS)
-            tf_net = host_net.pick_subnet([*used, net], host_net.subnet_index(net) + 1)  # the hosts' TF cards
-            network = host_net.HostNetwork.plan(cid, self.hosts, net, tf_net)
-            for i, host in enumerate(network.hosts, 1):
-                host.roles = [f"worker-{i}"] + ([f"datanode-{i}"] if self.with_hdfs else [])
-            self.host = network.bridge_address  # the master (and a driver) on the bridge's side
-        master_url = f"spark://{self.host}:{self.cfg.master_port}"
-        self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
-                                  {}, {}, secret, network.to_dict() if network else None)
-        try:
+        # Under the lock, two clusters started side by side cannot pick the same free /24.
+        with host_net.planning() if self.hosts else contextlib.nullcontext():
+            network = self._plan_hosts(run_id) if self.hosts else None
+            master_url = f"spark://{self.host}:{self.cfg.master_port}"
+            self.state = ClusterState(run_id, master_url, f"http://{self.host}:{self.cfg.master_ui_port}",
+                                      {}, {}, secret, network.to_dict() if network else None)
             if network:
                 self._save()  # first, so that `down` finds the hosts whatever happens next
-                network.create(run_id)
+                try:
+                    network.create(run_id)
+                except BaseException:
+                    self.down()
+                    raise
+        try:
             if self.with_hdfs:
                 self.hdfs.up(run_id)
             self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.cfg.master_port),
@@ -220,7 +218,7 @@ class MiniCluster:
             self._wait_for_master()
             for i in range(1, self.workers + 1):
                 work_dir = make_private_dir(self.run_dir / f"worker-{i}")
-                host = network.host(i) if network else None
+                host = network.host(host_of_worker(i, self.hosts)) if network else None
                 address = host.address if host else self.host
                 self._spawn(f"worker-{i}", [WORKER_CLASS, master_url, "--host", address,
                                             "--cores", str(self.cfg.worker_cores),
@@ -233,6 +231,19 @@ class MiniCluster:
             self.down()
             raise
         return self.state
+
+    def _plan_hosts(self, run_id: str) -> host_net.HostNetwork:
+        """This cluster's hosts: free /24s for their cards and their TF cards, the workers round robin."""
+        self._sweep_hosts()  # what clusters that died without `down` left
+        cid = host_net.cluster_id(run_id)
+        used = host_net.used_networks()
+        net = host_net.pick_subnet(used, int(cid, 16) % host_net.SUBNETS)
+        tf_net = host_net.pick_subnet([*used, net], host_net.subnet_index(net) + 1)  # the hosts' TF cards
+        network = host_net.HostNetwork.plan(cid, self.hosts, net, tf_net)
+        for host, roles in zip(network.hosts, host_roles(self.workers, self.hosts, self.with_hdfs)):
+            host.roles = roles
+        self.host = network.bridge_address  # the master (and a driver) on the bridge's side
+        return network
 
     def _env(self, local_ip: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -430,6 +441,17 @@ def free_ports(host: str, n: int) -> list[int]:
             s.close()
 
 
+def host_of_worker(worker: int, hosts: int) -> int:
+    """The host (1..hosts) that runs worker `worker` (1..): round robin."""
+    return (worker - 1) % hosts + 1
+
+
+def host_roles(workers: int, hosts: int, hdfs: bool) -> list[list[str]]:
+    """What each host runs, host 1 first: its workers, then its DataNode."""
+    return [[f"worker-{w}" for w in range(1, workers + 1) if host_of_worker(w, hosts) == h] +
+            ([f"datanode-{h}"] if hdfs else []) for h in range(1, hosts + 1)]
+
+
 def up_on_free_ports(cluster_cfg, run_dir: str | Path, workers: int, attempts: int = 3,
                      hosts: int = 0) -> MiniCluster:
     """A mini-cluster on ports that are free when it starts.
@@ -469,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="number of workers (default: conf/cluster.yaml)")
     parser.add_argument("--run-dir", help="pid files, logs and secret (default: conf/cluster.yaml run_dir)")
     parser.add_argument("--hosts", type=int, default=0, metavar="N",
-                        help="`up`: N hosts on this machine, one worker each: network namespaces with their own "
-                             "addresses (198.18.0.0/15) on a bridge of the cluster's own; needs root. "
-                             "Without it everything runs on loopback")
+                        help="`up`: N hosts on this machine, network namespaces with their own addresses "
+                             "(198.18.0.0/15) on a bridge of the cluster's own, the workers spread over them "
+                             "(one each by default; --workers for more); needs root. Without it everything "
+                             "runs on loopback")
     parser.add_argument("--hdfs", action="store_true",
                         help="`up`: also start a NameNode and two DataNodes (Hadoop's jars, fetched by Maven)")
     parser.add_argument("--interval", type=float, default=1.0, help="`watch`: seconds between samples")

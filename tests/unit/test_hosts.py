@@ -130,9 +130,17 @@ def test_up_with_hosts_without_root_says_so_and_makes_nothing(tmp_path, monkeypa
     assert not run_dir.exists()  # no folder, no secret, no process
 
 
-def test_hosts_is_one_worker_per_host(tmp_path, capsys):
+def test_hosts_need_a_worker_each(tmp_path, capsys):
     if hosts.unavailable():
         pytest.skip(hosts.unavailable())
-    code = minicluster.main(["up", "--hosts", "2", "--workers", "3", "--run-dir", str(tmp_path / "run")])
-    assert code == 1 and "one worker per host" in capsys.readouterr().err
+    code = minicluster.main(["up", "--hosts", "3", "--workers", "2", "--run-dir", str(tmp_path / "run")])
+    assert code == 1 and "--hosts 3 needs a worker on each host; got --workers 2" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_are_spread_over_the_hosts_round_robin_and_each_host_has_one_datanode():
+    assert minicluster.host_roles(3, 3, hdfs=False) == [["worker-1"], ["worker-2"], ["worker-3"]]
+    assert minicluster.host_roles(5, 3, hdfs=True) == [["worker-1", "worker-4", "datanode-1"],
+                                                       ["worker-2", "worker-5", "datanode-2"],
+                                                       ["worker-3", "datanode-3"]]
+    assert [minicluster.host_of_worker(w, 2) for w in (1, 2, 3, 4)] == [1, 2, 1, 2]
