@@ -1,5 +1,7 @@
-"""A real Spark standalone mini-cluster on loopback, shared by the cluster tests, torn down by pid;
-and a real HDFS (NameNode + 2 DataNodes) for the tests marked `hdfs`, also one per session."""
+"""A real Spark standalone mini-cluster shared by the cluster tests, torn down by pid: on hosts (network
+namespaces, distributed/hosts.py) wherever the machine allows it (root), as a real cluster's nodes, else
+on loopback; and a real HDFS (NameNode + 2 DataNodes, on the first two hosts) for the tests marked
+`hdfs`, also one per session."""
 from __future__ import annotations
 
 import contextlib
@@ -17,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from conf import load_cluster
-from distributed import processes
+from distributed import hosts, processes
 from distributed.hdfs_cluster import HdfsCluster
 from distributed.minicluster import up_on_free_ports
 from rdd_io import storage
 
-from .sniff import LoopbackSniffer
+from .sniff import Sniffer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 5  # the land-cover roles need 5 executors; other jobs use fewer
@@ -48,13 +50,24 @@ def pytest_collection_modifyitems(items):
                                         "TINY_RUN_FILES in tests/conftest.py (one process makes the tiny runs)")
 
 
+def on_hosts() -> bool:
+    """Whether the session's cluster runs on hosts: wherever the machine allows it. CI runs as root, so
+    there it must: a machine that cannot make hosts fails the run instead of falling back to loopback."""
+    reason = hosts.unavailable()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI runs as root and must run the cluster tests on hosts: {reason}")
+    return reason is None
+
+
 @pytest.fixture(scope="session")
 def minicluster(tmp_path_factory):
     # A busy shared machine can take minutes to start the JVMs: the bound is generous, not a measure.
+    hosted = on_hosts()
     with contextlib.ExitStack() as stack:
-        sniffer = stack.enter_context(LoopbackSniffer()) if os.geteuid() == 0 else None  # an eavesdropper
+        # an eavesdropper: on loopback, or on every interface (the hosts' bridge does not exist yet)
+        sniffer = stack.enter_context(Sniffer(None if hosted else "lo")) if os.geteuid() == 0 else None
         cluster = up_on_free_ports(replace(load_cluster(), start_timeout_s=300),
-                                   tmp_path_factory.mktemp("minicluster"), WORKERS)
+                                   tmp_path_factory.mktemp("minicluster"), WORKERS, hosts=WORKERS if hosted else 0)
     if sniffer:  # what went to and from the master while the workers registered
         MASTER_TRAFFIC.append(sniffer.payloads(cluster.cfg.master_port))
     run_id = cluster.state.run_id
@@ -65,6 +78,29 @@ def minicluster(tmp_path_factory):
         assert processes.tagged(run_id) == [], "mini-cluster processes outlived `down`"
 
 
+def listening(pid: int) -> list[tuple[str, int]]:
+    """(ip, port) of every TCP socket process `pid` listens on, read in the process's own network namespace
+    (/proc/<pid>/net/tcp*; psutil reads the caller's, so it misses a process on a host)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = []
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/{pid}/net/{table}") as fh:
+            for row in list(fh)[1:]:
+                fields = row.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append((socket.inet_ntop(family, raw).removeprefix("::ffff:"), int(port, 16)))
+    return found
+
+
 def hdfs_possible() -> bool:
     """An HDFS can be started: Maven fetches Hadoop's jars. Under CI it must be (a missing Maven fails)."""
     import shutil
@@ -72,12 +108,16 @@ def hdfs_possible() -> bool:
 
 
 @pytest.fixture(scope="session")
-def hdfs(tmp_path_factory):
-    """A NameNode and two DataNodes on loopback, permissions on; stopped by pid even when a test fails.
+def hdfs(tmp_path_factory, minicluster):
+    """A NameNode and two DataNodes, permissions on; stopped by pid even when a test fails. Beside the
+    session's cluster: on hosts, the NameNode on the bridge and DataNode i on host i, else on loopback.
     Without Maven the HDFS tests are skipped on a laptop, but fail under CI (CI=true)."""
     if not hdfs_possible():
         pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS tests")
-    cluster = HdfsCluster(tmp_path_factory.mktemp("hdfs"))
+    network = minicluster.network
+    on = {"host": network.bridge_address, "datanode_hosts": [(h.address, h.netns) for h in network.hosts[:2]]} \
+        if network else {}
+    cluster = HdfsCluster(tmp_path_factory.mktemp("hdfs"), **on)
     try:
         cluster.up()
         yield cluster
@@ -188,29 +228,45 @@ def _connects(host: str, port: int) -> int:
             return exc.errno or -1
 
 
-def probe_tf_servers(line: str, found: dict) -> None:
-    """On the driver's 'TFoS roles up: job:i@host:port, ...; ... private network NAME' line, while the
-    TF servers are up: connect to every TF server's port from inside the run's network (a member,
-    which must get in: the servers are there) and then from this machine's own network on each of its
-    addresses (not a member of the run: must be refused). Results go into `found`."""
+def probe_tf_servers(line: str, found: dict, network: hosts.HostNetwork | None = None) -> None:
+    """On the driver's 'TFoS roles up: job:i@host:port, ...; their TF servers in private network NAME'
+    line (on hosts: '... on the hosts' TF cards (SUBNET)'), while the TF servers are up: connect to every
+    TF server's port from inside the run's network (a member, which must get in: the servers are there;
+    on hosts, from the TF card of the server's host to that card's address) and then from outside it:
+    this machine's own network on each of its addresses, and on hosts also the server's host's own
+    network on its address and on the TF card's (not members: must be refused). Results go into `found`."""
     import psutil
     from distributed import netns
     servers = [(f"{job}:{i}", host, int(port))
                for job, i, host, port in re.findall(r"(\w+):(\d+)@([\d.]+):(\d+)", line)]
-    network = re.search(r"private network (\S+)", line)
-    found.update(servers=servers, network=network and network.group(1), member={}, outsider={})
-    if not network:
+    private = re.search(r"private network (\S+)", line)
+    cards = re.search(r"on the hosts' TF cards \(([\d./]+)\)", line)
+    found.update(servers=servers, network=private and private.group(1), tf_subnet=cards and cards.group(1),
+                 member={}, outsider={})
+    if not (private or cards and network):
         return
+    by_address = {h.address: h for h in network.hosts} if network else {}
+
+    def inside(host: str):  # where a member connects from, and to which address
+        if private:
+            return netns.entered(found["network"]), host
+        return netns.entered(by_address[host].tf_netns), by_address[host].tf_address
+
     deadline = time.monotonic() + 120
-    with netns.entered(found["network"]):  # a member: wait until every server listens
-        for role, host, port in servers:
-            while (code := _connects(host, port)) != 0 and time.monotonic() < deadline:
+    for role, host, port in servers:  # a member: wait until every server listens
+        place, address = inside(host)
+        with place:
+            while (code := _connects(address, port)) != 0 and time.monotonic() < deadline:
                 time.sleep(0.5)
-            found["member"][role] = code
+        found["member"][role] = code
     addresses = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
                  if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith("fe80")}
-    for role, _, port in servers:
+    for role, host, port in servers:
         found["outsider"][role] = {address: _connects(address, port) for address in sorted(addresses)}
+        if cards:  # the server's own host, off its TF card
+            with netns.entered(by_address[host].netns):
+                for address in (host, by_address[host].tf_address):
+                    found["outsider"][role][f"{by_address[host].netns}->{address}"] = _connects(address, port)
 
 
 PS_PROBES: dict[str, dict] = {}  # case -> what probe_parameter_server found while its ps was up
@@ -256,7 +312,8 @@ def _tiny_run(cluster, root: Path, uri_root: str, case: str, *sets: str, timeout
         for line in proc.stdout:
             stdout.append(line)
             if case in TF_SERVER_CASES and "TFoS roles up" in line:
-                probe = threading.Thread(target=probe_tf_servers, args=(line, TF_PROBES.setdefault(case, {})))
+                probe = threading.Thread(target=probe_tf_servers,
+                                         args=(line, TF_PROBES.setdefault(case, {}), cluster.network))
                 probe.start()
                 probes.append(probe)
             if case == "redshift" and "TFoS roles up" in line and case not in PS_PROBES:

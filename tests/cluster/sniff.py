@@ -1,6 +1,7 @@
-"""What an eavesdropper on the loopback interface reads: TCP payloads with their ports, captured with a
-raw packet socket (AF_PACKET, root), IPv4 only (the mini-cluster binds 127.0.0.1). The most recent
-`keep_bytes` are kept, so that the ports of interest can be chosen after the capture."""
+"""What an eavesdropper on the machine reads: TCP payloads with their ports, captured with a raw packet
+socket (AF_PACKET, root) on one interface (loopback) or on all of them (the hosts' bridge and cards, which
+may not exist yet when the capture starts), IPv4 only. The most recent `keep_bytes` are kept, so that the
+ports of interest can be chosen after the capture."""
 from __future__ import annotations
 
 import collections
@@ -11,18 +12,20 @@ import threading
 ETH_P_ALL = 0x0003
 
 
-class LoopbackSniffer:
-    def __init__(self, keep_bytes: int = 64 << 20):
+class Sniffer:
+    def __init__(self, interface: str | None = "lo", keep_bytes: int = 64 << 20):
         self.keep_bytes, self.kept = keep_bytes, 0
+        self.interface = interface
         self.packets: collections.deque[tuple[int, int, bytes]] = collections.deque()
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        self._sock.bind(("lo", 0))
+        if interface:
+            self._sock.bind((interface, 0))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sniffer", daemon=True)
 
-    def __enter__(self) -> "LoopbackSniffer":
+    def __enter__(self) -> "Sniffer":
         self._thread.start()
         return self
 
@@ -37,7 +40,7 @@ class LoopbackSniffer:
                 frame, meta = self._sock.recvfrom(1 << 16)
             except socket.timeout:
                 continue
-            if meta[2] == socket.PACKET_OUTGOING:  # loopback shows each packet twice: keep one
+            if meta[2] == socket.PACKET_OUTGOING and self.interface == "lo":  # loopback shows each packet twice
                 continue
             packet = tcp_payload(frame)
             if packet:

@@ -1,4 +1,4 @@
-"""The HDFS daemons and the storage layer on them: real NameNode and DataNodes, loopback only,
+"""The HDFS daemons and the storage layer on them: real NameNode and DataNodes on their own addresses,
 replication 2, permissions on, stopped by pid; every storage call against the real protocol."""
 import json
 import os
@@ -11,23 +11,28 @@ import pytest
 from rdd_io import storage
 
 from .conftest import ROOT, minicluster_cli
+from .conftest import listening as sockets_listening
 
 pytestmark = pytest.mark.hdfs
 
 
-def test_namenode_and_two_datanodes_are_separate_jvms_on_loopback(hdfs):
+def test_namenode_and_two_datanodes_are_separate_jvms_on_their_own_addresses(hdfs):
+    """Loopback, or beside the session's cluster on hosts: the NameNode on the bridge's address, DataNode i
+    on host i's (and its web server's internal port on its host's own loopback, which nothing outside
+    the host reaches); nothing binds every interface."""
     pids = hdfs.state.pids
     assert sorted(pids) == ["datanode-1", "datanode-2", "namenode"]
     assert len(set(pids.values())) == 3
     for pid in pids.values():
         assert os.path.basename(psutil.Process(pid).exe()) == "java"
-    listening = [(conn.laddr.ip, conn.laddr.port) for pid in pids.values()
-                 for conn in psutil.Process(pid).net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
+    own = {"namenode": {hdfs.host}, **{f"datanode-{i}": {address, "127.0.0.1"} for i, (address, _) in
+                                       enumerate(hdfs.datanode_hosts or [(hdfs.host, None)] * 2, 1)}}
+    listening = [(name, ip, port) for name, pid in pids.items() for ip, port in sockets_listening(pid)]
     assert len(listening) >= 2 + 3 * 2, listening  # NameNode rpc + http, each DataNode data + ipc + http
-    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip, _ in listening), listening
+    assert all(ip in own[name] for name, ip, _ in listening), listening
     status = hdfs.status()
     assert status["running"] and status["live_datanodes"] == 2
-    assert status["uri"].startswith("hdfs://127.0.0.1:")
+    assert status["uri"].startswith(f"hdfs://{hdfs.host}:")
 
 
 def test_storage_round_trip_on_hdfs(hdfs):

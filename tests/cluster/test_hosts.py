@@ -154,10 +154,12 @@ def test_each_executor_runs_in_its_own_host_with_its_address_and_down_leaves_not
 
 
 @pytest.fixture(scope="module")
-def five_hosts(tmp_path_factory):
-    """One cluster of 5 hosts for the jobs below (land cover has 5 roles): started once, removed after."""
-    with cluster_on_hosts(tmp_path_factory.mktemp("hosts5"), 5) as cluster:
-        yield cluster
+def five_hosts(minicluster):
+    """A cluster of 5 hosts for the jobs below (land cover has 5 roles): the session's, which runs on hosts
+    wherever these tests can run (conftest.on_hosts)."""
+    needs_hosts()
+    assert minicluster.network and len(minicluster.network.hosts) == 5, "the session's cluster is not on 5 hosts"
+    return minicluster
 
 
 def user_env() -> dict:
@@ -343,28 +345,33 @@ def test_land_cover_fails_fast_naming_a_cut_off_host_and_the_units_it_held_and_r
 @pytest.mark.hdfs
 @pytest.mark.timeout(1200)
 def test_cli_up_hosts_hdfs_puts_each_datanode_on_its_host_and_down_removes_everything(tmp_path):
-    """`up --hosts 2 --hdfs` from the command line: worker i and DataNode i on host i (the NameNode on the
-    bridge), `status` says so, a file written from the bridge side reads back (also with either DataNode's
-    host cut off), the NameNode knows the DataNodes by their hosts' addresses; `down` leaves no process,
-    namespace, link or record."""
+    """`up --hosts 2 --workers 3 --hdfs` from the command line: DataNode i on host i, the workers round robin
+    (host 1 runs workers 1 and 3), the NameNode on the bridge; `status` says so, a file written from the
+    bridge side reads back (also with either DataNode's host cut off), the NameNode knows the DataNodes by
+    their hosts' addresses; `down` leaves no process, namespace, link or record."""
     needs_hosts()
     if not hdfs_possible():
         pytest.skip("Maven (mvn) is needed to fetch Hadoop's jars for the HDFS daemons")
     from distributed.hdfs_cluster import HdfsCluster
     cli, opts, env = minicluster_cli(tmp_path)
-    up = subprocess.run([*cli, "up", "--hosts", "2", "--hdfs", *opts], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=900)
+    up = subprocess.run([*cli, "up", "--hosts", "2", "--workers", "3", "--hdfs", *opts], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
     state = json.loads((tmp_path / "state.json").read_text()) if (tmp_path / "state.json").exists() else {}
+    runs = {1: ["worker-1", "worker-3", "datanode-1"], 2: ["worker-2", "datanode-2"]}  # workers round robin
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         network = hosts.HostNetwork.from_dict(state["network"])
         for host in network.hosts:
-            assert f"host {host.netns}: {host.address} (worker-{host.number}, datanode-{host.number}); " \
+            assert f"host {host.netns}: {host.address} ({', '.join(runs[host.number])}); " \
                    f"TF card {host.tf_address}" in up.stdout
         shown = json.loads(subprocess.run([*cli, "status", *opts], cwd=ROOT, env=env, capture_output=True,
                                           text=True, timeout=120).stdout)
         assert [(h["address"], h["runs"], h["tf_address"]) for h in shown["network"]["hosts"]] == \
-            [(h.address, [f"worker-{h.number}", f"datanode-{h.number}"], h.tf_address) for h in network.hosts]
+            [(h.address, runs[h.number], h.tf_address) for h in network.hosts]
+        assert shown["alive_workers"] == 3
+        for worker, number in (("worker-1", 1), ("worker-2", 2), ("worker-3", 1)):  # each JVM in its host
+            inode = os.stat(f"/proc/{state['pids'][worker]}/ns/net").st_ino
+            assert inode == hosts.netns_inode(network.host(number).netns), worker
         assert shown["network"]["tf_subnet"] == network.tf_subnet != network.subnet
         for host in shown["network"]["hosts"]:  # each host's cgroup holds its worker's and DataNode's JVMs
             assert host["n_procs"] >= 2 and host["cpu_s"] > 1 and host["rss_bytes"] > 100e6, host

@@ -1,21 +1,23 @@
-"""The loopback mini-cluster: real master and workers, loopback only, authenticated, stopped by pid."""
+"""The mini-cluster: real master and workers, on their own addresses only (loopback, or the hosts'),
+authenticated, stopped by pid."""
 import http.server
+import os
 import socket
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import replace
 
-import psutil
 import pytest
 
 from conf import load_cluster
 from distributed import minicluster as mc
-from distributed import processes
+from distributed import hosts, processes
 from distributed.minicluster import ClusterError, MiniCluster
 from distributed.minicluster import free_ports
 
 from .conftest import WORKERS
+from .conftest import listening as sockets_listening
 
 
 def test_all_workers_alive(minicluster):
@@ -32,14 +34,24 @@ def test_status_page_requires_the_token(minicluster):
     assert minicluster.master_json()["status"] == "ALIVE"
 
 
-def test_everything_listens_on_loopback_only(minicluster):
-    listening = []
-    for proc in processes.tagged(minicluster.state.run_id):
-        for conn in proc.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN:
-                listening.append((proc.pid, conn.laddr.ip, conn.laddr.port))
-    assert listening, "the cluster should be listening somewhere"
-    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in listening), listening
+def test_everything_listens_on_its_own_address_only(minicluster):
+    """On loopback: 127.0.0.1. On hosts: the master on the bridge's address, each worker on its host's
+    (each process's sockets are read from its own network namespace)."""
+    listening = [(proc.pid, ip, port) for proc in processes.tagged(minicluster.state.run_id)
+                 for ip, port in sockets_listening(proc.pid)]
+    assert {pid for pid, _, _ in listening} >= set(minicluster.state.pids.values()), listening  # every daemon
+    network = minicluster.network
+
+    def own(pid: int) -> str:  # the address of the network the process is in
+        if not network:
+            return "127.0.0.1"
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        return next((h.address for h in network.hosts if hosts.netns_inode(h.netns) == inode), network.bridge_address)
+    assert all(ip == own(pid) for pid, ip, _ in listening), listening
+    if network:  # the master on the bridge's side, each worker in its host
+        assert own(minicluster.state.pids["master"]) == network.bridge_address
+        assert {own(minicluster.state.pids[f"worker-{i}"]) for i in range(1, len(network.hosts) + 1)} == \
+            {h.address for h in network.hosts}
 
 
 def test_up_names_the_worker_that_fails_and_cleans_up(tmp_path):

@@ -86,18 +86,24 @@ def test_an_expired_ui_token_is_refused(minicluster):
     assert status(ui_token("not-the-secret")) in (401, 403)
 
 
-def test_tf_servers_refuse_every_connection_but_the_runs_own(tiny_landcover):
+def test_tf_servers_refuse_every_connection_but_the_runs_own(minicluster, tiny_landcover):
     """During the land-cover run: each TF server's port, reached from inside the run's private network
-    (the servers are there), is refused from every address of this machine outside it."""
+    (the servers are there; on hosts, the TF card of the server's host), is refused from every address of
+    this machine outside it, and on hosts from the server's own host off its TF card."""
     from distributed import netns, processes
     found = TF_PROBES["landcover"]
-    assert found.get("network"), f"the TF servers should run in a private network: {found}"
     roles = {role for role, _, _ in found["servers"]}
     assert roles == {"ps:0", "chief:0", "worker:0", "worker:1", "worker:2"}
     assert found["member"] == {role: 0 for role in roles}
     for role, per_address in found["outsider"].items():
         assert "127.0.0.1" in per_address, per_address
         assert all(code != 0 for code in per_address.values()), f"{role}: {per_address}"
+    if minicluster.network:  # the hosts' TF cards: the cluster's, kept while it runs
+        assert found["tf_subnet"] == minicluster.network.tf_subnet, found
+        # each server also tried from its own host: its address there, and its TF card's (no route)
+        assert all(sum("->" in k for k in per_address) == 2 for per_address in found["outsider"].values()), found
+        return
+    assert found.get("network"), f"the TF servers should run in a private network: {found}"
     # Removed by name when the run ended, and none left behind by a driver that died.
     assert found["network"] not in netns.names()
     orphans = [n for n in netns.names() if not processes.alive(int(n[len(netns.PREFIX):].split("-")[0]))]
@@ -105,8 +111,9 @@ def test_tf_servers_refuse_every_connection_but_the_runs_own(tiny_landcover):
 
 
 def test_spark_rpc_is_encrypted_on_the_wire(minicluster):
-    """The workers' registration with the master, as a root eavesdropper on loopback captured it: bytes
-    went by, and none of Spark's message classes or the workers' ids can be read in them."""
+    """The workers' registration with the master, as a root eavesdropper on the machine captured it (on
+    loopback, or on the hosts' bridge and cards): bytes went by, and none of Spark's message classes or
+    the workers' ids can be read in them."""
     if not MASTER_TRAFFIC:
         pytest.skip("capturing packets needs root")
     data = b"".join(MASTER_TRAFFIC[0])

@@ -106,7 +106,7 @@ def test_every_record_consumed_exactly_once_through_spark_submit(minicluster, ti
     from distributed.minicluster import spark_home
     out = f"{tiny_uri_root}-spark-submit/smoke"
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP="127.0.0.1")
+               SPARK_LOCAL_IP=minicluster.host)  # the driver's JVM starts first: the master's side (loopback, bridge)
     proc = subprocess.run([str(spark_home() / "bin" / "spark-submit"), "--master", minicluster.state.master_url,
                            str(ROOT / "jobs" / "smoke.py"), "--preset", "tiny", "--output", out,
                            "--set", f"cluster.run_dir={minicluster.run_dir}"],
