@@ -45,7 +45,10 @@ def answer(address: str, timeout_s: float = 2.0) -> str:
     host, _, port = address.rpartition(":")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.settimeout(timeout_s)
-        code = sock.connect_ex((host.strip("[]"), int(port)))
+        try:
+            code = sock.connect_ex((host.strip("[]"), int(port)))
+        except OSError:  # a name that does not resolve: no way to it
+            return "silent"
     if code == 0:
         return "accepted"
     return "refused" if code == errno.ECONNREFUSED else "silent"

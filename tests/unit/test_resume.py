@@ -29,6 +29,9 @@ def test_a_closed_port_is_unreachable_and_a_listening_one_is_not():
         spare.close()
         spec = {"chief": [dead], "worker": [alive, dead]}
         assert resume.unreachable_roles(spec, skip="chief:0") == ["worker:1"]
+        # how each answers the chief's watch: a process gone is not a host gone
+        assert [resume.answer(a) for a in (alive, dead, "no-such-host.invalid:1")] == \
+            ["accepted", "refused", "silent"]
 
 
 def test_the_error_line_of_a_grpc_failure_is_what_happened():
