@@ -23,8 +23,8 @@ With --hdfs, a real HDFS (a NameNode and two DataNodes, distributed/hdfs_cluster
 from __future__ import annotations
 
 import argparse
-import contextlib
 import base64
+import contextlib
 import hashlib
 import hmac
 import json

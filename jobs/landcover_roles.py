@@ -247,16 +247,7 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
     addresses = {f"{job}:{i}": address.rsplit(":", 1)[0] for job, listed in ctx.cluster_spec.items()
                  for i, address in enumerate(listed)}  # each role's host (for the figures per host)
     current = {"cell": run.cells[0]}
-
-    def host_silent(role: str, address: str, waited_s: float) -> None:
-        cell = current["cell"]
-        ctx.fail(RoleLost(f"{describe_role(role, cell['plan'], plans[cell['plan']])} was lost during cell "
-                          f"{cell['id']}: its host {addresses[role]} stopped answering (no answer for "
-                          f"{waited_s:.0f} s); continue with --resume"))
-    servers = {f"{job}:{i}": address for job, listed in ctx.tf_cluster_spec.items()
-               for i, address in enumerate(listed) if f"{job}:{i}" != "chief:0"}
-    with netns.outside():  # the watch's thread enters the TF network itself and reports from outside it
-        watch = PeerWatch(servers, host_silent, ctx.private_network).start()
+    watch = _watch_servers(ctx, plans, addresses, current)
     try:
         for cell in run.cells:
             current["cell"] = cell
@@ -288,6 +279,20 @@ def chief_role(run: LandcoverRun, ctx) -> dict:
     finally:
         watch.stop()
     return {"cells": cells, "series": sampler.stop(), "origin": origin, "meta": sampler.meta, "addresses": addresses}
+
+
+def _watch_servers(ctx, plans: dict, addresses: dict[str, str], current: dict) -> PeerWatch:
+    """The chief's watch of the TF servers (jobs/resume.py): a server whose host goes silent fails the run
+    at once, naming the role, its host (`addresses`) and its units in the cell `current["cell"]`."""
+    def host_silent(role: str, address: str, waited_s: float) -> None:
+        cell = current["cell"]
+        ctx.fail(RoleLost(f"{describe_role(role, cell['plan'], plans[cell['plan']])} was lost during cell "
+                          f"{cell['id']}: its host {addresses[role]} stopped answering (no answer for "
+                          f"{waited_s:.0f} s); continue with --resume"))
+    servers = {f"{job}:{i}": address for job, listed in ctx.tf_cluster_spec.items()
+               for i, address in enumerate(listed) if f"{job}:{i}" != "chief:0"}
+    with netns.outside():  # the watch's thread enters the TF network itself and reports from outside it
+        return PeerWatch(servers, host_silent, ctx.private_network).start()
 
 
 def describe_role(role: str, plan_name: str, plan: dict) -> str:

@@ -269,10 +269,7 @@ def test_redshift_goes_on_without_a_worker_whose_host_is_cut_off_and_the_summary
                      "--output", str(out), log=log_path, env=user_env())
     folder = out / "checkpoints" / cell
     try:
-        deadline = time.monotonic() + 400
-        while not (folder / "worker-1.epoch-2.h5").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
-            time.sleep(0.1)
+        wait_for(folder / "worker-1.epoch-2.h5", proc, log_path, timeout_s=400)
         pid, host = host_of_role(network, folder / "pids", "worker:1")
         with network.cut_off(host.number):
             time.sleep(CUT_S)
@@ -281,9 +278,9 @@ def test_redshift_goes_on_without_a_worker_whose_host_is_cut_off_and_the_summary
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "ok"
-    (fault,) = summary["faults"][cell]
+    result = summary(out)
+    assert result["status"] == "ok"
+    (fault,) = result["faults"][cell]
     assert fault["worker"] == "worker:1" and fault["address"] == host.address, fault
     assert fault["cause"].startswith("its host stopped answering"), fault
     assert fault["message"] == "worker 1 lost; s shrinks from 2 to 1" and fault["lost_at_s"] > 0, fault
