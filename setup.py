@@ -27,7 +27,7 @@ setup(
         # TFoS 2.2.5 imports pkg_resources at module level; setuptools 81 removes it.
         "setuptools>=65,<81",
         "packaging>=23",
-        # The wire's per-frame MAC: Poly1305 (OpenSSL), about six times HMAC-SHA256 on model-sized frames.
+        # The wire's per-frame MAC: GMAC (AES-GCM in OpenSSL), about ten times HMAC-SHA256 on model-sized frames.
         "cryptography>=42,<51",
         # Packs the executors' Python environment for spark.archives (`make env-archive`), as Spark's docs do.
         "venv-pack>=0.2,<0.3",

@@ -44,7 +44,7 @@ import numpy as np
 
 from distributed.ps_buffers import Slab, SlabPool
 from distributed.ps_wire import BadMessage, WireError, recv_message, send_message, server_handshake
-from distributed.staleness import CHUNK, DEFAULT_EXPONENTIAL_BASE, aggregate_into, staleness_factor
+from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate_into, staleness_factor
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,17 @@ class _Pending:
     error: str | None = None
 
 
-def _first_not_finite(arrays) -> int | None:
-    """Index of the first array holding a NaN or inf, checked a chunk at a time (small temporaries)."""
-    for i, a in enumerate(arrays):
-        flat = a.reshape(-1)
-        if not all(np.isfinite(flat[k:k + CHUNK]).all() for k in range(0, flat.size, CHUNK)):
-            return i
-    return None
+class _Intake:
+    """One request's payload as it lands: the pooled buffer it is read into (until the server keeps it), and
+    the first array holding a NaN or inf, found piece by piece while each piece is in cache."""
+
+    def __init__(self):
+        self.slab: Slab | None = None
+        self.not_finite: int | None = None
+
+    def scan(self, i: int, piece: np.ndarray) -> None:
+        if self.not_finite is None and not np.isfinite(piece).all():
+            self.not_finite = i
 
 
 def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -140,11 +144,12 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         try:
             while not ps._stopping:
-                held: list[Slab] = []  # a push's buffer until the server keeps it
+                intake = _Intake()
                 reading = None          # the weights a pull sends, pinned until sent
                 try:
-                    header, arrays = recv_message(sock, into=lambda h, specs, n: ps._receive_buffer(h, specs, held))
-                    reply = ps._dispatch(sock, header, arrays, held)
+                    header, arrays = recv_message(sock, into=lambda h, specs, n: ps._receive_buffer(h, specs, intake),
+                                                  on_piece=intake.scan)
+                    reply = ps._dispatch(sock, header, arrays, intake)
                     if header["op"] == "pull":
                         reply, reading = reply[:2], reply[2]
                 except ConnectionError:
@@ -158,7 +163,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     reply = ({"op": "error", "message": f"the server failed on this request: "
                                                         f"{type(e).__name__}: {str(e)[:200]}"}, ())
                 finally:
-                    ps._give_back(held)
+                    ps._give_back(intake)
                 try:  # a peer that stops reading must not hold the weights' buffer for ever
                     sock.settimeout(ps.push_timeout_s)
                     send_message(sock, *reply)
@@ -407,7 +412,7 @@ class ParameterServer:
             if slab.retired and slab.readers == 0:
                 self._pool.give(slab)
 
-    def _receive_buffer(self, header: dict, specs: list, held: list):
+    def _receive_buffer(self, header: dict, specs: list, intake: _Intake):
         """ps_wire's `into`: a worker's push in the model's own layout is read straight into a pooled
         buffer. Only a request with its worker's credential gets one (it could hold it by stalling)."""
         worker, credential = header.get("worker"), header.get("credential")
@@ -417,17 +422,17 @@ class ParameterServer:
                 or [(d, sh) for d, sh, _ in specs] != [(d, sh) for d, sh, _ in self._pool.layout]):
             return None
         with self._cond:
-            held.append(self._pool.take(lambda: self._stopping))
-        return held[-1].raw
+            intake.slab = self._pool.take(lambda: self._stopping)
+        return intake.slab.raw
 
-    def _give_back(self, held: list) -> None:
-        if held:
+    def _give_back(self, intake: _Intake) -> None:
+        if intake.slab is not None:
             with self._cond:
-                while held:
-                    self._pool.give(held.pop())
+                self._pool.give(intake.slab)
+                intake.slab = None
 
     # ---- ops -------------------------------------------------------------------
-    def _dispatch(self, sock, header: dict, arrays: list, held: list | None = None):
+    def _dispatch(self, sock, header: dict, arrays: list, intake: _Intake):
         op = header["op"]
         if op == "pull":
             slab, version = self._pin()
@@ -441,7 +446,7 @@ class ParameterServer:
         with self._cond:  # the connection a worker proved itself on: if it drops, the worker is lost
             self._owner[worker] = sock
         if op == "push":
-            version, tau = self._push(sock, worker, header, arrays, held)
+            version, tau = self._push(sock, worker, header, arrays, intake)
             return {"op": "pushed", "version": version, "tau": tau}, ()
         if op == "report":
             self._report(worker, header)
@@ -453,7 +458,7 @@ class ParameterServer:
             return {"op": "joined", **self._join(worker, header)}, ()
         raise _Reject(f"unknown op {op!r:.40}")
 
-    def _push(self, sock, worker: int, header: dict, delta: list, held: list | None = None) -> tuple[int, int]:
+    def _push(self, sock, worker: int, header: dict, delta: list, intake: _Intake) -> tuple[int, int]:
         """Buffer one update; returns (the version that applied it, its staleness tau) once applied."""
         read_version = _int_field(header, "read_version")
         # The whole delta is checked before anything is buffered (an update is applied whole or not at
@@ -464,7 +469,7 @@ class ParameterServer:
         for i, (w, d) in enumerate(zip(self._weights, delta)):
             if shapes is None and (d.shape != w.shape or d.dtype.kind != "f"):
                 shapes = f"tensor {i}: got {d.dtype} {d.shape}, expected floats of shape {w.shape}"
-        bad = None if shapes else _first_not_finite(delta)
+        bad = None if shapes else intake.not_finite  # scanned as it landed
         with self._cond:
             if self._stopping:
                 raise _Reject("parameter server is stopping")
@@ -485,7 +490,8 @@ class ParameterServer:
                               f"the weights are unchanged")
             # tau counts the aggregates formed since the read, one being computed included
             entry = _Pending(worker, read_version, self._formed - read_version, delta, time.time(),
-                             slab=held.pop() if held else None)
+                             slab=intake.slab)
+            intake.slab = None
             self._buffer.append(entry)
             self._pushes_received += 1
             batch = self._take_batch()

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from distributed.param_server import ParameterServer
+from distributed.param_server import ParameterServer, ParameterServerError
 from distributed.ps_client import PSClient
 from distributed.staleness import CHUNK, aggregate, aggregate_into
 
@@ -86,3 +86,23 @@ def test_aggregate_into_keeps_the_rule_of_aggregate_in_place(dtype, taus):
         np.testing.assert_allclose(got, ref, rtol=0, atol=4 * eps * (np.abs(w).max() + 1))
     if taus == [0]:  # one update, lambda 1, s 1: W - dW rounded once, as aggregate()
         assert all(np.array_equal(g, r) for g, r in zip(out, want))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nan_past_the_first_piece_of_a_large_tensor_is_refused(dtype):
+    """The finiteness check runs piece by piece as a push lands (into a pooled buffer in the model's
+    float32, or a buffer of its own in float64): a NaN in the last element of a multi-piece tensor counts."""
+    shapes = [(3, 4), (700_000,)]                             # 2.8 MB: three pieces of 1 MiB in float32
+    ps = ParameterServer([np.zeros(shape, np.float32) for shape in shapes], SECRET, 1, s=1)
+    addr = ps.start()
+    try:
+        with PSClient(addr, SECRET, 0) as c:
+            poisoned = [np.ones(shape, dtype) for shape in shapes]
+            poisoned[1][-1] = np.nan
+            with pytest.raises(ParameterServerError, match="tensor 1 holds NaN or inf"):
+                c.push(poisoned, 0)
+            assert ps.pushes_refused == [1] and ps.version == 0
+            assert c.push([np.ones(shape, dtype) for shape in shapes], 0) == 1
+        assert ps._pool.made == 2
+    finally:
+        ps.stop()

@@ -132,7 +132,8 @@ def test_a_frame_with_a_wrong_tag_or_header_mac_is_rejected(pair, where):
 
 
 def test_two_frames_with_the_same_bytes_carry_different_tags(pair):
-    """Poly1305 is a one-time MAC: a key used twice would let a forger solve for it."""
+    """Each frame's tag has a key of its own: GMAC under a key and nonce used twice would let a forger
+    recover its hash key."""
     srv, cli = pair
     frames = [_capture_frame(cli, srv, {"op": "push"}, [np.ones(8, np.float32)]) for _ in range(2)]
     assert frames[0][-ps_wire.TAG_BYTES:] != frames[1][-ps_wire.TAG_BYTES:]
@@ -218,3 +219,23 @@ def test_header_that_is_not_json_is_a_protocol_error(pair):
     ps_wire._send_frame(cli, b"\x80\x04not json", [])
     with pytest.raises(ProtocolError, match="JSON"):
         recv_message(srv)
+
+
+def test_on_piece_sees_every_element_of_every_array_once_as_it_lands(pair):
+    """The server scans each piece for NaN/inf while it is in cache: a piece missed or cut mid-element
+    would let a poisoned update through."""
+    srv, cli = pair
+    big = np.arange(3 * (1 << 18) + 5, dtype=np.float32)      # three full pieces and a tail
+    arrays = [np.arange(7, dtype=np.float64), big, np.zeros(0, np.float32), np.arange(6, dtype=np.int32)]
+    sender = threading.Thread(target=send_message, args=(cli, {"op": "push"}, arrays))
+    sender.start()
+    seen = [[] for _ in arrays]
+    _, got = recv_message(srv, on_piece=lambda i, piece: seen[i].append(piece.copy()))
+    sender.join(5)
+    assert [len(pieces) for pieces in seen] == [1, 4, 0, 1]
+    for want, pieces in zip(arrays, seen):
+        if pieces:
+            joined = np.concatenate(pieces)
+            assert joined.dtype == want.dtype
+            np.testing.assert_array_equal(joined, want.reshape(-1))
+    np.testing.assert_array_equal(got[1], big)
