@@ -4,8 +4,9 @@ Side A: a ParameterServer (s=1, so every push is one applied update) in its own 
 processes, each with its own PSClient, pushing a redshift-CNN-sized update in a loop. Side B: a sink in
 its own process (a thread per connection, like the server) and N sender processes, each sending the
 same byte count per message over 127.0.0.1 and waiting for a one-byte ack. Both sides run for the same
-window; the ratio is PS updates/s over plain messages/s, so it prices the wire's authentication, the
-JSON header, the aggregation and the server's locking against moving the bytes alone.
+window; a side's rate is the sum of its clients' own rates (ps_load.run_clients). The ratio is PS updates/s
+over plain messages/s, so it prices the wire's authentication, the JSON header, the aggregation and the
+server's locking against moving the bytes alone.
 
     PYTHONPATH=. .venv/bin/python bench/ps_updates.py [--quick] [--clients 8] [--seconds 10]
                                                       [--classes 40 | --params N | --full] [--pull]
@@ -79,13 +80,11 @@ def main(argv=None) -> float:
     plain = measure_plain(nbytes, args.clients, args.seconds, 2 if args.pull else 1)
     mib = nbytes / 2**20
     copies = 2 if args.pull else 1
-    print(f"plain loopback copy: {plain['steps']} steps of {copies} message(s) in {plain['window_s']:.2f} s = "
-          f"{plain['per_s']:.2f} steps/s ({plain['steps'] * copies * mib / plain['window_s']:.0f} MiB/s), "
-          f"per sender {plain['per_client']}")
+    print(f"plain loopback copy: {copies} message(s) per step, {ps_load.window_line(plain, 'steps')}, "
+          f"{plain['per_s'] * copies * mib:.0f} MiB/s, per sender {plain['per_client']}")
     ps = measure_ps(shapes, args.clients, args.seconds, args.pull)
-    print(f"parameter server:    {ps['steps']} updates in {ps['window_s']:.2f} s = {ps['per_s']:.2f} updates/s "
-          f"({ps['steps'] * copies * mib / ps['window_s']:.0f} MiB/s), per client {ps['per_client']}; "
-          f"server applied {ps['applied']}")
+    print(f"parameter server:    {ps_load.window_line(ps, 'updates')}, {ps['per_s'] * copies * mib:.0f} MiB/s, "
+          f"per client {ps['per_client']}; server applied {ps['applied']}")
     if ps["applied"] != ps["steps"] + args.clients:  # each client pushes once to warm up, then in the window
         print(f"warning: expected {ps['steps'] + args.clients} applied updates (window + warm-up)")
     ratio = ps["per_s"] / plain["per_s"]

@@ -212,7 +212,7 @@ class ParameterServer:
         self._cond = threading.Condition(lock)
         layout = [(np.dtype(w.dtype.name), w.shape, w.nbytes) for w in initial]
         # the weights, s - 1 updates waiting, one being received (its aggregate becomes the next weights)
-        self._pool = SlabPool(layout, s + 1, threading.Condition(lock))
+        self._pool = SlabPool(layout, s + 1, lock)
         self._current = self._pool.take()
         for mine, w in zip(self._current.arrays, initial):
             mine[...] = w

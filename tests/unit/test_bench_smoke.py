@@ -43,21 +43,26 @@ def test_classes_for_params_inverts_the_parameter_count():
 
 
 def test_ps_updates_prints_a_positive_ratio():
-    name, value, out = run_bench("ps_updates.py", "--clients", "2", "--seconds", "0.5", "--bands", "100",
+    seconds = 0.5
+    name, value, out = run_bench("ps_updates.py", "--clients", "2", "--seconds", str(seconds), "--bands", "100",
                                  "--classes", "4")
     assert name == "ps_vs_loopback_updates_per_s"
-    # Both sides measured in this run: the ratio is the printed server rate over the printed copy rate,
-    # each rate its count over its window, and the server applied every update the clients counted.
-    plain = re.search(r"^plain loopback copy: (\d+) steps of 1 message\(s\) in ([0-9.]+) s = ([0-9.]+) steps/s.*"
-                      r"per sender \[([0-9, ]+)\]$", out, re.M)
-    ps = re.search(r"^parameter server: +(\d+) updates in ([0-9.]+) s = ([0-9.]+) updates/s .*per client "
-                   r"\[([0-9, ]+)\]; server applied (\d+)$", out, re.M)
+    # Both sides measured in this run: the ratio is the printed server rate over the printed copy rate. A
+    # side's rate is the sum of its clients' own (each at least the window), so it lies between all steps
+    # over the longest window and all steps over the window; the server applied every update counted.
+    window = (r"(\d+) {unit}, longest window ([0-9.]+) s: ([0-9.]+) {unit}/s "
+              r"\(all steps / longest window ([0-9.]+)\), \d+ MiB/s, per \w+ \[([0-9, ]+)\]")
+    plain = re.search(r"^plain loopback copy: 1 message\(s\) per step, " + window.format(unit="steps") + "$",
+                      out, re.M)
+    ps = re.search(r"^parameter server: +" + window.format(unit="updates") + r"; server applied (\d+)$", out, re.M)
     assert plain and ps, out
     for side in (plain, ps):
-        count, window, rate = int(side.group(1)), float(side.group(2)), float(side.group(3))
-        assert count > 0 and sum(int(c) for c in side.group(4).split(",")) == count, out
-        assert rate == pytest.approx(count / window, rel=0.01), out  # the window is printed rounded
-    assert int(ps.group(5)) == int(ps.group(1)) + 2  # the window's updates and one warm-up push per client
+        count, longest, rate, over_longest = (int(side.group(1)), float(side.group(2)), float(side.group(3)),
+                                              float(side.group(4)))
+        assert count > 0 and sum(int(c) for c in side.group(5).split(",")) == count, out
+        assert over_longest == pytest.approx(count / longest, rel=0.01), out  # the window is printed rounded
+        assert over_longest * 0.999 <= rate <= count / seconds * 1.001, out
+    assert int(ps.group(6)) == int(ps.group(1)) + 2  # the window's updates and one warm-up push per client
     assert value == pytest.approx(float(ps.group(3)) / float(plain.group(3)), rel=0.01)
     assert "warning" not in out
 
@@ -97,13 +102,17 @@ def test_redshift_target_prints_the_epoch_3_accuracy_over_the_published_target()
 
 
 def test_ps_scaling_prints_the_rate_at_each_client_count_and_their_ratio():
-    name, value, out = run_bench("ps_scaling.py", "--clients", "1,3", "--seconds", "0.5", "--bands", "100",
-                                 "--classes", "4")
+    name, value, out = run_bench("ps_scaling.py", "--clients", "1,3", "--seconds", "0.5", "--rounds", "3",
+                                 "--bands", "100", "--classes", "4")
     assert name == "ps_updates_per_s_3_vs_1_clients"
-    assert value > 0
-    rates = [float(m) for m in re.findall(r"^ *\d+ client\(s\): .* = ([0-9.]+) updates/s", out, re.M)]
-    assert len(rates) == 2 and all(r > 0 for r in rates), out
-    assert abs(value - rates[1] / rates[0]) <= 1e-2 * value  # the printed rates are rounded
+    rounds = {n: [float(m) for m in re.findall(rf"^round \d, +{n} client\(s\): \d+ updates, longest window "
+                                                rf"[0-9.]+ s: ([0-9.]+) updates/s", out, re.M)] for n in (1, 3)}
+    medians = {n: float(re.search(rf"^ +{n} client\(s\): median ([0-9.]+) updates/s over 3 round", out, re.M)
+                        .group(1)) for n in (1, 3)}
+    for n in (1, 3):  # the median of the rounds' printed rates, which are rounded
+        assert len(rounds[n]) == 3 and all(r > 0 for r in rounds[n]), out
+        assert medians[n] == pytest.approx(sorted(rounds[n])[1], abs=0.02), out
+    assert value == pytest.approx(medians[3] / medians[1], rel=1e-3)
     assert "warning" not in out  # at each count the server applied exactly the updates the clients counted
 
 

@@ -1,11 +1,13 @@
 """The parameter server's memory by design: model-sized buffers are reused, at most s + 1 exist however
 many workers push at once, a push is read straight into one, and aggregate_into keeps aggregate()'s rule."""
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from distributed.param_server import ParameterServer, ParameterServerError
+from distributed.ps_buffers import SlabPool
 from distributed.ps_client import PSClient
 from distributed.staleness import CHUNK, aggregate, aggregate_into
 
@@ -106,3 +108,33 @@ def test_a_nan_past_the_first_piece_of_a_large_tensor_is_refused(dtype):
         assert ps._pool.made == 2
     finally:
         ps.stop()
+
+
+def test_a_freed_buffer_goes_to_the_push_that_waited_longest_not_to_one_that_just_arrived():
+    """At 32 clients a waiting push lost its buffer again and again to pushes that arrived later: some
+    workers got 26 updates in, others 40, in the same window."""
+    lock = threading.RLock()
+    pool = SlabPool([(np.dtype(np.float32), (4,), 16)], 1, lock)
+    slab, order = pool.take(), []
+
+    def waiter():
+        with lock:  # the pool's caller holds the server's lock
+            mine = pool.take()
+            order.append("waited")
+            pool.give(mine)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    for _ in range(500):
+        with lock:
+            if pool._waiting:
+                break
+        time.sleep(0.01)
+    with lock:
+        assert len(pool._waiting) == 1
+        pool.give(slab)
+        mine = pool.take()  # arrives while the freed buffer is still on its way to the waiter
+        order.append("arrived")
+        pool.give(mine)
+    thread.join(5)
+    assert order == ["waited", "arrived"] and pool.made == 1
