@@ -150,16 +150,19 @@ def serve_sink(conn, max_bytes: int) -> None:
 
 
 # ---------------------------------------------------------------- clients (child processes)
-def _window(start, seconds: float, step) -> tuple[int, float]:
+def _window(start, seconds: float, step) -> tuple[int, float, float]:
     """Wait at the barrier for every client and the parent, then call step() until `seconds` have passed:
-    (calls, elapsed)."""
+    (calls, elapsed, when the last call that ended within the window ended). The last call ends after the
+    window; every earlier one ended within it."""
     start.wait(300)
     t0 = time.monotonic()
-    n = 0
-    while time.monotonic() - t0 < seconds:
+    n, last_within = 0, 0.0
+    while (now := time.monotonic() - t0) < seconds:
+        if n:
+            last_within = now
         step()
         n += 1
-    return n, time.monotonic() - t0
+    return n, time.monotonic() - t0, last_within
 
 
 def ps_client(port: int, secret: bytes, worker: int, shapes, seconds: float, pull: bool, start, results) -> None:
@@ -237,10 +240,11 @@ def stop_server(proc, conn, timeout_s: float = 30, cpu: dict | None = None) -> i
 def run_clients(target, arg_lists: list[tuple], seconds: float) -> dict:
     """One process per argument tuple; once all have connected and warmed up, open the window for all.
 
-    Rate = the sum of the clients' own rates, each its steps over its own window (from the common start to
-    the end of its last step, which finishes after the window). All steps over the longest window (the
-    earlier figure, also returned) undercounts more the more clients there are: while the last ones finish
-    their last step, the others have stopped."""
+    Rate = the sum of the clients' own rates, each the steps it completed within the window over the time
+    of the last of them (clients_rate). A client's last step ends after the window. Its steps less one
+    over the whole window would undercount by half a step per client on average, so more the more
+    clients; all steps over the longest window (the earlier figure, also returned) undercounts more still:
+    the longest window runs on while the clients that are done stop pushing and exit."""
     start, results = CTX.Barrier(len(arg_lists) + 1), CTX.Queue()
     procs = [CTX.Process(target=target, args=(*a, start, results), daemon=True) for a in arg_lists]
     for p in procs:
@@ -258,7 +262,13 @@ def run_clients(target, arg_lists: list[tuple], seconds: float) -> dict:
             if p.is_alive():
                 p.terminate()
                 p.join(5)
-    steps = sum(n for _, n, _ in got)
-    window = max(e for _, _, e in got)
-    return {"steps": steps, "window_s": window, "per_s": sum(n / e for _, n, e in got),
-            "steps_over_longest_window": steps / window, "per_client": [n for _, n, _ in sorted(got)]}
+    steps = sum(n for _, n, _, _ in got)
+    window = max(e for _, _, e, _ in got)
+    return {"steps": steps, "window_s": window, "per_s": clients_rate([(n, last) for _, n, _, last in got]),
+            "steps_over_longest_window": steps / window, "per_client": [n for _, n, _, _ in sorted(got)]}
+
+
+def clients_rate(clients: list[tuple[int, float]]) -> float:
+    """The sum of the clients' own rates, from (steps, when the last one that ended within the window
+    ended) each: every step but the last ended within the window."""
+    return sum((n - 1) / last for n, last in clients if n > 1)

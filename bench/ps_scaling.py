@@ -2,14 +2,14 @@
 
 For each client count N, a fresh ParameterServer (s=1: every push is one applied update) runs in its own
 process and N client processes, each with its own PSClient, push a redshift-CNN-shaped update in a loop
-for the same window (bench/ps_load.py, as ps_updates.py; a window's rate is the sum of its clients' own
-rates). Each window prints its rate, the fewest and most steps of one client (how fairly pushes are
+for the same window (bench/ps_load.py, as ps_updates.py; a window's rate is the sum of its clients' rates
+within it). Each window prints its rate, the fewest and most steps of one client (how fairly pushes are
 served) and the updates the server applied, which must equal the clients' count (window + one warm-up
 push each). The ratio is the rate at the most clients over the rate at the fewest: above 1 the server
 serves more updates when more clients push at once, below 1 contention costs more than the concurrency
-brings. The counts run in
---rounds interleaved rounds (1, 8, 32, 1, 8, 32, ...) and each count's rate is the median of its rounds:
-on a shared machine one window's rate moves by 10% or more with the other load, more than the counts differ.
+brings. The counts run in --rounds interleaved rounds (1, 8, 32, 1, 8, 32, ...) and each count's rate is
+the median of its rounds: on a shared machine one window's rate moves by 10% or more with the other load,
+more than the counts differ.
 
     PYTHONPATH=. .venv/bin/python bench/ps_scaling.py [--quick] [--clients 1,8,32] [--seconds 5]
                                                       [--rounds 3] [--classes 40 | --params N] [--pull]

@@ -4,9 +4,9 @@ Side A: a ParameterServer (s=1, so every push is one applied update) in its own 
 processes, each with its own PSClient, pushing a redshift-CNN-sized update in a loop. Side B: a sink in
 its own process (a thread per connection, like the server) and N sender processes, each sending the
 same byte count per message over 127.0.0.1 and waiting for a one-byte ack. Both sides run for the same
-window; a side's rate is the sum of its clients' own rates (ps_load.run_clients). The ratio is PS updates/s
-over plain messages/s, so it prices the wire's authentication, the JSON header, the aggregation and the
-server's locking against moving the bytes alone.
+window; a side's rate is the sum of its clients' rates within the window (ps_load.run_clients).
+The ratio is PS updates/s over plain messages/s, so it prices the wire's authentication, the JSON
+header, the aggregation and the server's locking against moving the bytes alone.
 
     PYTHONPATH=. .venv/bin/python bench/ps_updates.py [--quick] [--clients 8] [--seconds 10]
                                                       [--classes 40 | --params N | --full] [--pull]
