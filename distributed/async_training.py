@@ -265,7 +265,7 @@ def connect_ps(address, run: AsyncRun, worker: int, wait_s: float = 300, credent
     ps's process is gone and `lost` is raised at once; one that does not answer (a cut not over yet) is
     tried again for up to the run's push timeout; once connected, it waits as long as the ps's cut
     detection takes, so the ps has surely dropped the old connection and holds nothing of it."""
-    from distributed.param_server import cut_detection_s
+    from distributed.ps_connections import cut_detection_s
     from distributed.ps_client import PSClient
     deadline = time.monotonic() + (run.push_timeout_s if lost else wait_s)
     while True:

@@ -1,4 +1,6 @@
-"""Staleness-aware parameter server (numpy only) and its client, over ``ps_wire``.
+"""Staleness-aware parameter server (numpy only): the update rule's bookkeeping. Its connections (one
+thread each: handshake, cut-peer detection, reading and answering requests) are ``ps_connections``, its
+wire ``ps_wire``, its client ``ps_client``.
 
 Workers pull (weights, version), train, and push dW = W_read - W_local with the
 version they read.  The server computes tau = version - read_version, buffers the
@@ -15,8 +17,8 @@ a worker, and its connection never counts as that worker's. Pushes with a NaN or
 and counted per worker; the weights stay finite.
 
 A worker whose connection drops without 'leave' (its process died, or its host was cut off and TCP
-keepalive found it: ``detect_cut_peer``) is *lost*: it stops counting towards s_eff, so the others go
-on, and the server keeps the run open for it, because Spark retries the task and the retried worker
+keepalive found it: ``ps_connections.detect_cut_peer``) is *lost*: it stops counting towards s_eff, so
+the others go on, and the server keeps the run open for it, because Spark retries the task and the retried worker
 comes back with 'join'.  Only 'leave' from every worker ends the run.  ``checkpoint()`` and
 ``restore()`` carry the weights, the version counter and the progress across a restart of the server
 itself.
@@ -29,13 +31,11 @@ while the next aggregate is computed elsewhere). The lock guards only the bookke
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import logging
 import math
 import socket
-import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from distributed.ps_buffers import Slab, SlabPool
-from distributed.ps_wire import BadMessage, WireError, recv_message, send_message, server_handshake
+from distributed.ps_connections import HEARTBEAT_S, Handler, Intake, Refused, TCPServer
+from distributed.ps_wire import WireError, send_message
 from distributed.staleness import DEFAULT_EXPONENTIAL_BASE, aggregate_into, staleness_factor
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,6 @@ def worker_credential(key: bytes, worker: int) -> str:
     return hmac.new(bytes(key), b"worker:%d" % worker, hashlib.sha256).hexdigest()
 
 
-class _Reject(Exception):
-    pass
-
-
 @dataclass(eq=False)
 class _Pending:
     worker: int
@@ -79,114 +76,12 @@ class _Pending:
     error: str | None = None
 
 
-class _Intake:
-    """One request's payload as it lands: the pooled buffer it is read into (until the server keeps it), and
-    the first array holding a NaN or inf, found piece by piece while each piece is in cache."""
-
-    def __init__(self):
-        self.slab: Slab | None = None
-        self.not_finite: int | None = None
-
-    def scan(self, i: int, piece: np.ndarray) -> None:
-        if self.not_finite is None and not np.isfinite(piece).all():
-            self.not_finite = i
-
-
 def _int_field(header: dict, name: str, lo: int | None = None, hi: int | None = None) -> int:
     value = header.get(name)
     if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = "" if lo is None else f" in {lo}..{hi}" if hi is not None else f" >= {lo}"
-        raise _Reject(f"field {name!r} must be an integer{bounds}, got {repr(value)[:40]}")
+        raise Refused(f"field {name!r} must be an integer{bounds}, got {repr(value)[:40]}")
     return value
-
-
-KEEPALIVE_PROBES = 3
-HEARTBEAT_S = 5.0  # the server's default; both ends find a cut peer within cut_detection_s of it
-
-
-def cut_detection_s(heartbeat_s: float = HEARTBEAT_S) -> float:
-    """How long detect_cut_peer takes at most to find a peer that stopped answering."""
-    return (1 + KEEPALIVE_PROBES) * max(1, round(heartbeat_s))
-
-
-def detect_cut_peer(sock: socket.socket, every_s: float) -> None:
-    """Find a peer whose host is cut off (no FIN, no RST ever comes) within about
-    (1 + KEEPALIVE_PROBES) * every_s: on an idle connection by TCP keepalive (a probe after every_s idle,
-    then every every_s, KEEPALIVE_PROBES unanswered); with data of ours unacknowledged (a reply the cut
-    host never received) by TCP_USER_TIMEOUT, which would otherwise leave the kernel retransmitting for
-    about 15 minutes. The peer's kernel answers both whatever its process does, so a worker that trains
-    long between requests is never taken for a cut one."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's (hours) apply
-        every = max(1, round(every_s))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, every)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, every)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, cut_detection_s(every_s) * 1000)
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self):
-        ps, sock = self.server.ps, self.request
-        peer = "%s:%s" % self.client_address[:2]
-        cut = False  # the peer stopped answering (keepalive or unacknowledged data timed out): its host is cut off
-        ps._register(sock)  # registered first, so stop() can cut even a stalled handshake
-        try:
-            sock.settimeout(ps.handshake_timeout_s)
-            server_handshake(sock, ps._secret, ps.max_payload)
-            # Workers stay connected while they train; stop() shuts the socket down.
-            sock.settimeout(None)
-            detect_cut_peer(sock, ps.heartbeat_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (WireError, OSError) as e:
-            log.warning("parameter server: rejected connection from %s: %s", peer, e)
-            ps._unregister(sock)
-            return
-        try:
-            while not ps._stopping:
-                intake = _Intake()
-                reading = None          # the weights a pull sends, pinned until sent
-                try:
-                    header, arrays = recv_message(sock, into=lambda h, specs, n: ps._receive_buffer(h, specs, intake),
-                                                  on_piece=intake.scan)
-                    reply = ps._dispatch(sock, header, arrays, intake)
-                    if header["op"] == "pull":
-                        reply, reading = reply[:2], reply[2]
-                except ConnectionError:
-                    return
-                except (_Reject, BadMessage) as e:  # the peer is answered; its connection stays
-                    reply = ({"op": "error", "message": str(e)}, ())
-                except (WireError, OSError):  # out of step or unauthenticated: closed below
-                    raise
-                except Exception as e:  # a bug in one request must not lose the worker's connection
-                    log.exception("parameter server: error handling a request from %s", peer)
-                    reply = ({"op": "error", "message": f"the server failed on this request: "
-                                                        f"{type(e).__name__}: {str(e)[:200]}"}, ())
-                finally:
-                    ps._give_back(intake)
-                try:  # a peer that stops reading must not hold the weights' buffer for ever
-                    sock.settimeout(ps.push_timeout_s)
-                    send_message(sock, *reply)
-                    sock.settimeout(None)
-                finally:
-                    if reading is not None:
-                        ps._unpin(reading)
-        except (WireError, OSError) as e:
-            cut = getattr(e, "errno", None) == errno.ETIMEDOUT
-            if not ps._stopping:
-                log.warning("parameter server: closing connection from %s: %s", peer, e)
-        except Exception:  # a bug in one connection must not take the server down
-            log.exception("parameter server: unexpected error on connection from %s", peer)
-        finally:
-            ps._unregister(sock)
-            ps._disconnected(sock, self.client_address[0],
-                             "its host stopped answering (no TCP acknowledgement or keepalive reply)" if cut
-                             else "its connection was closed (its process ended or it gave up)")
-
-
-class _TCPServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class ParameterServer:
@@ -242,13 +137,13 @@ class ParameterServer:
         self._done = threading.Event()
         self._stopping = False
         self._conns: set[socket.socket] = set()
-        self._server: _TCPServer | None = None
+        self._server: TCPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self) -> tuple[str, int]:
         try:
-            self._server = _TCPServer((self.host, self.port), _Handler)
+            self._server = TCPServer((self.host, self.port), Handler)
         except OSError as e:
             raise OSError(e.errno, f"parameter server cannot listen on {self.host}:{self.port}: "
                                    f"{e.strerror}") from e
@@ -412,7 +307,7 @@ class ParameterServer:
             if slab.retired and slab.readers == 0:
                 self._pool.give(slab)
 
-    def _receive_buffer(self, header: dict, specs: list, intake: _Intake):
+    def _receive_buffer(self, header: dict, specs: list, intake: Intake):
         """ps_wire's `into`: a worker's push in the model's own layout is read straight into a pooled
         buffer. Only a request with its worker's credential gets one (it could hold it by stalling)."""
         worker, credential = header.get("worker"), header.get("credential")
@@ -425,24 +320,24 @@ class ParameterServer:
             intake.slab = self._pool.take(lambda: self._stopping)
         return intake.slab.raw
 
-    def _give_back(self, intake: _Intake) -> None:
+    def _give_back(self, intake: Intake) -> None:
         if intake.slab is not None:
             with self._cond:
                 self._pool.give(intake.slab)
                 intake.slab = None
 
     # ---- ops -------------------------------------------------------------------
-    def _dispatch(self, sock, header: dict, arrays: list, intake: _Intake):
+    def _dispatch(self, sock, header: dict, arrays: list, intake: Intake):
         op = header["op"]
         if op == "pull":
             slab, version = self._pin()
             return {"op": "weights", "version": version}, slab.arrays, slab
         worker = _int_field(header, "worker")
         if not 0 <= worker < self.num_workers:
-            raise _Reject(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
+            raise Refused(f"unknown worker {worker}; this job has workers 0..{self.num_workers - 1}")
         credential = header.get("credential")
         if not (isinstance(credential, str) and hmac.compare_digest(credential, self._credentials[worker])):
-            raise _Reject(f"'{op[:20]}' for worker {worker} refused: its credential is missing or wrong")
+            raise Refused(f"'{op[:20]}' for worker {worker} refused: its credential is missing or wrong")
         with self._cond:  # the connection a worker proved itself on: if it drops, the worker is lost
             self._owner[worker] = sock
         if op == "push":
@@ -456,9 +351,9 @@ class ParameterServer:
             return {"op": "ok"}, ()
         if op == "join":
             return {"op": "joined", **self._join(worker, header)}, ()
-        raise _Reject(f"unknown op {op!r:.40}")
+        raise Refused(f"unknown op {op!r:.40}")
 
-    def _push(self, sock, worker: int, header: dict, delta: list, intake: _Intake) -> tuple[int, int]:
+    def _push(self, sock, worker: int, header: dict, delta: list, intake: Intake) -> tuple[int, int]:
         """Buffer one update; returns (the version that applied it, its staleness tau) once applied."""
         read_version = _int_field(header, "read_version")
         # The whole delta is checked before anything is buffered (an update is applied whole or not at
@@ -472,21 +367,21 @@ class ParameterServer:
         bad = None if shapes else intake.not_finite  # scanned as it landed
         with self._cond:
             if self._stopping:
-                raise _Reject("parameter server is stopping")
+                raise Refused("parameter server is stopping")
             if worker in self._lost:
-                raise _Reject(f"worker {worker} was lost; it must 'join' again before it pushes")
+                raise Refused(f"worker {worker} was lost; it must 'join' again before it pushes")
             if worker not in self._active:
-                raise _Reject(f"worker {worker} already left; its push is refused")
+                raise Refused(f"worker {worker} already left; its push is refused")
             if not 0 <= read_version <= self._version:
-                raise _Reject(f"read_version {read_version} is not a version this server "
+                raise Refused(f"read_version {read_version} is not a version this server "
                               f"has published (current {self._version})")
             if shapes:
-                raise _Reject(shapes)
+                raise Refused(shapes)
             if bad is not None:  # one diverged worker must not poison the shared weights
                 self._refused[worker] += 1
                 log.warning("push from worker %d refused: tensor %d holds NaN or inf (%d refused from it)",
                             worker, bad, self._refused[worker])
-                raise _Reject(f"push from worker {worker} refused: tensor {bad} holds NaN or inf; "
+                raise Refused(f"push from worker {worker} refused: tensor {bad} holds NaN or inf; "
                               f"the weights are unchanged")
             # tau counts the aggregates formed since the read, one being computed included
             entry = _Pending(worker, read_version, self._formed - read_version, delta, time.time(),
@@ -505,14 +400,14 @@ class ParameterServer:
                 if entry.applied_version is not None:
                     return entry.applied_version, entry.tau
                 if entry.error:
-                    raise _Reject(entry.error)
+                    raise Refused(entry.error)
                 if (self._stopping or remaining <= 0) and not entry.formed:
                     self._withdraw(entry)
-                    raise _Reject("parameter server is stopping" if self._stopping else
+                    raise Refused("parameter server is stopping" if self._stopping else
                                   f"push not applied within {self.push_timeout_s} s: "
                                   f"{len(self._buffer)} of {self._s_eff()} updates arrived")
                 if self._stopping:  # its aggregate is being computed; nobody waits for the answer
-                    raise _Reject("parameter server is stopping")
+                    raise Refused("parameter server is stopping")
             try:
                 send_message(sock, {"op": "waiting"})
             except (OSError, WireError):
@@ -598,7 +493,7 @@ class ParameterServer:
         if not isinstance(metrics, dict) or len(metrics) > LIMITS["metrics"] or not all(
                 isinstance(k, str) and len(k) <= LIMITS["metric_chars"] and type(v) in (int, float)
                 for k, v in metrics.items()):
-            raise _Reject(f"field 'metrics' must map at most {LIMITS['metrics']} names of at most "
+            raise Refused(f"field 'metrics' must map at most {LIMITS['metrics']} names of at most "
                           f"{LIMITS['metric_chars']} characters to numbers")
         values = {}
         for k, v in metrics.items():
@@ -607,11 +502,11 @@ class ParameterServer:
             except OverflowError:  # an integer beyond float's range
                 values[k] = math.inf
             if not math.isfinite(values[k]):
-                raise _Reject(f"metric {k!r} of worker {worker} is {v if isinstance(v, float) else 'too large'}, "
+                raise Refused(f"metric {k!r} of worker {worker} is {v if isinstance(v, float) else 'too large'}, "
                               f"not a finite number")
         with self._cond:
             if len(self._metrics[worker]) >= LIMITS["reports"]:
-                raise _Reject(f"worker {worker} has sent {LIMITS['reports']} reports; no more are kept")
+                raise Refused(f"worker {worker} has sent {LIMITS['reports']} reports; no more are kept")
             self._metrics[worker].append({"epoch": epoch, "metrics": values, "time": time.time()})
 
     def _leave(self, worker: int) -> None:
@@ -674,7 +569,7 @@ class ParameterServer:
             # without one, the worker resumes where its reports end (its checkpoint of that epoch)
             epoch = _int_field({"epoch": self._epochs_reported(worker), **header}, "epoch", 0, LIMITS["epoch"])
             if self._stopping:
-                raise _Reject("parameter server is stopping")
+                raise Refused("parameter server is stopping")
             if worker in self._lost:
                 before = self._s_eff()
                 self._lost.discard(worker)
@@ -684,6 +579,6 @@ class ParameterServer:
                 self._events.append({"event": "rejoined", "worker": worker, "time": time.time(),
                                      "version": self._version, "epoch": epoch, "message": message})
             elif worker not in self._active:
-                raise _Reject(f"worker {worker} already left; it cannot join again")
+                raise Refused(f"worker {worker} already left; it cannot join again")
             return {"version": self._version, "epochs_reported": self._epochs_reported(worker),
                     "updates_applied": sum(1 for u in self._updates if u["worker"] == worker)}

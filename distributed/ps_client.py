@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 
-from distributed.param_server import HEARTBEAT_S, ParameterServerError, detect_cut_peer, worker_credential
+from distributed.param_server import ParameterServerError, worker_credential
+from distributed.ps_connections import HEARTBEAT_S, detect_cut_peer
 from distributed.ps_wire import WireError, client_handshake, recv_message, send_message
 
 
@@ -25,7 +26,7 @@ class PSClient:
     ``credential`` is this worker's (param_server.worker_credential); without one it is made from
     ``secret``, which only a server whose worker key is the secret accepts. ``connect_timeout_s``
     bounds the connection itself (default timeout_s). A server whose host stops answering is found as
-    the server finds a cut worker (TCP keepalive, param_server.detect_cut_peer), not after timeout_s.
+    the server finds a cut worker (TCP keepalive, ps_connections.detect_cut_peer), not after timeout_s.
     """
 
     def __init__(self, address, secret: bytes, worker: int, timeout_s: float = 60, name: str = "parameter server",

@@ -177,7 +177,8 @@ def test_a_worker_whose_host_is_cut_off_is_lost_by_keepalive_while_an_idle_one_o
     by TCP keepalive (detect_cut_peer) within about 4 heartbeats and s shrinks, while a worker on another
     host that is connected but silent for as long stays active. The link is restored however it ends."""
     import numpy as np
-    from distributed.param_server import KEEPALIVE_PROBES, ParameterServer
+    from distributed.param_server import ParameterServer
+    from distributed.ps_connections import KEEPALIVE_PROBES
     network, run_id = plan(2)
     secret, workers, ps = b"per-run-secret-0123456789abcdef!", [], None
     try:
@@ -315,7 +316,8 @@ def test_a_worker_waiting_on_the_ps_when_its_host_is_cut_off_finds_out_by_keepal
     import threading
     import numpy as np
     from distributed import netns
-    from distributed.param_server import ParameterServer, cut_detection_s
+    from distributed.param_server import ParameterServer
+    from distributed.ps_connections import cut_detection_s
     from distributed.ps_client import ParameterServerLost, PSClient
     network, run_id = plan(1)
     secret, ps, outcome = b"per-run-secret-0123456789abcdef!", None, {}
