@@ -25,8 +25,8 @@ class SlabPool:
     """Reused model-sized buffers, at most `limit` at once (more only for an update that came in another
     dtype, given back at once). The caller holds `lock`, the server's lock. Pushes waiting for a buffer are
     served first come, first served: a freed buffer is handed to the oldest waiter and wakes only it, so a
-    push that has waited cannot lose its buffer to one that just arrived (which starved some workers for
-    hundreds of updates at 32 clients)."""
+    push that has waited cannot lose its buffer to one that just arrived (at 32 clients, that let some
+    workers get 26 updates in during a window while others got 40)."""
 
     def __init__(self, layout, limit: int, lock):
         self.layout, self.limit, self._lock = layout, limit, lock
